@@ -1,0 +1,74 @@
+# Two commands for a new machine: `make run` and `make test`.
+# Every target installs what it needs, once (stamps in .stamps/).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+VENDOR := static/vendor/socket.io.min.js
+N ?= 3
+
+.PHONY: run test lint format cluster bench bench-quick system-deps clean
+
+run: $(STAMPS)/venv $(VENDOR)
+	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: $(STAMPS)/venv-dev $(VENDOR) $(STAMPS)/node-dev system-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: $(STAMPS)/venv-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMPS)/venv-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+cluster: $(STAMPS)/venv $(VENDOR) system-deps
+	$(BIN)/python -m deploy.cluster --instances $(N)
+
+bench: $(STAMPS)/venv-dev $(VENDOR) $(STAMPS)/node-dev system-deps
+	$(BIN)/python -m bench.run
+
+bench-quick:
+	BENCH_QUICK=1 $(MAKE) bench
+
+# -- installs ---------------------------------------------------------------
+$(STAMPS)/venv: requirements.txt
+	@mkdir -p $(STAMPS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(STAMPS)/venv-dev: $(STAMPS)/venv requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(VENDOR): node_modules/.package-lock.json
+	@mkdir -p static/vendor
+	cp node_modules/socket.io-client/dist/socket.io.min.js \
+	   node_modules/socket.io-client/dist/socket.io.min.js.map static/vendor/
+
+$(STAMPS)/node-dev: node_modules/.package-lock.json
+	@mkdir -p $(STAMPS)
+	@touch $@
+
+# redis-server, nginx and chromium from Debian, only when missing.
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+clean:
+	rm -rf $(VENV) $(STAMPS) node_modules static/vendor test-artifacts

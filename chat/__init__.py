@@ -1,0 +1,27 @@
+"""The chat room: an app factory and the one SocketIO object handlers bind to."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+socketio = SocketIO()
+
+
+def create_app(config=None) -> Flask:
+    """Build the app from ``config`` (default: the environment, see config.py)."""
+    from chat import events, views  # noqa: F401  (handlers register on import)
+    from chat.config import Config
+    from chat.logs import configure_logging
+    from chat.server import socketio_options, start_services
+    from chat.state import build_state
+
+    config = config or Config()
+    configure_logging(config.LOG_FORMAT, config.LOG_LEVEL)
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.config.from_object(config)
+    app.extensions["chat"] = build_state(config)
+    app.register_blueprint(views.bp)
+    socketio.init_app(app, **socketio_options(config, app.extensions["chat"]))
+    start_services(app)
+    return app

@@ -1,0 +1,219 @@
+"""socket.io handlers: the chat example's contract, with its inputs checked.
+
+Client -> server: ``add user``, ``new message``, ``typing``, ``stop typing``.
+Server -> client: ``login``, ``new message``, ``user joined``, ``user left``,
+``typing``, ``stop typing``; and the additions ``login error``, ``chat error``
+and ``history``. Every refusal answers the sender and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import time
+
+from flask import current_app, request
+from flask_socketio import emit, join_room
+
+from chat import metrics, socketio
+from chat.presence import Member
+from chat.validation import Refused, clean_message, clean_name, clean_room
+
+log = logging.getLogger(__name__)
+
+
+def _state():
+    return current_app.extensions["chat"]
+
+
+def _refuse(event: str, refusal: Refused) -> None:
+    metrics.REFUSED.labels(refusal.reason).inc()
+    name = "login error" if event == "add user" else "chat error"
+    emit(name, {"event": event, "reason": refusal.reason, "message": refusal.detail})
+
+
+def _member() -> Member:
+    member = _state().presence.local.get(request.sid)
+    if member is None:
+        raise Refused("not_logged_in", "Log in with 'add user' first.")
+    return member
+
+
+def guarded(event: str):
+    """Rate-limit, time and catch one handler so no input can crash it."""
+
+    def wrap(handler):
+        @functools.wraps(handler)
+        def run(*args):
+            started = time.perf_counter()
+            try:
+                if not _state().limiter.allow(request.sid):
+                    raise Refused("rate_limited", "Too many events; slow down.")
+                handler(*args)
+            except Refused as refusal:
+                _refuse(event, refusal)
+            finally:
+                metrics.EVENT_SECONDS.labels(event).observe(
+                    time.perf_counter() - started
+                )
+
+        return run
+
+    return wrap
+
+
+# -- connection ----------------------------------------------------------
+@socketio.on("connect")
+def on_connect(auth=None):
+    """Count the socket; log in at once if the client sent a name in ``auth``."""
+    metrics.SOCKETS.inc()
+    log.info(
+        "connect sid=%s transport=%s", request.sid, request.args.get("transport", "?")
+    )
+    if isinstance(auth, dict) and auth.get("username") is not None:
+        try:
+            _login(
+                auth.get("username"),
+                auth.get("room"),
+                auth.get("token"),
+                auth.get("lastId"),
+            )
+        except Refused as refusal:
+            _refuse("add user", refusal)
+
+
+@socketio.on("disconnect")
+def on_disconnect(*_reason):
+    """Release the user's name and tell the room, unless a newer login took it."""
+    state = _state()
+    metrics.SOCKETS.dec()
+    state.limiter.forget(request.sid)
+    member, count = state.presence.leave(request.sid)
+    log.info("disconnect sid=%s", request.sid)
+    if member is not None:
+        metrics.USERS.dec()
+        socketio.emit(
+            "user left", {"username": member.name, "numUsers": count}, to=member.room
+        )
+
+
+# -- the chat contract ---------------------------------------------------
+@socketio.on("add user")
+@guarded("add user")
+def on_add_user(name=None, options=None, *_):
+    """Log in under ``name``; ``options`` may carry room, token and lastId."""
+    options = options if isinstance(options, dict) else {}
+    _login(name, options.get("room"), options.get("token"), options.get("lastId"))
+
+
+def _login(raw_name, raw_room, token, last_id) -> None:
+    state = _state()
+    config = current_app.config
+    if request.sid in state.presence.local:
+        raise Refused("already_logged_in", "This connection is already logged in.")
+    name = clean_name(raw_name, config["MAX_NAME_CHARS"])
+    room = clean_room(raw_room, config["MAX_ROOM_CHARS"])
+    if not (isinstance(token, str) and 16 <= len(token) <= 64):
+        token = secrets.token_urlsafe(24)
+    result = state.presence.join(Member(request.sid, room, name, token))
+    if not result.ok:
+        raise Refused("name_taken", f"The name {name!r} is already in use.")
+    join_room(room)
+    metrics.USERS.inc()
+    log.info(
+        "login sid=%s room=%s reclaimed=%s",
+        request.sid,
+        room,
+        bool(result.replaced_sid),
+    )
+    emit(
+        "login",
+        {
+            "numUsers": result.count,
+            "username": name,
+            "room": room,
+            "token": token,
+            "users": state.presence.names(room),
+        },
+    )
+    if result.replaced_sid:
+        # The same person's older connection (a page that lost its network)
+        # is closed; the room never saw them leave, so no "user joined".
+        socketio.server.disconnect(result.replaced_sid, namespace="/")
+    else:
+        emit(
+            "user joined",
+            {"username": name, "numUsers": result.count},
+            to=room,
+            include_self=False,
+        )
+    _send_history(room, last_id)
+
+
+def _send_history(room: str, last_id) -> None:
+    history = _state().history
+    config = current_app.config
+    if isinstance(last_id, str) and last_id:
+        messages, dropped = history.since(room, last_id, config["HISTORY_RETAIN"])
+        emit("history", {"messages": messages, "dropped": dropped, "since": last_id})
+    else:
+        messages = history.recent(room, config["HISTORY_LENGTH"])
+        emit("history", {"messages": messages, "dropped": False, "since": None})
+
+
+@socketio.on("new message")
+@guarded("new message")
+def on_new_message(text=None, *_):
+    """Store and broadcast a message to the rest of the room."""
+    member = _member()
+    message = clean_message(text, current_app.config["MAX_MESSAGE_CHARS"])
+    entry = _state().history.append(member.room, member.name, message)
+    metrics.MESSAGES_IN.inc()
+    metrics.MESSAGES_OUT.inc()
+    emit("new message", entry, to=member.room, include_self=False)
+
+
+@socketio.on("typing")
+@guarded("typing")
+def on_typing(*_):
+    """Tell the rest of the room this user is typing."""
+    member = _member()
+    emit("typing", {"username": member.name}, to=member.room, include_self=False)
+
+
+@socketio.on("stop typing")
+@guarded("stop typing")
+def on_stop_typing(*_):
+    """Tell the rest of the room this user stopped typing."""
+    member = _member()
+    emit("stop typing", {"username": member.name}, to=member.room, include_self=False)
+
+
+@socketio.on("*")
+def on_unknown(event, *_):
+    """Answer an event the contract does not have, instead of ignoring it."""
+    metrics.REFUSED.labels("unknown_event").inc()
+    emit(
+        "chat error",
+        {
+            "event": str(event)[:64],
+            "reason": "unknown_event",
+            "message": "This server does not know that event.",
+        },
+    )
+
+
+@socketio.on_error_default
+def on_handler_error(exc):
+    """A bug must not kill the connection: log it and tell the client."""
+    log.exception("handler failed sid=%s", getattr(request, "sid", "?"))
+    metrics.REFUSED.labels("server_error").inc()
+    emit(
+        "chat error",
+        {
+            "event": "",
+            "reason": "server_error",
+            "message": "The server could not handle that event.",
+        },
+    )

@@ -1,0 +1,23 @@
+"""Prometheus metrics of one instance; counts and timings, never user content."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SOCKETS = Gauge("chat_connected_sockets", "socket.io connections open on this instance")
+USERS = Gauge("chat_logged_in_users", "logged-in users on this instance")
+MESSAGES_IN = Counter("chat_messages_in_total", "chat messages accepted from clients")
+MESSAGES_OUT = Counter(
+    "chat_messages_out_total", "new message events sent to this instance's sockets"
+)
+REFUSED = Counter("chat_refused_total", "client inputs refused", ["reason"])
+PUBLISH_FAILURES = Counter(
+    "chat_redis_publish_failures_total",
+    "messages Redis would not take for other instances",
+)
+EVENT_SECONDS = Histogram(
+    "chat_event_seconds",
+    "time to handle one client event",
+    ["event"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)

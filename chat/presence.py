@@ -1,0 +1,93 @@
+"""Who is online, per room: names are unique (case-insensitive) in a room.
+
+``MemoryPresence`` serves one instance. ``RedisPresence`` (redis_presence.py)
+keeps the same answers for a whole cluster. Both keep ``local``: the members
+connected to this process, which is what an instance can always vouch for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Member:
+    """One logged-in connection. ``token`` lets the same person reclaim the name."""
+
+    sid: str
+    room: str
+    name: str
+    token: str
+
+    @property
+    def key(self) -> str:
+        return self.name.casefold()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    """``ok`` False means the name is held by someone else.
+
+    ``replaced_sid`` is the older connection of the same person (same token),
+    whose entry this join took over: it must not be announced as a new user.
+    """
+
+    ok: bool
+    count: int
+    replaced_sid: str | None = None
+
+
+class MemoryPresence:
+    """Presence for a single instance, in this process."""
+
+    degraded_reason: str | None = None
+
+    def __init__(self) -> None:
+        self.local: dict[str, Member] = {}
+        self._rooms: dict[str, dict[str, Member]] = {}
+
+    def join(self, member: Member) -> JoinResult:
+        """Add ``member`` unless another person holds the name in the room."""
+        room = self._rooms.setdefault(member.room, {})
+        holder = room.get(member.key)
+        if holder is not None and holder.token != member.token:
+            return JoinResult(ok=False, count=len(room))
+        room[member.key] = member
+        self.local[member.sid] = member
+        if holder is not None:
+            self.local.pop(holder.sid, None)
+        return JoinResult(True, len(room), holder.sid if holder else None)
+
+    def leave(self, sid: str) -> tuple[Member | None, int]:
+        """Remove the session; the member is returned only if it still held the name."""
+        member = self.local.pop(sid, None)
+        if member is None:
+            return None, 0
+        room = self._rooms.get(member.room, {})
+        if room.get(member.key) is member:
+            del room[member.key]
+            count = len(room)
+            if not room:
+                self._rooms.pop(member.room, None)
+            return member, count
+        return None, len(room)
+
+    def count(self, room: str) -> int:
+        """Users online in ``room``."""
+        return len(self._rooms.get(room, {}))
+
+    def names(self, room: str) -> list[str]:
+        """Names online in ``room``, sorted case-insensitively."""
+        return sorted(
+            (m.name for m in self._rooms.get(room, {}).values()), key=str.casefold
+        )
+
+    def start(self, on_left, spawn, sleep) -> None:
+        """Nothing to watch on one instance."""
+
+    def stop(self) -> list[tuple[Member, int]]:
+        """Forget every local member; returns them with the room's remaining count."""
+        return [pair for sid in list(self.local) if (pair := self.leave(sid))[0]]

@@ -1,0 +1,280 @@
+"""Cluster-wide presence in Redis, with no ghosts when an instance dies.
+
+Layout (prefix ``chat:``):
+- ``room:<room>:users``      hash, casefolded name -> member JSON (+ instance)
+- ``instance:<id>:members``  hash, sid -> member JSON: what to clean up if it dies
+- ``instance:<id>:alive``    key with a TTL, refreshed by the heartbeat
+- ``instances``              set of instance ids that may hold members
+
+Every instance beats every ``PRESENCE_HEARTBEAT_S`` and reaps instances whose
+alive key has expired; ``SREM`` decides which instance announces the leaves,
+so each ghost is announced once. The local members are the truth: when Redis
+lost them (restart, outage), the next beat writes them back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import redis
+
+from chat.presence import JoinResult, Member
+
+log = logging.getLogger(__name__)
+
+_JOIN = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local replaced = ''
+if cur then
+  local holder = cjson.decode(cur)
+  if holder.token ~= ARGV[3] then
+    return {0, redis.call('HLEN', KEYS[1]), ''}
+  end
+  replaced = holder.sid
+  if holder.sid ~= ARGV[4] then
+    redis.call('HDEL', ARGV[5] .. 'instance:' .. holder.instance .. ':members',
+               holder.sid)
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[2])
+return {1, redis.call('HLEN', KEYS[1]), replaced}
+"""
+
+_LEAVE = """
+redis.call('HDEL', KEYS[2], ARGV[2])
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and cjson.decode(cur).sid == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return {1, redis.call('HLEN', KEYS[1])}
+end
+return {0, redis.call('HLEN', KEYS[1])}
+"""
+
+# Removes every member an instance registered. Unless forced (an instance
+# cleaning up after itself), only the caller that wins the SREM does it.
+_REAP = """
+if ARGV[3] ~= '1' and redis.call('SREM', KEYS[1], ARGV[2]) == 0 then
+  return {}
+end
+local mkey = ARGV[1] .. 'instance:' .. ARGV[2] .. ':members'
+local flat = redis.call('HGETALL', mkey)
+local out = {}
+for i = 1, #flat, 2 do
+  local m = cjson.decode(flat[i + 1])
+  local rkey = ARGV[1] .. 'room:' .. m.room .. ':users'
+  local lname = m.key
+  local cur = redis.call('HGET', rkey, lname)
+  if cur and cjson.decode(cur).sid == flat[i] then
+    redis.call('HDEL', rkey, lname)
+    table.insert(out, m.room)
+    table.insert(out, m.name)
+    table.insert(out, redis.call('HLEN', rkey))
+  end
+end
+redis.call('DEL', mkey)
+return out
+"""
+
+
+class RedisPresence:
+    """Presence shared by all instances through one Redis."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        instance_id: str,
+        heartbeat_s: float,
+        ttl_s: int,
+    ) -> None:
+        self.local: dict[str, Member] = {}
+        self.degraded_reason: str | None = None
+        self.instance_id = instance_id
+        self._r = client
+        self._p = prefix
+        self._heartbeat_s = heartbeat_s
+        self._ttl_s = ttl_s
+        self._dirty = True
+        self._running = False
+        self._join = client.register_script(_JOIN)
+        self._leave = client.register_script(_LEAVE)
+        self._reap = client.register_script(_REAP)
+
+    # -- keys --------------------------------------------------------------
+    def _room_key(self, room: str) -> str:
+        return f"{self._p}room:{room}:users"
+
+    def _members_key(self, instance_id: str) -> str:
+        return f"{self._p}instance:{instance_id}:members"
+
+    def _alive_key(self, instance_id: str) -> str:
+        return f"{self._p}instance:{instance_id}:alive"
+
+    # -- the presence interface ------------------------------------------
+    def _encode(self, member: Member) -> str:
+        return json.dumps(
+            {**member.to_dict(), "key": member.key, "instance": self.instance_id}
+        )
+
+    def _redis_join(self, member: Member, client=None) -> object:
+        return self._join(
+            keys=[self._room_key(member.room), self._members_key(self.instance_id)],
+            args=[member.key, self._encode(member), member.token, member.sid, self._p],
+            client=client,
+        )
+
+    def join(self, member: Member) -> JoinResult:
+        """Claim the name cluster-wide; while Redis is down, among local users."""
+        try:
+            ok, count, replaced = self._redis_join(member)
+        except redis.RedisError as exc:
+            return self._join_degraded(member, exc)
+        if not ok:
+            return JoinResult(False, int(count))
+        replaced_sid = replaced.decode() if replaced else None
+        self.local.pop(replaced_sid or "", None)
+        self.local[member.sid] = member
+        return JoinResult(True, int(count), replaced_sid)
+
+    def _join_degraded(self, member: Member, exc: Exception) -> JoinResult:
+        self._mark_degraded(exc)
+        same_room = [m for m in self.local.values() if m.room == member.room]
+        holder = next((m for m in same_room if m.key == member.key), None)
+        if holder is not None and holder.token != member.token:
+            return JoinResult(False, len(same_room))
+        if holder is not None:
+            self.local.pop(holder.sid)
+        self.local[member.sid] = member
+        count = len(same_room) + (0 if holder else 1)
+        return JoinResult(True, count, holder.sid if holder else None)
+
+    def leave(self, sid: str) -> tuple[Member | None, int]:
+        """Release the session's name if it still holds it."""
+        member = self.local.pop(sid, None)
+        if member is None:
+            return None, 0
+        try:
+            removed, count = self._leave(
+                keys=[self._room_key(member.room), self._members_key(self.instance_id)],
+                args=[member.key, sid],
+            )
+        except redis.RedisError as exc:
+            self._mark_degraded(exc)
+            return member, self._local_count(member.room)
+        return (member if removed else None), int(count)
+
+    def count(self, room: str) -> int:
+        """Users online in ``room`` across the cluster."""
+        try:
+            return int(self._r.hlen(self._room_key(room)))
+        except redis.RedisError as exc:
+            self._mark_degraded(exc)
+            return self._local_count(room)
+
+    def names(self, room: str) -> list[str]:
+        """Names online in ``room`` across the cluster."""
+        try:
+            raw = self._r.hvals(self._room_key(room))
+            names = [json.loads(v)["name"] for v in raw]
+        except redis.RedisError as exc:
+            self._mark_degraded(exc)
+            names = [m.name for m in self.local.values() if m.room == room]
+        return sorted(names, key=str.casefold)
+
+    def _local_count(self, room: str) -> int:
+        return sum(1 for m in self.local.values() if m.room == room)
+
+    # -- health ------------------------------------------------------------
+    def _mark_degraded(self, exc: Exception) -> None:
+        self._dirty = True
+        if self.degraded_reason is None:
+            log.error("Redis unavailable, serving local users only: %s", exc)
+        self.degraded_reason = f"redis: {exc}"
+
+    def _mark_healthy(self) -> None:
+        if self.degraded_reason is not None:
+            log.warning(
+                "Redis is back; presence rebuilt from %d local users", len(self.local)
+            )
+        self.degraded_reason = None
+
+    # -- heartbeat and reaping -------------------------------------------
+    def start(self, on_left, spawn, sleep) -> None:
+        """Beat now (so a new instance is visible at once), then every interval.
+
+        ``on_left(room, name, count)`` announces a user of a dead instance.
+        """
+        self._running = True
+        self.beat(on_left)
+
+        def loop() -> None:
+            while self._running:
+                sleep(self._heartbeat_s)
+                if self._running:
+                    self.beat(on_left)
+
+        spawn(loop)
+
+    def beat(self, on_left) -> None:
+        """Refresh this instance's lease, rebuild if Redis lost us, reap the dead."""
+        try:
+            was_alive = self._r.set(
+                self._alive_key(self.instance_id), "1", ex=self._ttl_s, get=True
+            )
+            if was_alive is None or self._dirty:
+                self._rebuild()
+            for left in self._reap_dead():
+                on_left(*left)
+        except redis.RedisError as exc:
+            self._mark_degraded(exc)
+            return
+        self._mark_healthy()
+
+    def _rebuild(self) -> None:
+        self._reap(keys=[self._p + "instances"], args=[self._p, self.instance_id, "1"])
+        pipe = self._r.pipeline(transaction=False)
+        for member in self.local.values():
+            self._redis_join(member, client=pipe)
+        for member, (ok, _, _) in zip(self.local.values(), pipe.execute(), strict=True):
+            if not ok:
+                log.warning(
+                    "name %r in room %r was taken during an outage",
+                    member.name,
+                    member.room,
+                )
+        self._r.sadd(self._p + "instances", self.instance_id)
+        self._dirty = False
+
+    def _reap_dead(self) -> list[tuple[str, str, int]]:
+        left: list[tuple[str, str, int]] = []
+        for raw in self._r.smembers(self._p + "instances"):
+            other = raw.decode()
+            if other == self.instance_id or self._r.exists(self._alive_key(other)):
+                continue
+            flat = self._reap(keys=[self._p + "instances"], args=[self._p, other, "0"])
+            found = [
+                (flat[i].decode(), flat[i + 1].decode(), int(flat[i + 2]))
+                for i in range(0, len(flat), 3)
+            ]
+            log.warning(
+                "instance %s stopped beating; removed %d of its users",
+                other,
+                len(found),
+            )
+            left.extend(found)
+        return left
+
+    def stop(self) -> list[tuple[Member, int]]:
+        """Leave the cluster: release every local member and the lease."""
+        self._running = False
+        gone = [pair for sid in list(self.local) if (pair := self.leave(sid))[0]]
+        try:
+            self._r.srem(self._p + "instances", self.instance_id)
+            self._r.delete(
+                self._alive_key(self.instance_id), self._members_key(self.instance_id)
+            )
+        except redis.RedisError as exc:
+            log.error("could not deregister from Redis: %s", exc)
+        return gone

@@ -1,0 +1,44 @@
+"""What one instance keeps: presence, history and the flood limiter.
+
+Built once per app from its config; single-instance stores when REDIS_URL is
+unset, Redis-backed ones otherwise.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from chat.broker import redis_client
+from chat.history import MemoryHistory, RedisHistory
+from chat.presence import MemoryPresence
+from chat.ratelimit import RateLimiter
+from chat.redis_presence import RedisPresence
+
+
+@dataclass
+class ChatState:
+    """The per-app services the event handlers use."""
+
+    presence: MemoryPresence | RedisPresence
+    history: MemoryHistory | RedisHistory
+    limiter: RateLimiter
+    instance_id: str
+    draining: bool = False
+
+
+def build_state(config) -> ChatState:
+    """Pick in-memory or Redis stores from ``config.REDIS_URL``."""
+    limiter = RateLimiter(config.RATE_BURST, config.RATE_PER_S)
+    instance_id = uuid.uuid4().hex[:12]
+    if not config.REDIS_URL:
+        return ChatState(
+            MemoryPresence(), MemoryHistory(config.HISTORY_RETAIN), limiter, instance_id
+        )
+    client = redis_client(config.REDIS_URL, config.REDIS_TIMEOUT_S)
+    prefix = config.REDIS_KEY_PREFIX
+    presence = RedisPresence(
+        client, prefix, instance_id, config.PRESENCE_HEARTBEAT_S, config.PRESENCE_TTL_S
+    )
+    history = RedisHistory(client, prefix, config.HISTORY_RETAIN)
+    return ChatState(presence, history, limiter, instance_id)

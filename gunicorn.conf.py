@@ -1,0 +1,67 @@
+"""gunicorn settings for one chat instance: one gevent-websocket worker.
+
+Every value comes from the environment so a platform (or ``make cluster``)
+can run several instances on one host. See NOTES in the README for why each
+non-default value is here.
+"""
+
+import os
+import sys
+
+# -- server socket ----------------------------------------------------------
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5050')}"
+backlog = 2048
+
+# -- worker processes ---------------------------------------------------------
+# socket.io sessions live in one process: never more than one worker, even
+# when a platform sets WEB_CONCURRENCY.
+workers = 1
+worker_class = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+# The gevent worker's default of 1000 would cap the container at 1000 users.
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
+timeout = 30
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT_S", "20"))
+keepalive = 5
+
+# Several instances on one host must not share gunicorn's control socket.
+control_socket_disable = True
+
+# -- logging ------------------------------------------------------------------
+accesslog = os.environ.get("ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+# -- server hooks -------------------------------------------------------------
+def on_starting(server):
+    """Refuse to start, with one clear line, when REDIS_URL does not work."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return
+    from chat.broker import check_redis
+
+    problem = check_redis(url)
+    if problem:
+        server.log.error("cannot start: %s", problem)
+        sys.exit(1)
+
+
+def post_worker_init(worker):
+    """On SIGTERM, close our sockets and release our users before gunicorn waits.
+
+    Without this gunicorn waits the whole graceful timeout for open websockets
+    and then kills them, and their users stay "online" until the TTL.
+    """
+    import signal
+
+    import gevent
+
+    from chat.server import drain
+
+    stop = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        gevent.spawn(drain, worker.wsgi)
+        stop(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)
