@@ -13,7 +13,7 @@ def create_app(config=None) -> Flask:
     from chat import events, views  # noqa: F401  (handlers register on import)
     from chat.config import Config
     from chat.logs import configure_logging
-    from chat.server import socketio_options, start_services
+    from chat.server import guard_packet_decoding, socketio_options, start_services
     from chat.state import build_state
 
     config = config or Config()
@@ -23,5 +23,6 @@ def create_app(config=None) -> Flask:
     app.extensions["chat"] = build_state(config)
     app.register_blueprint(views.bp)
     socketio.init_app(app, **socketio_options(config, app.extensions["chat"]))
+    guard_packet_decoding(socketio.server)
     start_services(app)
     return app

@@ -10,7 +10,7 @@ import logging
 
 from flask import Flask
 
-from chat import metrics, socketio
+from chat import codec, metrics, socketio
 from chat.broker import ChatRedisManager
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ def socketio_options(config, state) -> dict:
         "always_connect": True,
         # One client's events are handled in the order it sent them.
         "async_handlers": False,
+        "json": codec,
         "logger": False,
         "engineio_logger": False,
     }
@@ -39,6 +40,37 @@ def socketio_options(config, state) -> dict:
             on_publish_error=metrics.PUBLISH_FAILURES.inc,
         )
     return options
+
+
+def guard_packet_decoding(server) -> None:
+    """Close a session that sends an undecodable socket.io packet, in one log line.
+
+    python-socketio raises ValueError from inside engine.io's message handler
+    for a packet it cannot parse; engine.io then logs a traceback and leaves
+    the sender connected, free to do it again.
+    """
+    handle = server.eio.handlers["message"]
+
+    def on_message(eio_sid, data):
+        try:
+            return handle(eio_sid, data)
+        except ValueError as exc:
+            log.warning("closing %s: undecodable socket.io packet (%s)", eio_sid, exc)
+            metrics.REFUSED.labels("malformed_packet").inc()
+            close_session(server.eio, eio_sid)
+
+    server.eio.on("message", on_message)
+
+
+def close_session(eio, eio_sid: str) -> None:
+    """Queue engine.io's CLOSE for a session without waiting for it to be read.
+
+    ``eio.disconnect`` waits until a polling client fetches the CLOSE packet,
+    which blocks the request that asked for it and, on shutdown, every other.
+    """
+    sock = eio.sockets.get(eio_sid)
+    if sock is not None:
+        sock.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
 
 
 def announce_left(room: str, name: str, count: int) -> None:
@@ -66,10 +98,7 @@ def drain(app: Flask) -> None:
     eio = socketio.server.eio
     log.info("draining: closing %d connections", len(eio.sockets))
     for eio_sid in list(eio.sockets):
-        try:
-            eio.disconnect(eio_sid)
-        except Exception:  # a socket that is already closing
-            log.debug("could not close %s", eio_sid, exc_info=True)
+        close_session(eio, eio_sid)
     with app.app_context():
         for member, count in state.presence.stop():
             announce_left(member.room, member.name, count)

@@ -1,0 +1,101 @@
+"""The real server: gunicorn with the gevent-websocket worker, real clients."""
+
+import json
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("transports", [("websocket",), ("polling",)])
+def test_conversation_end_to_end_over_each_transport(gunicorn, clients, transports):
+    server = gunicorn()
+    alice = clients(server.url, transports=transports)
+    bob = clients(server.url, transports=transports)
+    assert alice.login("Alice")["numUsers"] == 1
+    assert bob.login("Bob")["numUsers"] == 2
+    alice.wait_for("user joined", lambda d: d == {"username": "Bob", "numUsers": 2})
+
+    alice.sio.emit("typing")
+    bob.wait_for("typing", lambda d: d == {"username": "Alice"})
+    alice.sio.emit("stop typing")
+    bob.wait_for("stop typing", lambda d: d == {"username": "Alice"})
+    alice.say("hello over " + transports[0])
+    message = bob.wait_for("new message")
+    assert (message["username"], message["message"]) == (
+        "Alice",
+        "hello over " + transports[0],
+    )
+
+    bob.close()
+    alice.wait_for("user left", lambda d: d == {"username": "Bob", "numUsers": 1})
+    assert alice.named("new message") == []
+
+
+def test_sigterm_stops_gunicorn_cleanly_and_tells_clients(gunicorn, clients):
+    server = gunicorn()
+    alice = clients(server.url)
+    alice.login("Alice")
+    assert server.terminate(timeout=15) == 0
+    alice.wait_for("disconnect")
+    assert "Traceback" not in server.log()
+    assert "graceful timeout" not in server.log()
+
+
+def test_huge_frame_closes_only_that_connection(gunicorn, clients):
+    server = gunicorn({"MAX_HTTP_BUFFER_BYTES": "10000"})
+    alice = clients(server.url)
+    bob = clients(server.url)
+    alice.login("Alice")
+    bob.login("Bob")
+    bob.say("x" * 20000)
+    bob.wait_for("disconnect")
+    carol = clients(server.url)
+    assert carol.login("Carol")["numUsers"] == 2
+    alice.wait_for("user left", lambda d: d["username"] == "Bob")
+
+
+def _polling_session(url):
+    """A raw engine.io polling session connected to the default namespace."""
+    handshake = requests.get(f"{url}/socket.io/?EIO=4&transport=polling", timeout=5)
+    sid = json.loads(handshake.text[1:])["sid"]
+    session = f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+    assert requests.post(session, data="40", timeout=5).text == "OK"
+    assert requests.get(session, timeout=5).text.startswith("40")
+    return session
+
+
+@pytest.mark.parametrize("garbage", ['42["new message",', "42[[[[[[[[["])
+def test_malformed_packet_gets_a_chat_error_and_others_carry_on(
+    gunicorn, clients, garbage
+):
+    server = gunicorn()
+    alice = clients(server.url)
+    bob = clients(server.url)
+    alice.login("Alice")
+    bob.login("Bob")
+    session = _polling_session(server.url)
+    assert requests.post(session, data=garbage, timeout=5).status_code == 200
+    reply = requests.get(session, timeout=5).text
+    assert reply.startswith('42["chat error"') and "malformed_packet" in reply
+    alice.say("still chatting")
+    assert bob.wait_for("new message")["message"] == "still chatting"
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("garbage", ["4}{", "4x"])
+def test_unparsable_socketio_packet_closes_only_that_session(
+    gunicorn, clients, garbage
+):
+    server = gunicorn()
+    alice = clients(server.url)
+    alice.login("Alice")
+    session = _polling_session(server.url)
+    requests.post(session, data=garbage, timeout=5)
+    assert requests.get(session, timeout=5).status_code == 400
+    assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    assert alice.sio.connected
+    assert "Traceback" not in server.log()
+    assert server.terminate(timeout=15) == 0
+    assert "graceful timeout" not in server.log()
