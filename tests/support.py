@@ -165,3 +165,9 @@ class ChatClient:
     def close(self) -> None:
         if self.sio.connected:
             self.sio.disconnect()
+        # After the server dropped the connection python-engineio keeps its
+        # websocket and requests session open; close them.
+        if self.sio.eio.ws is not None:
+            self.sio.eio.ws.shutdown()
+        if self.sio.eio.http is not None:
+            self.sio.eio.http.close()
