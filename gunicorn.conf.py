@@ -6,7 +6,6 @@ non-default value is here.
 """
 
 import os
-import sys
 
 # -- server socket ----------------------------------------------------------
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5050')}"
@@ -33,19 +32,6 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
 # -- server hooks -------------------------------------------------------------
-def on_starting(server):
-    """Refuse to start, with one clear line, when REDIS_URL does not work."""
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        return
-    from chat.broker import check_redis
-
-    problem = check_redis(url)
-    if problem:
-        server.log.error("cannot start: %s", problem)
-        sys.exit(1)
-
-
 def post_worker_init(worker):
     """On SIGTERM, close our sockets and release our users before gunicorn waits.
 

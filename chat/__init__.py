@@ -11,6 +11,7 @@ socketio = SocketIO()
 def create_app(config=None) -> Flask:
     """Build the app from ``config`` (default: the environment, see config.py)."""
     from chat import events, views  # noqa: F401  (handlers register on import)
+    from chat.broker import require_redis
     from chat.config import Config
     from chat.logs import configure_logging
     from chat.server import guard_packet_decoding, socketio_options, start_services
@@ -18,6 +19,8 @@ def create_app(config=None) -> Flask:
 
     config = config or Config()
     configure_logging(config.LOG_FORMAT, config.LOG_LEVEL)
+    if config.REDIS_URL:
+        require_redis(config.REDIS_URL)
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config.from_object(config)
     app.extensions["chat"] = build_state(config)

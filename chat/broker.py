@@ -7,10 +7,13 @@ manager here retries within ``MAX_RETRY_S`` and every client has timeouts.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import redis
 import socketio
+
+log = logging.getLogger(__name__)
 
 MAX_RETRY_S = 2.0
 
@@ -40,6 +43,18 @@ def check_redis(url: str, timeout_s: float = 3.0) -> str | None:
     return None
 
 
+def require_redis(url: str) -> None:
+    """Stop the process with one clear line when Redis cannot be used at start.
+
+    Exit code 3 is gunicorn's "worker failed to boot": the master stops too,
+    instead of restarting a worker that cannot work, and prints no traceback.
+    """
+    problem = check_redis(url)
+    if problem:
+        log.error("cannot start: %s", problem)
+        raise SystemExit(3)
+
+
 class ChatRedisManager(socketio.RedisManager):
     """RedisManager that reconnects quickly and says whether it is listening.
 
@@ -64,12 +79,11 @@ class ChatRedisManager(socketio.RedisManager):
 
     def _redis_connect(self) -> None:
         super()._redis_connect()
-        listener = redis.Redis.from_url(
-            self.redis_url,
-            socket_connect_timeout=self._timeout_s,
-            socket_keepalive=True,
-            health_check_interval=10,
-        )
+        options = {"socket_connect_timeout": self._timeout_s}
+        if not self.redis_url.startswith("unix:"):
+            # TCP keepalive notices a Redis host that vanished without a FIN.
+            options["socket_keepalive"] = True
+        listener = redis.Redis.from_url(self.redis_url, **options)
         self.pubsub = listener.pubsub(ignore_subscribe_messages=True)
 
     def _publish(self, data):
@@ -79,18 +93,23 @@ class ChatRedisManager(socketio.RedisManager):
         return result
 
     def _redis_listen_with_retries(self):
+        failing = False
         while True:
             try:
                 self._redis_connect()
                 self.pubsub.subscribe(self.channel)
                 self.listening = True
+                if failing:
+                    log.warning("Subscribed to Redis again")
+                failing = False
                 yield from self.pubsub.listen()
             except Exception as exc:
-                if self.listening:
-                    self._get_logger().error(
-                        "Lost the Redis subscription, retrying every %.0f s: %s",
+                if not failing:
+                    log.error(
+                        "No Redis subscription, retrying every %.0f s: %s",
                         MAX_RETRY_S,
                         exc,
                     )
+                failing = True
                 self.listening = False
                 time.sleep(MAX_RETRY_S)

@@ -79,8 +79,17 @@ def announce_left(room: str, name: str, count: int) -> None:
 
 
 def start_services(app: Flask) -> None:
-    """Start the presence heartbeat (a no-op on one instance)."""
+    """Subscribe to the message queue and start the presence heartbeat now.
+
+    python-socketio starts its Redis listener on the first connection; until
+    then this instance would miss what others publish and /healthz could not
+    tell whether Redis works.
+    """
     state = app.extensions["chat"]
+    server = socketio.server
+    if app.config["REDIS_URL"] and not server.manager_initialized:
+        server.manager_initialized = True
+        server.manager.initialize()
     state.presence.start(announce_left, socketio.start_background_task, socketio.sleep)
 
 

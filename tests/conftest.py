@@ -83,16 +83,57 @@ def clients():
 @pytest.fixture
 def gunicorn(tmp_path):
     """Start real gunicorn instances; each is stopped at the end of the test."""
-    from tests.support import Gunicorn, free_port
+    from deploy.procs import Instance, free_port
 
     started = []
 
-    def start(env=None, port=None, wait=True, cwd=None):
-        kwargs = {"cwd": cwd} if cwd else {}
-        instance = Gunicorn(port or free_port(), tmp_path, env, **kwargs)
+    def start(env=None, port=None, wait=True):
+        instance = Instance(port or free_port(), tmp_path, env)
         started.append(instance)
         return instance.start(wait=wait)
 
     yield start
     for instance in started:
         instance.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A private redis-server with a password on a free port (never the shared one)."""
+    from deploy.procs import RedisServer
+
+    server = RedisServer(tmp_path, unix_socket=True).start()
+    yield server
+    server.stop()
+
+
+# Short presence timing so a dead instance is noticed within seconds.
+CLUSTER_ENV = {"PRESENCE_HEARTBEAT_S": "1", "PRESENCE_TTL_S": "3"}
+
+
+@pytest.fixture
+def cluster(redis_server, gunicorn):
+    """``cluster(n)``: n real instances sharing ``redis_server``."""
+
+    def start(n=2, **env):
+        settings = {**CLUSTER_ENV, "REDIS_URL": redis_server.url, **env}
+        return [gunicorn(settings) for _ in range(n)]
+
+    return start
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    """``nginx(instances, sticky=True)``: a load balancer in front of them."""
+    from deploy.procs import Nginx
+
+    started = []
+
+    def start(instances, sticky=True):
+        balancer = Nginx(tmp_path, [i.port for i in instances], sticky=sticky)
+        started.append(balancer)
+        return balancer.start()
+
+    yield start
+    for balancer in started:
+        balancer.stop()

@@ -1,0 +1,1 @@
+"""Running the chat on a host: ``make cluster`` and git-push deploys."""

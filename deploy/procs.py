@@ -1,0 +1,333 @@
+"""Local processes of a cluster: redis-server, gunicorn instances and nginx.
+
+Used by ``make cluster`` and by the e2e tests, so both run exactly the same
+commands. Every class owns its process and stops it, also when the caller
+fails; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def find_tool(name: str) -> str:
+    """Path of a Debian tool that may live in /usr/sbin, outside a user's PATH."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if path is None:
+        raise RuntimeError(f"{name} is not installed (make system-deps installs it)")
+    return path
+
+
+class Process:
+    """A child process in its own session, its output in ``log_path``."""
+
+    proc: subprocess.Popen | None = None
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+
+    def _spawn(
+        self, argv: list[str], env: dict | None = None, cwd: Path = ROOT
+    ) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log(self) -> str:
+        return (
+            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        )
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; the exit code."""
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout) if self.proc else 0
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: a gunicorn master and worker die at once."""
+        if self.running():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        try:
+            self.terminate(timeout=25)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            self.kill()
+
+
+class RedisServer(Process):
+    """A private redis-server on its own port, with a password, nothing on disk."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        password: str | None = "s3cret-pw",
+        unix_socket: bool = False,
+    ) -> None:
+        super().__init__(workdir / "redis.log")
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.password = password
+        self.socket_path = workdir / "redis.sock" if unix_socket else None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        query = f"?password={self.password}" if self.password else ""
+        return f"unix://{self.socket_path}{query}"
+
+    def start(self) -> RedisServer:
+        argv = [
+            find_tool("redis-server"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        if self.socket_path:
+            argv += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        self._spawn(argv)
+        wait_until(self._answers, 10, f"redis-server on {self.port}")
+        return self
+
+    def _answers(self) -> bool:
+        if not self.running():
+            raise AssertionError(f"redis-server exited:\n{self.log()}")
+        import redis
+
+        try:
+            return redis.Redis.from_url(self.url, socket_timeout=1).ping()
+        except redis.RedisError:
+            return False
+
+
+class Instance(Process):
+    """One chat instance: ``gunicorn -c gunicorn.conf.py wsgi:app`` on ``port``."""
+
+    def __init__(
+        self,
+        port: int,
+        workdir: Path,
+        env: dict | None = None,
+        cwd: Path = ROOT,
+        python_bin: Path = BIN,
+    ) -> None:
+        super().__init__(workdir / f"gunicorn-{port}.log")
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.cwd = cwd
+        self.python_bin = python_bin
+        self.env = {
+            **os.environ,
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "SECRET_KEY": os.environ.get("SECRET_KEY", "local-cluster"),
+            **(env or {}),
+        }
+
+    def start(self, wait: bool = True) -> Instance:
+        self._spawn(
+            [str(self.python_bin / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+            env=self.env,
+            cwd=self.cwd,
+        )
+        if wait:
+            self.wait_healthy()
+        return self
+
+    def health(self) -> requests.Response | None:
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=2)
+        except requests.RequestException:
+            return None
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        def up():
+            if not self.running():
+                raise AssertionError(f"gunicorn exited:\n{self.log()}")
+            response = self.health()
+            return response is not None and response.status_code == 200
+
+        wait_until(up, timeout, f"gunicorn on {self.port} to answer /healthz")
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+
+  map $http_upgrade $connection_upgrade {{ default upgrade; "" close; }}
+
+  # New sessions are spread round-robin; the chat_backend cookie then pins a
+  # browser to its instance (long-polling needs every request on the same
+  # one). A dead instance's sessions fall back to the others.
+  upstream chat_any {{
+{any_servers}
+  }}
+{pinned_upstreams}
+  map $cookie_chat_backend $chat_upstream {{
+    default chat_any;
+{cookie_map}
+  }}
+  # After a fallback $upstream_addr lists every address tried; keep the last.
+  map $upstream_addr $chat_served_by {{ "~(?<last>[^, ]+)$" $last; }}
+
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://{target};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_buffering off;
+      proxy_read_timeout 1h;
+      proxy_next_upstream error timeout;
+{cookie_header}
+    }}
+  }}
+}}
+"""
+
+
+def nginx_conf(
+    port: int, backends: list[int], workdir: Path, sticky: bool = True
+) -> str:
+    """An nginx.conf for ``backends``; ``sticky=False`` shows why stickiness matters."""
+    addr = "127.0.0.1:{}".format
+    any_servers = "\n".join(
+        f"    server {addr(p)} max_fails=1 fail_timeout=5s;" for p in backends
+    )
+    pinned, cookie_map = [], []
+    for p in backends:
+        backups = "".join(f"    server {addr(o)} backup;\n" for o in backends if o != p)
+        pinned.append(f"  upstream chat_{p} {{\n    server {addr(p)};\n{backups}  }}")
+        cookie_map.append(f'    "{addr(p)}" chat_{p};')
+    cookie = (
+        "      add_header Set-Cookie "
+        '"chat_backend=$chat_served_by; Path=/; HttpOnly; SameSite=Lax" always;'
+    )
+    return NGINX_CONF.format(
+        dir=workdir,
+        port=port,
+        any_servers=any_servers,
+        pinned_upstreams="\n".join(pinned),
+        cookie_map="\n".join(cookie_map),
+        target="$chat_upstream" if sticky else "chat_any",
+        cookie_header=cookie if sticky else "",
+    )
+
+
+class Nginx(Process):
+    """nginx in front of the instances, in the foreground, with its own files."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        backends: list[int],
+        port: int | None = None,
+        sticky: bool = True,
+    ) -> None:
+        super().__init__(workdir / "nginx.log")
+        self.workdir = workdir / ("nginx" if sticky else "nginx-plain")
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.backends = backends
+        self.sticky = sticky
+
+    def start(self) -> Nginx:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(nginx_conf(self.port, self.backends, self.workdir, self.sticky))
+        self._spawn(
+            [
+                find_tool("nginx"),
+                "-c",
+                str(conf),
+                "-p",
+                str(self.workdir),
+                "-e",
+                str(self.workdir / "nginx-error.log"),
+            ]
+        )
+        wait_until(self._answers, 10, f"nginx on {self.port}")
+        return self
+
+    def _answers(self) -> bool:
+        if not self.running():
+            error_log = self.workdir / "nginx-error.log"
+            raise AssertionError(
+                f"nginx exited:\n{self.log()}\n"
+                f"{error_log.read_text() if error_log.exists() else ''}"
+            )
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False

@@ -1,0 +1,165 @@
+"""Many instances as one chat room: real gunicorn instances and a real Redis."""
+
+import time
+
+import pytest
+import redis
+
+from tests.support import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def count_is(n):
+    return lambda data: data["numUsers"] == n
+
+
+def test_users_on_different_instances_chat_as_one_room(cluster, clients):
+    a, b = cluster(2)
+    alice = clients(a.url)
+    bob = clients(b.url)
+    carol = clients(a.url)
+    assert alice.login("Alice")["numUsers"] == 1
+    assert bob.login("Bob")["numUsers"] == 2
+    alice.wait_for("user joined", lambda d: d == {"username": "Bob", "numUsers": 2})
+    assert carol.login("Carol")["numUsers"] == 3
+    bob.wait_for("user joined", lambda d: d == {"username": "Carol", "numUsers": 3})
+    assert carol.named("login")[0]["users"] == ["Alice", "Bob", "Carol"]
+
+    bob.sio.emit("typing")
+    alice.wait_for("typing", lambda d: d == {"username": "Bob"})
+    bob.sio.emit("stop typing")
+    carol.wait_for("stop typing", lambda d: d == {"username": "Bob"})
+    bob.say("hello from instance b")
+    for reader in (alice, carol):
+        message = reader.wait_for("new message")
+        assert (message["username"], message["message"]) == (
+            "Bob",
+            "hello from instance b",
+        )
+    alice.say("and back from a")
+    assert bob.wait_for("new message")["message"] == "and back from a"
+
+    carol.close()
+    bob.wait_for("user left", lambda d: d == {"username": "Carol", "numUsers": 2})
+    alice.wait_for("user left", lambda d: d == {"username": "Carol", "numUsers": 2})
+    assert bob.named("new message") == [bob.named("new message")[0]]
+
+
+def test_a_name_is_unique_across_the_cluster(cluster, clients):
+    a, b = cluster(2)
+    clients(a.url).login("Alice")
+    impostor = clients(b.url)
+    impostor.sio.emit("add user", "ALICE")
+    refusal = impostor.wait_for("login error")
+    assert refusal["reason"] == "name_taken"
+    assert impostor.login("Alicia")["numUsers"] == 2
+
+
+def test_unix_socket_redis_url_works(gunicorn, redis_server, clients):
+    env = {"REDIS_URL": redis_server.unix_url}
+    a, b = gunicorn(env), gunicorn(env)
+    alice = clients(a.url)
+    alice.login("Alice")
+    assert clients(b.url).login("Bob")["numUsers"] == 2
+    alice.wait_for("user joined", count_is(2))
+
+
+def test_killed_instance_users_leave_within_the_ttl(cluster, clients):
+    a, b = cluster(2)
+    alice = clients(a.url)
+    alice.login("Alice")
+    clients(b.url).login("Bob")
+    clients(b.url).login("Bert")
+    alice.wait_for("user joined", count_is(3))
+    killed_at = time.monotonic()
+    b.kill()
+    # heartbeat 1 s, TTL 3 s: the lease expires within 3 s, a beat notices within 1.
+    alice.wait_for("user left", lambda d: d["username"] == "Bob", timeout=8)
+    alice.wait_for("user left", lambda d: d["username"] == "Bert", timeout=2)
+    noticed_after = time.monotonic() - killed_at
+    assert noticed_after < 3 + 1 + 1.5
+    lefts = sorted(alice.named("user left"), key=lambda d: -d["numUsers"])
+    assert [d["numUsers"] for d in lefts] == [2, 1]
+    assert clients(a.url).login("Bob")["numUsers"] == 2
+
+
+def test_sigterm_removes_the_instance_users_at_once(cluster, clients):
+    a, b = cluster(2, PRESENCE_TTL_S="60")
+    alice = clients(a.url)
+    alice.login("Alice")
+    clients(b.url).login("Bob")
+    alice.wait_for("user joined", count_is(2))
+    assert b.terminate(timeout=15) == 0
+    # Long before a 60 s TTL could expire.
+    alice.wait_for(
+        "user left", lambda d: d == {"username": "Bob", "numUsers": 1}, timeout=5
+    )
+
+
+def test_redis_restart_degrades_then_recovers_without_restarting_instances(
+    cluster, clients, redis_server
+):
+    a, b = cluster(2)
+    alice = clients(a.url)
+    alice2 = clients(a.url)
+    bob = clients(b.url)
+    alice.login("Alice")
+    alice2.login("Anna")
+    bob.login("Bob")
+
+    redis_server.terminate(timeout=10)
+    for instance in (a, b):
+        health = wait_until(
+            lambda i=instance: (
+                (r := i.health()) is not None and r.status_code == 503 and r.json()
+            ),
+            6,
+            "healthz to report the outage",
+        )
+        assert health["status"] == "degraded"
+        assert "redis" in health["reason"]
+    # Users of one instance keep talking to each other during the outage.
+    alice.say("during the outage")
+    assert alice2.wait_for("new message")["message"] == "during the outage"
+
+    redis_server.start()
+    for instance in (a, b):
+        wait_until(
+            lambda i=instance: (r := i.health()) is not None and r.status_code == 200,
+            10,
+            "healthz to recover",
+        )
+    bob.say("after the outage")
+    assert alice.wait_for(
+        "new message", lambda d: d["message"] == "after the outage", timeout=5
+    )
+    # Presence was rebuilt from each instance's own users.
+    assert clients(b.url).login("Carol")["numUsers"] == 4
+    assert "Traceback" not in a.log() + b.log()
+
+
+def test_wrong_redis_password_is_one_clear_error(gunicorn, redis_server):
+    wrong = redis_server.url.replace(redis_server.password, "not-the-password")
+    instance = gunicorn({"REDIS_URL": wrong}, wait=False)
+    assert instance.proc.wait(15) != 0
+    log = instance.log()
+    assert "cannot start: Redis refused the credentials in REDIS_URL" in log
+    assert "Traceback" not in log
+    assert "not-the-password" not in log
+
+
+def test_unreachable_redis_is_one_clear_error(gunicorn):
+    from tests.support import free_port
+
+    instance = gunicorn({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, wait=False)
+    assert instance.proc.wait(15) != 0
+    assert "cannot start: Redis at REDIS_URL is unreachable" in instance.log()
+    assert "Traceback" not in instance.log()
+
+
+def test_presence_is_kept_in_redis(cluster, clients, redis_server):
+    a, _ = cluster(2)
+    clients(a.url).login("Alice")
+    store = redis.Redis.from_url(redis_server.url)
+    assert store.hlen("chat:room:lobby:users") == 1
