@@ -14,7 +14,12 @@ def create_app(config=None) -> Flask:
     from chat.broker import require_redis
     from chat.config import Config
     from chat.logs import configure_logging
-    from chat.server import guard_packet_decoding, socketio_options, start_services
+    from chat.server import (
+        guard_packet_decoding,
+        refuse_new_sessions_while_draining,
+        socketio_options,
+        start_services,
+    )
     from chat.state import build_state
 
     config = config or Config()
@@ -27,5 +32,8 @@ def create_app(config=None) -> Flask:
     app.register_blueprint(views.bp)
     socketio.init_app(app, **socketio_options(config, app.extensions["chat"]))
     guard_packet_decoding(socketio.server)
+    app.wsgi_app = refuse_new_sessions_while_draining(
+        app.wsgi_app, app.extensions["chat"]
+    )
     start_services(app)
     return app

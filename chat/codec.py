@@ -1,17 +1,12 @@
-"""The JSON codec socket.io uses for packets: orjson, and malformed input tamed.
+"""The JSON codec socket.io and engine.io use for packets: orjson.
 
-python-socketio decodes packet payloads with ``json.loads`` and, on bad JSON,
-logs a traceback and drops the packet silently. Here a payload that is not
-JSON becomes the event ``malformed packet``, which the catch-all handler
-answers with a ``chat error``, so the client learns what happened and the log
-stays one line long.
+It must raise on bad input like ``json`` does: engine.io relies on that to
+tell a JSON payload from a plain string such as the upgrade probe.
 """
 
 from __future__ import annotations
 
 import orjson
-
-MALFORMED_EVENT = "malformed packet"
 
 
 def dumps(obj, **_options) -> str:
@@ -20,8 +15,5 @@ def dumps(obj, **_options) -> str:
 
 
 def loads(text, **_options):
-    """Decode JSON; anything undecodable is reported as a malformed packet."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return [MALFORMED_EVENT]
+    """Decode JSON; raises ``ValueError`` (orjson.JSONDecodeError) on bad input."""
+    return orjson.loads(text)

@@ -17,7 +17,6 @@ from flask import current_app, request
 from flask_socketio import emit, join_room
 
 from chat import metrics, socketio
-from chat.codec import MALFORMED_EVENT
 from chat.presence import Member
 from chat.validation import Refused, clean_message, clean_name, clean_room
 
@@ -194,12 +193,15 @@ def on_stop_typing(*_):
 @socketio.on("*")
 def on_unknown(event, *_):
     """Answer an event the contract does not have, instead of ignoring it."""
-    if event == MALFORMED_EVENT:
-        reason, text = "malformed_packet", "The server could not decode that packet."
-    else:
-        reason, text = "unknown_event", "This server does not know that event."
-    metrics.REFUSED.labels(reason).inc()
-    emit("chat error", {"event": str(event)[:64], "reason": reason, "message": text})
+    metrics.REFUSED.labels("unknown_event").inc()
+    emit(
+        "chat error",
+        {
+            "event": str(event)[:64],
+            "reason": "unknown_event",
+            "message": "This server does not know that event.",
+        },
+    )
 
 
 @socketio.on_error_default

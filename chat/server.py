@@ -15,6 +15,12 @@ from chat.broker import ChatRedisManager
 
 log = logging.getLogger(__name__)
 
+MALFORMED = {
+    "event": "",
+    "reason": "malformed_packet",
+    "message": "The server could not decode that packet.",
+}
+
 
 def socketio_options(config, state) -> dict:
     """Keyword arguments for ``SocketIO.init_app`` from the config."""
@@ -43,11 +49,12 @@ def socketio_options(config, state) -> dict:
 
 
 def guard_packet_decoding(server) -> None:
-    """Close a session that sends an undecodable socket.io packet, in one log line.
+    """Answer packets socket.io cannot decode, in one log line, not a traceback.
 
     python-socketio raises ValueError from inside engine.io's message handler
-    for a packet it cannot parse; engine.io then logs a traceback and leaves
-    the sender connected, free to do it again.
+    for a packet it cannot parse; engine.io then logs a traceback and the
+    sender never learns why nothing happened. An event whose JSON is broken
+    gets ``chat error malformed_packet``; anything worse closes the session.
     """
     handle = server.eio.handlers["message"]
 
@@ -55,9 +62,16 @@ def guard_packet_decoding(server) -> None:
         try:
             return handle(eio_sid, data)
         except ValueError as exc:
-            log.warning("closing %s: undecodable socket.io packet (%s)", eio_sid, exc)
             metrics.REFUSED.labels("malformed_packet").inc()
-            close_session(server.eio, eio_sid)
+            sid = server.manager.sid_from_eio_sid(eio_sid, "/")
+            if isinstance(data, str) and data[:1] == "2" and sid is not None:
+                log.info("malformed event from %s: %s", sid, exc)
+                server.emit("chat error", MALFORMED, to=sid)
+            else:
+                log.warning(
+                    "closing %s: undecodable socket.io packet (%s)", eio_sid, exc
+                )
+                close_session(server.eio, eio_sid)
 
     server.eio.on("message", on_message)
 
@@ -71,6 +85,35 @@ def close_session(eio, eio_sid: str) -> None:
     sock = eio.sockets.get(eio_sid)
     if sock is not None:
         sock.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+
+
+def refuse_new_sessions_while_draining(wsgi_app, state):
+    """WSGI middleware: once draining, new socket.io sessions get a 503.
+
+    Browsers reconnect over their keep-alive connections, which outlive the
+    closed listener; without this they would land on the instance that is
+    shutting down. A load balancer retries the 503 on another instance, a
+    lone client retries until the restarted instance answers.
+    """
+
+    def app(environ, start_response):
+        if state.draining:
+            is_handshake = environ.get("PATH_INFO", "").startswith("/socket.io") and (
+                "sid=" not in environ.get("QUERY_STRING", "")
+            )
+            if is_handshake:
+                start_response(
+                    "503 Service Unavailable",
+                    [
+                        ("Content-Type", "text/plain"),
+                        ("Connection", "close"),
+                        ("Retry-After", "1"),
+                    ],
+                )
+                return [b"shutting down"]
+        return wsgi_app(environ, start_response)
+
+    return app
 
 
 def announce_left(room: str, name: str, count: int) -> None:
@@ -101,9 +144,6 @@ def drain(app: Flask) -> None:
     """
     state = app.extensions["chat"]
     state.draining = True
-    # gunicorn's gevent worker closes its listeners on its next 1 s tick;
-    # closing sockets after that means no client reconnects to this process.
-    socketio.sleep(1.1)
     eio = socketio.server.eio
     log.info("draining: closing %d connections", len(eio.sockets))
     for eio_sid in list(eio.sockets):

@@ -249,7 +249,8 @@ http {{
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_buffering off;
       proxy_read_timeout 1h;
-      proxy_next_upstream error timeout;
+      # An instance shutting down answers new sessions with 503: try another.
+      proxy_next_upstream error timeout http_502 http_503;
 {cookie_header}
     }}
   }}

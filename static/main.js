@@ -42,6 +42,7 @@
   // reconnect no queued message can reach the server before the login.
   const socket = io({
     transports,
+    reconnectionDelayMax: 3000, // ms: back soon after a deploy or restart
     auth: (cb) => cb(username ? { username, token, room, lastId } : {}),
   });
 

@@ -99,3 +99,14 @@ def test_unparsable_socketio_packet_closes_only_that_session(
     assert "Traceback" not in server.log()
     assert server.terminate(timeout=15) == 0
     assert "graceful timeout" not in server.log()
+
+
+def test_polling_session_upgrades_to_websocket_as_browsers_do(gunicorn, clients):
+    server = gunicorn()
+    alice = clients(server.url, transports=("polling", "websocket"))
+    bob = clients(server.url, transports=("polling", "websocket"))
+    assert alice.sio.transport() == "websocket"
+    alice.login("Alice")
+    bob.login("Bob")
+    alice.say("upgraded")
+    assert bob.wait_for("new message")["message"] == "upgraded"

@@ -1,0 +1,253 @@
+"""The chat in a real browser: headless Chromium driven by Playwright.
+
+Each scenario waits on what the page shows and saves a screenshot under
+test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from deploy.procs import ROOT, Instance, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(path):
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (make system-deps installs it)")
+        pytest.skip("chromium is not installed")
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(browser):
+    """``open_page(url, name=None, **context)``: a page in its own context."""
+    contexts = []
+
+    def open_(url, name=None, **options):
+        context = browser.new_context(**options)
+        contexts.append(context)
+        page = context.new_page()
+        page.dialogs = []
+        page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+        page.goto(url)
+        if name is not None:
+            log_in(page, name)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def log_in(page, name):
+    page.fill(".usernameInput", name)
+    page.press(".usernameInput", "Enter")
+    expect(page.locator(".chat.page")).to_be_visible()
+
+
+def send(page, text):
+    page.fill(".inputMessage", text)
+    page.press(".inputMessage", "Enter")
+
+
+def logs(page):
+    return page.locator(".messages .log")
+
+
+def messages_from(page, name):
+    return page.locator(f'.messages .message:not(.typing)[data-username="{name}"]')
+
+
+def shot(page, name):
+    """A screenshot once every line has faded in."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.messages li')]"
+        ".every(e => getComputedStyle(e).opacity === '1')"
+    )
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def converse(alice, bob):
+    """The scenario every deployment must pass: join, type, talk, leave."""
+    expect(logs(bob).filter(has_text="there are 2 participants")).to_have_count(1)
+    expect(logs(alice).filter(has_text="Bob joined")).to_have_count(1)
+    expect(logs(alice).filter(has_text="there are 2 participants")).to_have_count(1)
+
+    alice.locator(".inputMessage").press_sequentially("hel")
+    typing = bob.locator(".message.typing", has_text="is typing")
+    expect(typing).to_have_count(1)
+    expect(typing.locator(".username")).to_have_text("Alice")
+    expect(typing).to_have_count(0, timeout=5000)  # gone after a pause
+
+    send(alice, "hello Bob")
+    received = messages_from(bob, "Alice")
+    expect(received.locator(".messageBody")).to_have_text("hello Bob")
+    color = received.locator(".username").evaluate("e => e.style.color")
+    own = (
+        messages_from(alice, "Alice")
+        .locator(".username")
+        .evaluate("e => e.style.color")
+    )
+    assert color and color == own
+    send(bob, "hi Alice")
+    expect(messages_from(alice, "Bob").locator(".messageBody")).to_have_text("hi Alice")
+
+
+def test_two_users_chat_on_one_instance(gunicorn, open_page):
+    server = gunicorn()
+    alice = open_page(server.url, "Alice")
+    expect(logs(alice).filter(has_text="there's 1 participant")).to_have_count(1)
+    bob = open_page(server.url, "Bob")
+    converse(alice, bob)
+    shot(alice, "chat")
+    bob.context.close()
+    expect(logs(alice).filter(has_text="Bob left")).to_have_count(1)
+    expect(logs(alice).filter(has_text="there's 1 participant")).to_have_count(2)
+
+
+def test_two_users_chat_across_instances_through_nginx(cluster, nginx, open_page):
+    a, b = cluster(2)
+    balancer = nginx([a, b])
+    alice = open_page(balancer.url, "Alice")
+    bob = open_page(balancer.url, "Bob")
+    assert sorted(i.health().json()["localUsers"] for i in (a, b)) == [1, 1]
+    converse(alice, bob)
+    shot(bob, "cluster")
+    bob.context.close()
+    expect(logs(alice).filter(has_text="Bob left")).to_have_count(1)
+
+
+def test_long_polling_only_through_nginx(cluster, nginx, open_page):
+    a, b = cluster(2)
+    balancer = nginx([a, b])
+    url = f"{balancer.url}/?transports=polling"
+    alice = open_page(url, "Alice")
+    bob = open_page(url, "Bob")
+    converse(alice, bob)
+    transport = alice.evaluate(
+        "() => performance.getEntriesByType('resource')"
+        ".map(r => r.name).filter(n => n.includes('websocket'))"
+    )
+    assert transport == []
+    shot(alice, "polling")
+
+
+def test_name_in_use_shows_an_error_and_another_can_be_picked(gunicorn, open_page):
+    server = gunicorn()
+    open_page(server.url, "Alice")
+    page = open_page(server.url)
+    page.fill(".usernameInput", "alice")
+    page.press(".usernameInput", "Enter")
+    expect(page.locator(".loginError")).to_contain_text("already in use")
+    expect(page.locator(".login.page")).to_be_visible()
+    shot(page, "name-taken")
+    log_in(page, "Alicia")
+    expect(logs(page).filter(has_text="there are 2 participants")).to_have_count(1)
+
+
+def test_markup_in_names_and_messages_shows_as_text(gunicorn, open_page):
+    server = gunicorn()
+    evil_name = "<b>Mallory</b>"
+    evil_message = "<img src=x onerror=alert(1)>"
+    alice = open_page(server.url, "Alice")
+    mallory = open_page(server.url, evil_name)
+    send(mallory, evil_message)
+    received = alice.locator(".messages .message:not(.typing)").last
+    expect(received.locator(".messageBody")).to_have_text(evil_message)
+    expect(received.locator(".username")).to_have_text(evil_name)
+    expect(logs(alice).filter(has_text=f"{evil_name} joined")).to_have_count(1)
+    assert alice.locator(".messages img, .messages b").count() == 0
+    assert alice.dialogs == [] and mallory.dialogs == []
+    shot(alice, "markup-as-text")
+
+
+def test_page_reconnects_and_logs_in_again_after_a_server_restart(tmp_path, open_page):
+    port = free_port()
+    server = Instance(port, tmp_path).start()
+    try:
+        alice = open_page(server.url, "Alice")
+        bob = open_page(server.url, "Bob")
+        expect(logs(alice).filter(has_text="Bob joined")).to_have_count(1)
+        assert server.terminate(timeout=15) == 0
+        expect(logs(alice).filter(has_text="you have been disconnected")).to_have_count(
+            1
+        )
+        server = Instance(port, tmp_path).start()
+        for page in (alice, bob):
+            expect(
+                logs(page).filter(has_text="you have been reconnected")
+            ).to_have_count(1, timeout=15000)
+        wait_until(
+            lambda: server.health().json()["localUsers"] == 2,
+            10,
+            "both pages to log in again",
+        )
+        send(alice, "after the restart")
+        expect(messages_from(bob, "Alice").last.locator(".messageBody")).to_have_text(
+            "after the restart"
+        )
+        expect(alice.locator(".chat.page")).to_be_visible()
+        shot(bob, "reconnected")
+    finally:
+        server.stop()
+
+
+def test_phone_viewport_keeps_input_and_messages_usable(gunicorn, open_page):
+    server = gunicorn()
+    phone = {
+        "viewport": {"width": 390, "height": 844},
+        "is_mobile": True,
+        "has_touch": True,
+    }
+    alice = open_page(server.url, "Alice", **phone)
+    bob = open_page(server.url, "Bob")
+    # Few but long messages: enough to scroll, within the flood limit.
+    for i in range(5):
+        send(bob, f"paragraph {i}: " + "words that wrap on a narrow screen " * 8)
+    send(bob, "a-very-long-word-" * 12)
+    expect(messages_from(alice, "Bob")).to_have_count(6)
+    box = alice.locator(".inputMessage").bounding_box()
+    assert box["y"] + box["height"] <= 844 and box["width"] >= 350
+    last = messages_from(alice, "Bob").last
+    expect(last).to_be_in_viewport()
+    no_sideways_scroll = alice.evaluate(
+        "() => document.documentElement.scrollWidth <= window.innerWidth"
+    )
+    assert no_sideways_scroll
+    send(alice, "typed on a phone")
+    expect(messages_from(bob, "Alice").locator(".messageBody")).to_have_text(
+        "typed on a phone"
+    )
+    shot(alice, "phone")
