@@ -50,9 +50,10 @@ def guarded(event: str):
             try:
                 if not _state().limiter.allow(request.sid):
                     raise Refused("rate_limited", "Too many events; slow down.")
-                handler(*args)
+                return handler(*args)
             except Refused as refusal:
                 _refuse(event, refusal)
+                return None
             finally:
                 metrics.EVENT_SECONDS.labels(event).observe(
                     time.perf_counter() - started
@@ -165,13 +166,18 @@ def _send_history(room: str, last_id) -> None:
 @socketio.on("new message")
 @guarded("new message")
 def on_new_message(text=None, *_):
-    """Store and broadcast a message to the rest of the room."""
+    """Store and broadcast a message to the rest of the room.
+
+    A client that asks for an acknowledgement gets the message's id and
+    timestamp, so it can tell its own messages apart in a later ``history``.
+    """
     member = _member()
     message = clean_message(text, current_app.config["MAX_MESSAGE_CHARS"])
     entry = _state().history.append(member.room, member.name, message)
     metrics.MESSAGES_IN.inc()
     metrics.MESSAGES_OUT.inc()
     emit("new message", entry, to=member.room, include_self=False)
+    return {"id": entry["id"], "ts": entry["ts"]}
 
 
 @socketio.on("typing")

@@ -31,6 +31,8 @@
   let username = null;   // set once the server accepted a name
   let token = null;      // lets this page reclaim its name after a reconnect
   let lastId = null;     // the newest message id seen, for recovery
+  const seenIds = new Set(); // ids already shown: history and live overlap
+  const SEEN_IDS_KEPT = 2000;
   let loggedInBefore = false;
   let typing = false;
   let lastTypingTime = 0;
@@ -101,12 +103,18 @@
     addElement(li);
   }
 
+  function markSeen(id) {
+    if (!id) return false;
+    if (seenIds.has(id)) return true;
+    seenIds.add(id);
+    if (seenIds.size > SEEN_IDS_KEPT) seenIds.delete(seenIds.values().next().value);
+    if (!lastId || compareIds(id, lastId) > 0) lastId = id;
+    return false;
+  }
+
   function showMessage(data) {
     // History and live broadcasts can overlap after a reconnect: show once.
-    if (data.id) {
-      if (lastId && compareIds(data.id, lastId) <= 0) return;
-      lastId = data.id;
-    }
+    if (markSeen(data.id)) return;
     removeChatTyping(data.username);
     addChatMessage(data);
   }
@@ -151,7 +159,8 @@
     if (!message || !username) return;
     inputMessage.value = "";
     addChatMessage({ username, message });
-    socket.emit("new message", message);
+    // The acknowledgement carries the id, so history will not repeat it.
+    socket.emit("new message", message, (ack) => ack && markSeen(ack.id));
     typing = false;
     socket.emit("stop typing");
   }

@@ -17,6 +17,8 @@ pytestmark = pytest.mark.e2e
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
+# Generous: CI shares two cores between Chromium, gunicorn, Redis and nginx.
+expect.set_options(timeout=10_000)
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = [
@@ -251,3 +253,34 @@ def test_phone_viewport_keeps_input_and_messages_usable(gunicorn, open_page):
         "typed on a phone"
     )
     shot(alice, "phone")
+
+
+def test_dropped_connection_sees_every_message_once_in_order(
+    cluster, nginx, open_page, clients
+):
+    a, b = cluster(2)
+    balancer = nginx([a, b])
+    alice = open_page(balancer.url, "Alice")
+    on_a = a.health().json()["localUsers"] == 1
+    home, other = (a, b) if on_a else (b, a)
+    bob = clients(other.url)
+    bob.login("Bob")
+    bob.say("before the drop")
+    expect(messages_from(alice, "Bob")).to_have_count(1)
+
+    # Alice's instance goes away and, for a while, so does her network.
+    alice.context.route("**/socket.io/**", lambda route: route.abort())
+    assert home.terminate(timeout=15) == 0
+    expect(logs(alice).filter(has_text="you have been disconnected")).to_have_count(1)
+    for i in range(3):
+        bob.say(f"while away {i}")
+    alice.context.unroute("**/socket.io/**")
+
+    expect(logs(alice).filter(has_text="you have been reconnected")).to_have_count(1)
+    expected = ["before the drop"] + [f"while away {i}" for i in range(3)]
+    expect(messages_from(alice, "Bob").locator(".messageBody")).to_have_text(expected)
+    bob.say("after the return")
+    expect(messages_from(alice, "Bob").locator(".messageBody")).to_have_text(
+        [*expected, "after the return"]
+    )
+    shot(alice, "recovered")
