@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, Response, current_app, render_template
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -23,6 +25,8 @@ def healthz() -> tuple[dict, int]:
         "instance": state.instance_id,
         "mode": "cluster" if current_app.config["REDIS_URL"] else "single",
         "localUsers": len(state.presence.local),
+        # Tells which process answered when two share a port in a rolling restart.
+        "pid": os.getpid(),
     }
     if state.draining:
         body.update(status="draining", reason="shutting down")

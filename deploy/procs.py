@@ -198,6 +198,30 @@ class Instance(Process):
         except requests.RequestException:
             return None
 
+    def worker_pids(self) -> set[int]:
+        """The gunicorn worker processes of this master (Linux /proc)."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        try:
+            return {int(pid) for pid in children.read_text().split()}
+        except OSError:
+            return set()
+
+    def serves_itself(self) -> bool:
+        """True once this instance's own worker answers /healthz on the port.
+
+        With SO_REUSEPORT an older instance may share the port; /healthz says
+        which process answered, and a fresh connection per try lets the kernel
+        spread them over both.
+        """
+        if not self.running():
+            raise AssertionError(f"gunicorn exited:\n{self.log()}")
+        response = self.health()
+        return (
+            response is not None
+            and response.status_code == 200
+            and response.json().get("pid") in self.worker_pids()
+        )
+
     def wait_healthy(self, timeout: float = 20.0) -> None:
         def up():
             if not self.running():
