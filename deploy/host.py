@@ -245,10 +245,11 @@ def switch(root: Path, sha: str) -> None:
     link.symlink_to(release)
     link.replace(root / "current")
     pid = supervisor_pid(root)
+    started = None
     if pid is None:
         say("starting the supervisor")
         with open(root / "logs" / "supervisor.log", "ab") as log:
-            subprocess.Popen(
+            started = subprocess.Popen(
                 [
                     str(release / ".venv/bin/python"),
                     "-m",
@@ -272,6 +273,11 @@ def switch(root: Path, sha: str) -> None:
             return
         if state.get("status") == "failed" and state.get("release") == sha:
             raise SystemExit(f"[deploy] switch failed: {state.get('reason')}")
+        if started is not None and started.poll() is not None:
+            log = (root / "logs" / "supervisor.log").read_text(errors="replace")
+            for line in log.splitlines()[-10:]:
+                say(f"  {line}")
+            raise SystemExit("[deploy] switch failed: the supervisor exited")
         if time.monotonic() > deadline:
             raise SystemExit("[deploy] switch did not finish in time; see logs/")
         time.sleep(0.2)

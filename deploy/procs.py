@@ -7,6 +7,7 @@ fails; every wait has a deadline.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,9 +15,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -39,6 +41,28 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+@dataclass
+class Answer:
+    """An HTTP answer: what the health checks need of one, from the stdlib."""
+
+    status_code: int
+    text: str
+
+    def json(self):
+        return json.loads(self.text)
+
+
+def http_get(url: str, timeout: float = 2.0) -> Answer | None:
+    """GET ``url`` on a fresh connection; None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return Answer(response.status, response.read().decode(errors="replace"))
+    except urllib.error.HTTPError as exc:
+        return Answer(exc.code, exc.read().decode(errors="replace"))
+    except OSError:
+        return None
 
 
 def find_tool(name: str) -> str:
@@ -192,11 +216,8 @@ class Instance(Process):
             self.wait_healthy()
         return self
 
-    def health(self) -> requests.Response | None:
-        try:
-            return requests.get(f"{self.url}/healthz", timeout=2)
-        except requests.RequestException:
-            return None
+    def health(self) -> Answer | None:
+        return http_get(f"{self.url}/healthz")
 
     def worker_pids(self) -> set[int]:
         """The gunicorn worker processes of this master (Linux /proc)."""
@@ -352,7 +373,5 @@ class Nginx(Process):
                 f"nginx exited:\n{self.log()}\n"
                 f"{error_log.read_text() if error_log.exists() else ''}"
             )
-        try:
-            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
+        answer = http_get(f"{self.url}/healthz")
+        return answer is not None and answer.status_code == 200
