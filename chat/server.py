@@ -76,15 +76,18 @@ def guard_packet_decoding(server) -> None:
     server.eio.on("message", on_message)
 
 
-def close_session(eio, eio_sid: str) -> None:
-    """Queue engine.io's CLOSE for a session without waiting for it to be read.
+def close_session(eio, eio_sid: str, reconnect: bool = False) -> None:
+    """Close a session without waiting for a polling client to fetch the news.
 
-    ``eio.disconnect`` waits until a polling client fetches the CLOSE packet,
+    ``eio.disconnect`` waits until a polling client reads the CLOSE packet,
     which blocks the request that asked for it and, on shutdown, every other.
+    With ``reconnect`` the transport is dropped without a CLOSE packet: every
+    socket.io client (JS, Python, Node) reconnects after a lost transport,
+    while a CLOSE packet tells the Python client not to come back.
     """
     sock = eio.sockets.get(eio_sid)
     if sock is not None:
-        sock.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+        sock.close(wait=False, abort=reconnect, reason=eio.reason.SERVER_DISCONNECT)
 
 
 def refuse_new_sessions_while_draining(wsgi_app, state):
@@ -147,7 +150,7 @@ def drain(app: Flask) -> None:
     eio = socketio.server.eio
     log.info("draining: closing %d connections", len(eio.sockets))
     for eio_sid in list(eio.sockets):
-        close_session(eio, eio_sid)
+        close_session(eio, eio_sid, reconnect=True)
     with app.app_context():
         for member, count in state.presence.stop():
             announce_left(member.room, member.name, count)
