@@ -1,0 +1,76 @@
+"""Metrics and logs: counts move with use, and never carry user content."""
+
+import json
+import logging
+
+import pytest
+
+from chat.logs import JsonFormatter
+
+
+def metric(client, name, labels=""):
+    """The value of one sample in /metrics (0 when absent)."""
+    text = client.get("/metrics").get_data(as_text=True)
+    for line in text.splitlines():
+        if line.startswith(f"{name}{labels} "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_metrics_count_logins_messages_and_refusals(client, login, connect):
+    before = {
+        "users": metric(client, "chat_logged_in_users"),
+        "in": metric(client, "chat_messages_in_total"),
+        "refused": metric(client, "chat_refused_total", '{reason="message_too_long"}'),
+        "sockets": metric(client, "chat_connected_sockets"),
+    }
+    alice = login("Alice")
+    login("Bob")
+    alice.emit("new message", "counted")
+    alice.emit("new message", "x" * 5000)
+    assert metric(client, "chat_logged_in_users") == before["users"] + 2
+    assert metric(client, "chat_connected_sockets") == before["sockets"] + 2
+    assert metric(client, "chat_messages_in_total") == before["in"] + 1
+    refused = metric(client, "chat_refused_total", '{reason="message_too_long"}')
+    assert refused == before["refused"] + 1
+    timed = metric(client, "chat_event_seconds_count", '{event="new message"}')
+    assert timed >= 2
+    alice.disconnect()
+    assert metric(client, "chat_logged_in_users") == before["users"] + 1
+
+
+def test_metrics_never_contain_user_content(client, login):
+    login("SecretName").emit("new message", "secret text")
+    page = client.get("/metrics").get_data(as_text=True)
+    assert "SecretName" not in page and "secret text" not in page
+    assert client.get("/metrics").content_type.startswith("text/plain")
+
+
+def test_json_log_format_is_one_object_per_line():
+    record = logging.LogRecord(
+        "chat.events", logging.INFO, __file__, 1, "login sid=%s", ("abc",), None
+    )
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["msg"] == "login sid=abc"
+    assert entry["level"] == "INFO" and entry["logger"] == "chat.events"
+
+
+@pytest.mark.e2e
+def test_gunicorn_logs_json_lines_without_message_text(gunicorn, clients):
+    server = gunicorn({"LOG_FORMAT": "json"})
+    alice = clients(server.url)
+    alice.login("Alice")
+    alice.say("private words")
+    alice.close()
+    from tests.support import wait_until
+
+    wait_until(lambda: "disconnect sid=" in server.log(), 10, "the disconnect log")
+    chat_lines = [line for line in server.log().splitlines() if line.startswith("{")]
+    entries = [json.loads(line) for line in chat_lines]
+    messages = [e["msg"] for e in entries]
+    assert any(m.startswith("connect sid=") for m in messages)
+    assert any(m.startswith("login sid=") for m in messages)
+    assert any(m.startswith("disconnect sid=") for m in messages)
+    assert "private words" not in server.log()
