@@ -29,8 +29,8 @@ format: $(STAMPS)/venv-dev
 cluster: $(STAMPS)/venv $(VENDOR) system-deps
 	$(BIN)/python -m deploy.cluster --instances $(N)
 
-bench: $(STAMPS)/venv-dev $(VENDOR) $(STAMPS)/node-dev system-deps
-	$(BIN)/python -m bench.run
+bench: $(STAMPS)/venv-bench bench/peer/node_modules/.package-lock.json system-deps
+	ulimit -n 20000 2>/dev/null || true; $(BIN)/python -m bench.run
 
 bench-quick:
 	BENCH_QUICK=1 $(MAKE) bench
@@ -44,6 +44,14 @@ $(STAMPS)/venv: requirements.txt
 
 $(STAMPS)/venv-dev: $(STAMPS)/venv requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+$(STAMPS)/venv-bench: $(STAMPS)/venv-dev bench/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+bench/peer/node_modules/.package-lock.json: bench/peer/package.json bench/peer/package-lock.json
+	cd bench/peer && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json

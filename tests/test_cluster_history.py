@@ -68,7 +68,8 @@ def test_history_survives_an_instance_restart(cluster, clients):
     [a] = cluster(1)
     alice = clients(a.url)
     alice.login("Alice")
-    alice.say("remember me")
+    # The acknowledgement comes once the message is stored.
+    assert alice.sio.call("new message", "remember me", timeout=5)["id"]
     alice.close()
     assert a.terminate(timeout=15) == 0
     a.start()

@@ -1,0 +1,1 @@
+"""``make bench``: our chat against Node socket.io with its Redis adapter."""

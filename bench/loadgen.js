@@ -1,0 +1,126 @@
+// One load generator for both servers: socket.io-client over websocket.
+// Usage: node loadgen.js '<json spec>'; prints JSON lines.
+//   {"mode":"hold","url":...}  then stdin lines "target N" / "quit":
+//       grows to N logged-in clients, prints {"ready":N,"errors":E}
+//   {"mode":"fanout","senders":[{"url","count"}],"receivers":[{"url","count"}],
+//    "rate":msgs_per_s,"duration":s}: everyone joins, senders send at the
+//       aggregate rate, every member records send->receive latency.
+const { io } = require("socket.io-client");
+const readline = require("readline");
+
+const spec = JSON.parse(process.argv[2]);
+const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const now = () => performance.timeOrigin + performance.now();
+let nextId = 0;
+
+function connect(url) {
+  return new Promise((resolve) => {
+    const name = `u${process.pid}-${nextId++}`;
+    const socket = io(url, { transports: ["websocket"], forceNew: true, reconnection: false });
+    const timer = setTimeout(() => resolve({ socket, ok: false }), 20000);
+    socket.on("connect", () => socket.emit("add user", name));
+    socket.on("login", () => {
+      clearTimeout(timer);
+      resolve({ socket, ok: true });
+    });
+    socket.on("connect_error", () => {
+      clearTimeout(timer);
+      resolve({ socket, ok: false });
+    });
+  });
+}
+
+async function connectMany(url, count, sockets, batch = 100) {
+  let errors = 0;
+  for (let done = 0; done < count; done += batch) {
+    const n = Math.min(batch, count - done);
+    const results = await Promise.all(Array.from({ length: n }, () => connect(url)));
+    for (const r of results) {
+      if (r.ok) sockets.push(r.socket);
+      else {
+        errors++;
+        r.socket.close();
+      }
+    }
+  }
+  return errors;
+}
+
+async function hold() {
+  const sockets = [];
+  let errors = 0;
+  const lines = readline.createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    const [command, arg] = line.trim().split(/\s+/);
+    if (command === "quit") break;
+    if (command === "target") {
+      errors += await connectMany(spec.url, Number(arg) - sockets.length, sockets);
+      print({ ready: sockets.length, errors });
+    }
+  }
+  sockets.forEach((s) => s.close());
+  process.exit(0);
+}
+
+function percentile(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function fanout() {
+  const senders = [];
+  const members = [];
+  let errors = 0;
+  for (const group of spec.senders) errors += await connectMany(group.url, group.count, senders);
+  for (const group of spec.receivers) errors += await connectMany(group.url, group.count, members);
+  const everyone = [...senders, ...members];
+  const latencies = [];
+  let received = 0;
+  for (const socket of everyone) {
+    socket.on("new message", (data) => {
+      received++;
+      const sentAt = Number(data.message.split(":")[1]);
+      latencies.push(now() - sentAt);
+    });
+  }
+  const cpuStart = process.cpuUsage();
+  const started = now();
+  const interval = 1000 / spec.rate;
+  let sent = 0;
+  const total = Math.round(spec.rate * spec.duration);
+  await new Promise((resolve) => {
+    const tick = () => {
+      // Catch up on the schedule so the rate holds even when timers drift.
+      const due = Math.min(total, Math.floor((now() - started) / interval) + 1);
+      while (sent < due) {
+        senders[sent % senders.length].emit("new message", `m:${now()}`);
+        sent++;
+      }
+      if (sent >= total) resolve();
+      else setTimeout(tick, Math.max(1, interval / 2));
+    };
+    tick();
+  });
+  const sendEnded = now();
+  const expected = sent * (everyone.length - 1);
+  const drainUntil = sendEnded + 3000;
+  await new Promise((resolve) => {
+    const check = () => (received >= expected || now() > drainUntil ? resolve() : setTimeout(check, 20));
+    check();
+  });
+  const elapsed = (now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuStart);
+  latencies.sort((a, b) => a - b);
+  print({
+    sent, expected, received, errors, members: everyone.length,
+    deliveriesPerS: received / elapsed,
+    complete: expected ? received / expected : 1,
+    p50: percentile(latencies, 50), p99: percentile(latencies, 99),
+    generatorCpu: (cpu.user + cpu.system) / 1e6 / elapsed,
+  });
+  everyone.forEach((s) => s.close());
+  process.exit(0);
+}
+
+if (spec.mode === "hold") hold();
+else fanout();

@@ -1,0 +1,334 @@
+"""Benchmark ours against the Node socket.io peer, side by side, in one run.
+
+    make bench                  # about 5 minutes
+    BENCH_QUICK=1 make bench    # under a minute, smaller steps
+
+Both servers run on this machine with the same private Redis, one process per
+instance, and are driven by the same Node load generator (bench/loadgen.js)
+over websocket on 127.0.0.1. Writes bench/results/<date>.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from deploy.procs import (
+    ROOT,
+    Instance,
+    Process,
+    RedisServer,
+    free_port,
+    http_get,
+    wait_until,
+)
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+HOLD_STEPS = [200, 500] if QUICK else [500, 1000, 2000, 5000]
+FANOUT_USERS = 40 if QUICK else 200
+FANOUT_RATES = [5, 20] if QUICK else [2, 5, 10, 20, 40, 80]
+FANOUT_SECONDS = 2 if QUICK else 4
+MODERATE_RATE = 5
+CROSS_RECEIVERS = 10
+CROSS_RATE, CROSS_SECONDS = 20, (2 if QUICK else 5)
+RESULTS = ROOT / "bench" / "results"
+PEER = ROOT / "bench" / "peer"
+
+
+# -- servers ------------------------------------------------------------------
+class Peer(Process):
+    """One Node socket.io instance (bench/peer/server.js)."""
+
+    def __init__(self, port: int, workdir: Path, redis_url: str | None) -> None:
+        super().__init__(workdir / f"peer-{port}.log")
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, "PORT": str(port)}
+        if redis_url:
+            self.env["REDIS_URL"] = redis_url
+
+    def start(self) -> Peer:
+        self._spawn(["node", str(PEER / "server.js")], env=self.env, cwd=PEER)
+        wait_until(
+            lambda: (a := http_get(f"{self.url}/healthz")) and a.status_code == 200,
+            15,
+            f"peer on {self.port}",
+        )
+        return self
+
+
+def ours(port: int, workdir: Path, redis_url: str | None) -> Instance:
+    env = {"LOG_LEVEL": "WARNING", "RATE_BURST": "1000000", "RATE_PER_S": "1000000"}
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return Instance(port, workdir, env)
+
+
+SERVERS = {"ours": ours, "peer": Peer}
+
+
+def pids_of(process: Process) -> list[int]:
+    pid = process.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *map(int, children.read_text().split())]
+
+
+def rss_kb(process: Process) -> int:
+    total = 0
+    for pid in pids_of(process):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def cpu_seconds(process: Process) -> float:
+    ticks = 0
+    for pid in pids_of(process):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# -- progress -------------------------------------------------------------------
+class Progress:
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started = total, 0, time.monotonic()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        filled = int(30 * self.done / self.total)
+        elapsed = time.monotonic() - self.started
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (30 - filled)}] "
+            f"{self.done}/{self.total} {elapsed:5.0f}s {label:<40}"
+        )
+        sys.stderr.flush()
+
+
+# -- workloads ------------------------------------------------------------------
+def loadgen(spec: dict, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["node", str(ROOT / "bench/loadgen.js"), json.dumps(spec)],
+        cwd=PEER,
+        text=True,
+        stdout=subprocess.PIPE,
+        **popen,
+    )
+
+
+def hold(kind: str, workdir: Path, progress: Progress) -> list[dict]:
+    """Connections held: RSS and idle CPU of one instance at each step."""
+    server = SERVERS[kind](free_port(), workdir, None).start()
+    rows = []
+    try:
+        base = rss_kb(server)
+        gen = loadgen({"mode": "hold", "url": server.url}, stdin=subprocess.PIPE)
+        for step in HOLD_STEPS:
+            gen.stdin.write(f"target {step}\n")
+            gen.stdin.flush()
+            answer = json.loads(gen.stdout.readline())
+            cpu0, t0 = cpu_seconds(server), time.monotonic()
+            time.sleep(3)  # an idle window: pings only
+            idle_cpu = (cpu_seconds(server) - cpu0) / (time.monotonic() - t0)
+            rss = rss_kb(server)
+            rows.append(
+                {
+                    "connections": answer["ready"],
+                    "errors": answer["errors"],
+                    "rss_kb": rss,
+                    "kb_per_conn": (rss - base) / max(1, step),
+                    "idle_cpu": idle_cpu,
+                }
+            )
+            progress.step(f"hold {kind} {step}")
+            if answer["errors"]:
+                break
+        gen.stdin.write("quit\n")
+        gen.stdin.flush()
+        gen.wait(60)
+    finally:
+        server.stop()
+    return rows
+
+
+def fanout_run(spec: dict, servers: list[Process]) -> dict:
+    cpu0 = sum(cpu_seconds(s) for s in servers)
+    t0 = time.monotonic()
+    gen = loadgen(spec)
+    out, _ = gen.communicate(timeout=300)
+    result = json.loads(out.strip().splitlines()[-1])
+    result["server_cpu"] = (sum(cpu_seconds(s) for s in servers) - cpu0) / (
+        time.monotonic() - t0
+    )
+    return result
+
+
+def fanout(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
+    """R users over two instances through Redis; raise the rate until it breaks."""
+    a = SERVERS[kind](free_port(), workdir, redis_url).start()
+    b = SERVERS[kind](free_port(), workdir, redis_url).start()
+    steps, cross = [], None
+    try:
+        half = FANOUT_USERS // 2
+        for rate in FANOUT_RATES:
+            spec = {
+                "mode": "fanout",
+                "rate": rate,
+                "duration": FANOUT_SECONDS,
+                "senders": [{"url": a.url, "count": 5}, {"url": b.url, "count": 5}],
+                "receivers": [
+                    {"url": a.url, "count": half - 5},
+                    {"url": b.url, "count": half - 5},
+                ],
+            }
+            result = fanout_run(spec, [a, b])
+            steps.append({"rate": rate, **result})
+            progress.step(f"fan-out {kind} {rate}/s")
+            if result["complete"] < 0.95 or (result["p99"] or 0) > 2000:
+                break
+        spec = {
+            "mode": "fanout",
+            "rate": CROSS_RATE,
+            "duration": CROSS_SECONDS,
+            "senders": [{"url": a.url, "count": 1}],
+            "receivers": [{"url": b.url, "count": CROSS_RECEIVERS}],
+        }
+        cross = fanout_run(spec, [a, b])
+        progress.step(f"cross-instance {kind}")
+    finally:
+        a.stop()
+        b.stop()
+    return {"steps": steps, "cross": cross}
+
+
+# -- report ---------------------------------------------------------------------
+def summarize(results: dict) -> dict:
+    figures = {}
+    for kind in SERVERS:
+        held = [r for r in results[kind]["hold"] if not r["errors"]]
+        steps = results[kind]["fanout"]["steps"]
+        moderate = next((s for s in steps if s["rate"] == MODERATE_RATE), steps[0])
+        ok_steps = [s for s in steps if s["complete"] >= 0.95] or steps
+        cross = results[kind]["fanout"]["cross"]
+        figures[kind] = {
+            "kB per connection": held[-1]["kb_per_conn"] if held else None,
+            "largest step held": held[-1]["connections"] if held else 0,
+            "deliveries/s at saturation": max(s["deliveriesPerS"] for s in ok_steps),
+            f"p50 ms at {MODERATE_RATE} msg/s": moderate["p50"],
+            f"p99 ms at {MODERATE_RATE} msg/s": moderate["p99"],
+            "cross-instance p50 ms": cross["p50"],
+            "cross-instance p99 ms": cross["p99"],
+            "generator CPU at saturation": max(s["generatorCpu"] for s in steps),
+        }
+    return figures
+
+
+def markdown(figures: dict, meta: dict) -> str:
+    lines = [
+        f"Run {meta['date']} on {meta['machine']}{' (BENCH_QUICK)' if QUICK else ''}.",
+        "",
+        "| figure | ours | peer (Node) | ours / peer |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name in figures["ours"]:
+        mine, theirs = figures["ours"][name], figures["peer"][name]
+        ratio = f"{mine / theirs:.2f}" if mine and theirs else "–"
+        lines.append(f"| {name} | {fmt(mine)} | {fmt(theirs)} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (lat, mem) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for kind, style in (("ours", "o-"), ("peer", "s--")):
+        steps = results[kind]["fanout"]["steps"]
+        lat.plot(
+            [s["rate"] for s in steps],
+            [s["p50"] for s in steps],
+            style,
+            label=f"{kind} p50",
+        )
+        lat.plot(
+            [s["rate"] for s in steps],
+            [s["p99"] for s in steps],
+            style,
+            alpha=0.5,
+            label=f"{kind} p99",
+        )
+        held = results[kind]["hold"]
+        mem.plot(
+            [h["connections"] for h in held],
+            [h["rss_kb"] / 1024 for h in held],
+            style,
+            label=kind,
+        )
+    lat.set(
+        xlabel=f"messages/s into a room of {FANOUT_USERS} (2 instances)",
+        ylabel="latency ms",
+        yscale="log",
+        title="Fan-out latency",
+    )
+    mem.set(
+        xlabel="logged-in websocket connections",
+        ylabel="server RSS MiB",
+        title="Memory of one instance",
+    )
+    for ax in (lat, mem):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+    workdir = RESULTS / f".work-{stamp}"
+    workdir.mkdir(exist_ok=True)
+    total = 2 * (len(HOLD_STEPS) + len(FANOUT_RATES) + 1)
+    progress = Progress(total)
+    redis_server = RedisServer(workdir).start()
+    results = {}
+    try:
+        for kind in SERVERS:
+            results[kind] = {"hold": hold(kind, workdir, progress)}
+        for kind in SERVERS:
+            results[kind]["fanout"] = fanout(kind, workdir, redis_server.url, progress)
+    finally:
+        redis_server.stop()
+    sys.stderr.write("\n")
+    meta = {
+        "date": stamp,
+        "quick": QUICK,
+        "machine": f"{os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+    }
+    figures = summarize(results)
+    (RESULTS / f"{stamp}.json").write_text(
+        json.dumps({"meta": meta, "figures": figures, "results": results}, indent=1)
+    )
+    table = markdown(figures, meta)
+    (RESULTS / f"{stamp}.md").write_text(table)
+    plot(results, RESULTS / f"{stamp}.png")
+    print(table)
+    print(f"written: bench/results/{stamp}.json, .md, .png")
+
+
+if __name__ == "__main__":
+    main()
