@@ -60,6 +60,8 @@ class Config:
         self.PRESENCE_HEARTBEAT_S = _float("PRESENCE_HEARTBEAT_S", 5.0)
         self.PRESENCE_TTL_S = _int("PRESENCE_TTL_S", 15)
         self.HISTORY_LENGTH = _int("HISTORY_LENGTH", 50)
+        # ``login`` lists who is online only in rooms up to this size.
+        self.MAX_USERS_LISTED = _int("MAX_USERS_LISTED", 100)
         self.HISTORY_RETAIN = _int("HISTORY_RETAIN", 1000)
         self.LOG_FORMAT = os.environ.get("LOG_FORMAT") or "text"
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"

@@ -68,7 +68,6 @@ def guarded(event: str):
 @socketio.on("connect")
 def on_connect(auth=None):
     """Count the socket; log in at once if the client sent a name in ``auth``."""
-    metrics.SOCKETS.inc()
     log.info(
         "connect sid=%s transport=%s", request.sid, request.args.get("transport", "?")
     )
@@ -88,12 +87,10 @@ def on_connect(auth=None):
 def on_disconnect(*_reason):
     """Release the user's name and tell the room, unless a newer login took it."""
     state = _state()
-    metrics.SOCKETS.dec()
     state.limiter.forget(request.sid)
     member, count = state.presence.leave(request.sid)
     log.info("disconnect sid=%s", request.sid)
     if member is not None:
-        metrics.USERS.dec()
         socketio.emit(
             "user left", {"username": member.name, "numUsers": count}, to=member.room
         )
@@ -121,7 +118,6 @@ def _login(raw_name, raw_room, token, last_id) -> None:
     if not result.ok:
         raise Refused("name_taken", f"The name {name!r} is already in use.")
     join_room(room)
-    metrics.USERS.inc()
     log.info(
         "login sid=%s room=%s reclaimed=%s",
         request.sid,
@@ -135,7 +131,10 @@ def _login(raw_name, raw_room, token, last_id) -> None:
             "username": name,
             "room": room,
             "token": token,
-            "users": state.presence.names(room),
+            # Listing a big room at every login costs O(users) each time.
+            "users": state.presence.names(room)
+            if result.count <= config["MAX_USERS_LISTED"]
+            else None,
         },
     )
     if result.replaced_sid:

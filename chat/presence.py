@@ -75,10 +75,6 @@ class MemoryPresence:
             return member, count
         return None, len(room)
 
-    def count(self, room: str) -> int:
-        """Users online in ``room``."""
-        return len(self._rooms.get(room, {}))
-
     def names(self, room: str) -> list[str]:
         """Names online in ``room``, sorted case-insensitively."""
         return sorted(

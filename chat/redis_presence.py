@@ -165,14 +165,6 @@ class RedisPresence:
             return member, self._local_count(member.room)
         return (member if removed else None), int(count)
 
-    def count(self, room: str) -> int:
-        """Users online in ``room`` across the cluster."""
-        try:
-            return int(self._r.hlen(self._room_key(room)))
-        except redis.RedisError as exc:
-            self._mark_degraded(exc)
-            return self._local_count(room)
-
     def names(self, room: str) -> list[str]:
         """Names online in ``room`` across the cluster."""
         try:

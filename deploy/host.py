@@ -30,12 +30,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+# Run as a script from a release's checkout: make ``deploy`` importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deploy.procs import free_port, http_get  # noqa: E402  (standard library only)
 
 ENV_TEMPLATE = """\
 # Settings for every release of the chat on this host; never in the repository.
@@ -162,22 +164,6 @@ def build(root: Path, sha: str) -> None:
     say(f"built {sha[:12]}: smoke check passed")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return response.status, response.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-    except OSError:
-        return 0, ""
-
-
 def smoke_check(root: Path, release: Path) -> None:
     """Start the release on a spare port: /healthz, the page and its script answer."""
     port = free_port()
@@ -193,9 +179,14 @@ def smoke_check(root: Path, release: Path) -> None:
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
+
+    def status(path: str) -> int:
+        answer = http_get(url + path)
+        return answer.status_code if answer else 0
+
     try:
         deadline = time.monotonic() + 30
-        while http_get(f"{url}/healthz")[0] != 200:
+        while status("/healthz") != 200:
             if proc.poll() is not None or time.monotonic() > deadline:
                 for line in log_path.read_text(errors="replace").splitlines()[-15:]:
                     say(f"  {line}")
