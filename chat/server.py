@@ -135,7 +135,10 @@ def start_services(app: Flask) -> None:
     server = socketio.server
     # Gauges read the state itself: a reclaimed name or a dropped transport
     # can never make them drift.
-    metrics.SOCKETS.set_function(lambda: len(server.eio.sockets))
+    # python-socketio keeps every connected sid in the room ``None``.
+    metrics.SOCKETS.set_function(
+        lambda: len(server.manager.rooms.get("/", {}).get(None, ()))
+    )
     metrics.USERS.set_function(lambda: len(state.presence.local))
     if app.config["REDIS_URL"] and not server.manager_initialized:
         server.manager_initialized = True
