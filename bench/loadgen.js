@@ -13,12 +13,17 @@ const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const now = () => performance.timeOrigin + performance.now();
 let nextId = 0;
 
-function connect(url) {
+// Hold mode spreads users over rooms of ROOM_SIZE: every join is announced
+// to the room, so one huge room would measure that broadcast, not memory.
+const ROOM_SIZE = 100;
+
+function connect(url, room = "lobby") {
   return new Promise((resolve) => {
-    const name = `u${process.pid}-${nextId++}`;
+    const id = nextId++;
+    const name = `u${process.pid}-${id}`;
     const socket = io(url, { transports: ["websocket"], forceNew: true, reconnection: false });
     const timer = setTimeout(() => resolve({ socket, ok: false }), 20000);
-    socket.on("connect", () => socket.emit("add user", name));
+    socket.on("connect", () => socket.emit("add user", name, { room }));
     socket.on("login", () => {
       clearTimeout(timer);
       resolve({ socket, ok: true });
@@ -30,11 +35,12 @@ function connect(url) {
   });
 }
 
-async function connectMany(url, count, sockets, batch = 100) {
+async function connectMany(url, count, sockets, rooms = false, batch = 100) {
   let errors = 0;
   for (let done = 0; done < count; done += batch) {
     const n = Math.min(batch, count - done);
-    const results = await Promise.all(Array.from({ length: n }, () => connect(url)));
+    const room = () => (rooms ? `r${Math.floor(nextId / ROOM_SIZE)}` : "lobby");
+    const results = await Promise.all(Array.from({ length: n }, () => connect(url, room())));
     for (const r of results) {
       if (r.ok) sockets.push(r.socket);
       else {
@@ -54,7 +60,7 @@ async function hold() {
     const [command, arg] = line.trim().split(/\s+/);
     if (command === "quit") break;
     if (command === "target") {
-      errors += await connectMany(spec.url, Number(arg) - sockets.length, sockets);
+      errors += await connectMany(spec.url, Number(arg) - sockets.length, sockets, true);
       print({ ready: sockets.length, errors });
     }
   }

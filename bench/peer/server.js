@@ -44,9 +44,10 @@ async function leave(room, name) {
 
 io.on("connection", (socket) => {
   let username = null;
-  const room = "lobby";
-  socket.on("add user", async (name) => {
+  let room = "lobby";
+  socket.on("add user", async (name, options) => {
     if (username || typeof name !== "string") return;
+    if (options && typeof options.room === "string") room = options.room;
     const numUsers = await join(room, name);
     if (numUsers < 0) return socket.emit("login error", { reason: "name_taken" });
     username = name;
