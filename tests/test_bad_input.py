@@ -133,3 +133,24 @@ def test_flooding_client_is_refused_while_others_keep_chatting(config):
     assert calm_errors == []
     flooder.disconnect()
     calm.disconnect()
+
+
+HANDSHAKE = "/socket.io/?EIO=4&transport=polling"
+
+
+def test_other_origins_are_refused_by_default(client):
+    foreign = client.get(HANDSHAKE, headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 400
+    same = client.get(HANDSHAKE, headers={"Origin": "http://localhost"})
+    assert same.status_code == 200
+
+
+def test_cors_origins_setting_widens_who_may_connect(config):
+    config.CORS_ORIGINS = ["http://chat.example"]
+    from chat import create_app
+
+    client = create_app(config).test_client()
+    allowed = client.get(HANDSHAKE, headers={"Origin": "http://chat.example"})
+    assert allowed.status_code == 200
+    other = client.get(HANDSHAKE, headers={"Origin": "http://evil.example"})
+    assert other.status_code == 400
