@@ -69,7 +69,8 @@ class Config:
 
 
 class TestConfig(Config):
-    """Fast unit tests: no Redis, a fixed key, small limits that are cheap to hit."""
+    """Unit tests: no Redis (the Flask-SocketIO test client refuses a message
+    queue) and a fixed key; a test changes a limit on it before building an app."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -8,7 +8,7 @@ SOCKETS = Gauge("chat_connected_sockets", "socket.io connections open on this in
 USERS = Gauge("chat_logged_in_users", "logged-in users on this instance")
 MESSAGES_IN = Counter("chat_messages_in_total", "chat messages accepted from clients")
 MESSAGES_OUT = Counter(
-    "chat_messages_out_total", "new message events sent to this instance's sockets"
+    "chat_messages_out_total", "new message broadcasts sent by this instance"
 )
 REFUSED = Counter("chat_refused_total", "client inputs refused", ["reason"])
 PUBLISH_FAILURES = Counter(
