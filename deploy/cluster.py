@@ -15,7 +15,8 @@ import signal
 import threading
 from pathlib import Path
 
-from deploy.procs import ROOT, Instance, Nginx, RedisServer, free_port
+from deploy.nginx import Nginx
+from deploy.procs import ROOT, Instance, RedisServer, free_port
 
 
 def main(argv: list[str] | None = None) -> int:

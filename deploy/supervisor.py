@@ -18,7 +18,8 @@ import threading
 from pathlib import Path
 
 from deploy.host import read_env
-from deploy.procs import Instance, Nginx, wait_until
+from deploy.nginx import Nginx
+from deploy.procs import Instance, wait_until
 
 
 class Supervisor:

@@ -125,7 +125,7 @@ def cluster(redis_server, gunicorn):
 @pytest.fixture
 def nginx(tmp_path):
     """``nginx(instances, sticky=True)``: a load balancer in front of them."""
-    from deploy.procs import Nginx
+    from deploy.nginx import Nginx
 
     started = []
 
