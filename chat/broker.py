@@ -76,6 +76,9 @@ class ChatRedisManager(socketio.RedisManager):
         self._timeout_s = timeout_s
         self._on_publish_error = on_publish_error or (lambda: None)
         self.listening = False
+        # Set by the app: what else must know that Redis went away or came back.
+        self.on_lost = lambda exc: None
+        self.on_back = lambda: None
 
     def _redis_connect(self) -> None:
         super()._redis_connect()
@@ -101,6 +104,7 @@ class ChatRedisManager(socketio.RedisManager):
                 self.listening = True
                 if failing:
                     log.warning("Subscribed to Redis again")
+                    self.on_back()
                 failing = False
                 yield from self.pubsub.listen()
             except Exception as exc:
@@ -112,4 +116,5 @@ class ChatRedisManager(socketio.RedisManager):
                     )
                 failing = True
                 self.listening = False
+                self.on_lost(exc)
                 time.sleep(MAX_RETRY_S)

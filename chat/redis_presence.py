@@ -139,7 +139,7 @@ class RedisPresence:
         return JoinResult(True, int(count), replaced_sid)
 
     def _join_degraded(self, member: Member, exc: Exception) -> JoinResult:
-        self._mark_degraded(exc)
+        self.mark_degraded(exc)
         same_room = [m for m in self.local.values() if m.room == member.room]
         holder = next((m for m in same_room if m.key == member.key), None)
         if holder is not None and holder.token != member.token:
@@ -161,7 +161,7 @@ class RedisPresence:
                 args=[member.key, sid],
             )
         except redis.RedisError as exc:
-            self._mark_degraded(exc)
+            self.mark_degraded(exc)
             return member, self._local_count(member.room)
         return (member if removed else None), int(count)
 
@@ -171,7 +171,7 @@ class RedisPresence:
             raw = self._r.hvals(self._room_key(room))
             names = [json.loads(v)["name"] for v in raw]
         except redis.RedisError as exc:
-            self._mark_degraded(exc)
+            self.mark_degraded(exc)
             names = [m.name for m in self.local.values() if m.room == room]
         return sorted(names, key=str.casefold)
 
@@ -179,7 +179,8 @@ class RedisPresence:
         return sum(1 for m in self.local.values() if m.room == room)
 
     # -- health ------------------------------------------------------------
-    def _mark_degraded(self, exc: Exception) -> None:
+    def mark_degraded(self, exc: Exception) -> None:
+        """Serve local users only until a heartbeat has rebuilt presence."""
         self._dirty = True
         if self.degraded_reason is None:
             log.error("Redis unavailable, serving local users only: %s", exc)
@@ -220,7 +221,7 @@ class RedisPresence:
             for left in self._reap_dead():
                 on_left(*left)
         except redis.RedisError as exc:
-            self._mark_degraded(exc)
+            self.mark_degraded(exc)
             return
         self._mark_healthy()
 

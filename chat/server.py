@@ -141,6 +141,10 @@ def start_services(app: Flask) -> None:
     )
     metrics.USERS.set_function(lambda: len(state.presence.local))
     if app.config["REDIS_URL"] and not server.manager_initialized:
+        # Presence stays "degraded" from a lost subscription until a heartbeat
+        # has written this instance's users back; that beat runs at once.
+        server.manager.on_lost = state.presence.mark_degraded
+        server.manager.on_back = lambda: state.presence.beat(announce_left)
         server.manager_initialized = True
         server.manager.initialize()
     state.presence.start(announce_left, socketio.start_background_task, socketio.sleep)

@@ -100,7 +100,8 @@ def test_sigterm_removes_the_instance_users_at_once(cluster, clients):
 def test_redis_restart_degrades_then_recovers_without_restarting_instances(
     cluster, clients, redis_server
 ):
-    a, b = cluster(2)
+    # The default heartbeat: recovery must not wait for it.
+    a, b = cluster(2, PRESENCE_HEARTBEAT_S="5", PRESENCE_TTL_S="15")
     alice = clients(a.url)
     alice2 = clients(a.url)
     bob = clients(b.url)
