@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
 VENDOR := static/vendor/socket.io.min.js
+PEER_MODULES := bench/peer/node_modules/.package-lock.json
 N ?= 3
 
 .PHONY: run test lint format cluster bench bench-quick system-deps clean
@@ -13,7 +14,7 @@ N ?= 3
 run: $(STAMPS)/venv $(VENDOR)
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: $(STAMPS)/venv-dev $(VENDOR) $(STAMPS)/node-dev system-deps
+test: $(STAMPS)/venv-bench $(VENDOR) $(STAMPS)/node-dev $(PEER_MODULES) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -29,7 +30,7 @@ format: $(STAMPS)/venv-dev
 cluster: $(STAMPS)/venv $(VENDOR) system-deps
 	$(BIN)/python -m deploy.cluster --instances $(N)
 
-bench: $(STAMPS)/venv-bench bench/peer/node_modules/.package-lock.json system-deps
+bench: $(STAMPS)/venv-bench $(PEER_MODULES) system-deps
 	ulimit -n 20000 2>/dev/null || true; $(BIN)/python -m bench.run
 
 bench-quick:
@@ -50,7 +51,7 @@ $(STAMPS)/venv-bench: $(STAMPS)/venv-dev bench/requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	@touch $@
 
-bench/peer/node_modules/.package-lock.json: bench/peer/package.json bench/peer/package-lock.json
+$(PEER_MODULES): bench/peer/package.json bench/peer/package-lock.json
 	cd bench/peer && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 

@@ -36,7 +36,7 @@ FANOUT_SECONDS = 2 if QUICK else 4
 MODERATE_RATE = 5
 CROSS_RECEIVERS = 10
 CROSS_RATE, CROSS_SECONDS = 20, (2 if QUICK else 5)
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or ROOT / "bench" / "results")
 PEER = ROOT / "bench" / "peer"
 
 
@@ -340,7 +340,7 @@ def main() -> None:
     (RESULTS / f"{stamp}.md").write_text(table)
     plot(results, RESULTS / f"{stamp}.png")
     print(table)
-    print(f"written: bench/results/{stamp}.json, .md, .png")
+    print(f"written: {RESULTS / stamp}.json, .md, .png")
 
 
 if __name__ == "__main__":

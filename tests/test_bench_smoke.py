@@ -1,0 +1,34 @@
+"""``BENCH_QUICK=1 make bench`` still runs both servers and writes its report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deploy.procs import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_quick_benchmark_reports_both_servers(tmp_path):
+    env = {**os.environ, "BENCH_QUICK": "1", "BENCH_RESULTS": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    [report] = tmp_path.glob("*.json")
+    figures = json.loads(report.read_text())["figures"]
+    for kind in ("ours", "peer"):
+        assert figures[kind]["largest step held"] == 500
+        assert figures[kind]["deliveries/s at saturation"] > 0
+        assert figures[kind]["cross-instance p50 ms"] > 0
+    table = report.with_suffix(".md").read_text()
+    assert "| figure | ours | peer (Node) | ours / peer |" in table
+    assert report.with_suffix(".png").stat().st_size > 10_000
