@@ -30,7 +30,7 @@ def create_app(config=None) -> Flask:
     app.config.from_object(config)
     app.extensions["chat"] = build_state(config)
     app.register_blueprint(views.bp)
-    socketio.init_app(app, **socketio_options(config, app.extensions["chat"]))
+    socketio.init_app(app, **socketio_options(config))
     guard_packet_decoding(socketio.server)
     app.wsgi_app = refuse_new_sessions_while_draining(
         app.wsgi_app, app.extensions["chat"]

@@ -67,7 +67,7 @@ def guarded(event: str):
 # -- connection ----------------------------------------------------------
 @socketio.on("connect")
 def on_connect(auth=None):
-    """Count the socket; log in at once if the client sent a name in ``auth``."""
+    """Log the connection; log in at once if the client sent a name in ``auth``."""
     log.info(
         "connect sid=%s transport=%s", request.sid, request.args.get("transport", "?")
     )

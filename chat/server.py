@@ -22,7 +22,7 @@ MALFORMED = {
 }
 
 
-def socketio_options(config, state) -> dict:
+def socketio_options(config) -> dict:
     """Keyword arguments for ``SocketIO.init_app`` from the config."""
     options = {
         "ping_interval": config.PING_INTERVAL_S,
