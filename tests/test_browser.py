@@ -284,3 +284,23 @@ def test_dropped_connection_sees_every_message_once_in_order(
         [*expected, "after the return"]
     )
     shot(alice, "recovered")
+
+
+def test_room_from_the_url_keeps_conversations_apart(gunicorn, open_page):
+    server = gunicorn()
+    lobby = open_page(server.url, "Lena")
+    dev = open_page(f"{server.url}/?room=dev", "Dana")
+    dev2 = open_page(f"{server.url}/?room=dev", "Dirk")
+    expect(logs(dev).filter(has_text="Dirk joined")).to_have_count(1)
+    expect(logs(dev2).filter(has_text="there are 2 participants")).to_have_count(1)
+    send(dev, "only for dev")
+    expect(messages_from(dev2, "Dana").locator(".messageBody")).to_have_text(
+        "only for dev"
+    )
+    send(lobby, "only for the lobby")
+    # The lobby's own message is on its page; nothing of dev's reached it.
+    expect(messages_from(lobby, "Lena")).to_have_count(1)
+    assert messages_from(lobby, "Dana").count() == 0
+    assert logs(lobby).filter(has_text="joined").count() == 0
+    expect(messages_from(dev2, "Lena")).to_have_count(0)
+    shot(dev, "room")
