@@ -9,9 +9,17 @@ from chat.config import TestConfig
 
 
 @pytest.fixture
-def config():
-    """Unit-test settings; a test may change limits before the app is built."""
-    return TestConfig()
+def config(request):
+    """Unit-test settings, with ``@pytest.mark.settings(NAME=value)`` applied.
+
+    The marker is how a test changes a limit: the ``app`` fixture is built
+    from this config before the test body runs.
+    """
+    settings = TestConfig()
+    marker = request.node.get_closest_marker("settings")
+    for name, value in (marker.kwargs if marker else {}).items():
+        setattr(settings, name, value)
+    return settings
 
 
 @pytest.fixture

@@ -111,15 +111,10 @@ def test_html_is_passed_through_as_text_not_escaped_twice(login):
     }
 
 
-def test_flooding_client_is_refused_while_others_keep_chatting(config):
-    config.RATE_BURST = 5
-    config.RATE_PER_S = 0.001
-    from chat import create_app, socketio
-
-    app = create_app(config)
-    client = app.test_client()
-    flooder = socketio.test_client(app, flask_test_client=client)
-    calm = socketio.test_client(app, flask_test_client=client)
+@pytest.mark.settings(RATE_BURST=5, RATE_PER_S=0.001)
+def test_flooding_client_is_refused_while_others_keep_chatting(connect):
+    flooder = connect()
+    calm = connect()
     flooder.emit("add user", "Flood")
     calm.emit("add user", "Calm")
     for i in range(20):
@@ -131,8 +126,6 @@ def test_flooding_client_is_refused_while_others_keep_chatting(config):
     calm.emit("new message", "I am fine")
     calm_errors = [p for p in calm.get_received() if p["name"] == "chat error"]
     assert calm_errors == []
-    flooder.disconnect()
-    calm.disconnect()
 
 
 HANDSHAKE = "/socket.io/?EIO=4&transport=polling"
@@ -145,11 +138,8 @@ def test_other_origins_are_refused_by_default(client):
     assert same.status_code == 200
 
 
-def test_cors_origins_setting_widens_who_may_connect(config):
-    config.CORS_ORIGINS = ["http://chat.example"]
-    from chat import create_app
-
-    client = create_app(config).test_client()
+@pytest.mark.settings(CORS_ORIGINS=["http://chat.example"])
+def test_cors_origins_setting_widens_who_may_connect(client):
     allowed = client.get(HANDSHAKE, headers={"Origin": "http://chat.example"})
     assert allowed.status_code == 200
     other = client.get(HANDSHAKE, headers={"Origin": "http://evil.example"})

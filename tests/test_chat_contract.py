@@ -1,5 +1,7 @@
 """The socket.io chat example's wire contract, on one instance."""
 
+import pytest
+
 from tests.conftest import events_named
 
 
@@ -110,16 +112,11 @@ def test_page_serves_the_chat_with_its_own_socketio_client(client):
     assert "//cdn" not in page
 
 
-def test_login_omits_the_list_of_names_in_big_rooms(config):
-    config.MAX_USERS_LISTED = 2
-    from chat import create_app, socketio
-
-    app = create_app(config)
-    socks = [socketio.test_client(app) for _ in range(3)]
+@pytest.mark.settings(MAX_USERS_LISTED=2)
+def test_login_omits_the_list_of_names_in_big_rooms(connect):
+    socks = [connect() for _ in range(3)]
     for i, sock in enumerate(socks):
         sock.emit("add user", f"user{i}")
     logins = [events_named(sock, "login")[0] for sock in socks]
     assert [login["users"] for login in logins] == [["user0"], ["user0", "user1"], None]
     assert logins[2]["numUsers"] == 3
-    for sock in socks:
-        sock.disconnect()

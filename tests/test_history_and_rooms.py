@@ -1,5 +1,7 @@
 """History, missed-message recovery and rooms, on one instance."""
 
+import pytest
+
 from tests.conftest import events_named
 
 
@@ -34,21 +36,14 @@ def test_history_carries_name_text_timestamp_and_increasing_ids(login, connect):
     assert history["dropped"] is False
 
 
-def test_history_is_limited_to_the_configured_length(config, connect):
-    config.HISTORY_LENGTH = 3
-    config.RATE_BURST = 100
-    from chat import create_app, socketio
-
-    app = create_app(config)
-    alice = socketio.test_client(app)
-    alice.emit("add user", "Alice")
+@pytest.mark.settings(HISTORY_LENGTH=3, RATE_BURST=100)
+def test_history_is_limited_to_the_configured_length(login, connect):
+    alice = login("Alice")
     for i in range(10):
         alice.emit("new message", f"m{i}")
-    bob = socketio.test_client(app)
+    bob = connect()
     bob.emit("add user", "Bob")
     assert texts(history_of(bob)["messages"]) == ["m7", "m8", "m9"]
-    alice.disconnect()
-    bob.disconnect()
 
 
 def test_sender_gets_the_id_of_its_message_as_acknowledgement(login):
@@ -73,27 +68,20 @@ def test_reconnecting_client_gets_exactly_the_missed_messages(login, connect):
     assert history["since"] == seen["id"]
 
 
-def test_client_told_when_missed_messages_exceed_retention(config, connect):
-    config.HISTORY_RETAIN = 5
-    config.RATE_BURST = 100
-    from chat import create_app, socketio
-
-    app = create_app(config)
-    alice = socketio.test_client(app)
-    alice.emit("add user", "Alice")
+@pytest.mark.settings(HISTORY_RETAIN=5, RATE_BURST=100)
+def test_client_told_when_missed_messages_exceed_retention(login, connect):
+    alice = login("Alice")
     alice.emit("new message", "seen")
-    bob = socketio.test_client(app)
+    bob = connect()
     bob.emit("add user", "Bob")
     last_seen = history_of(bob)["messages"][-1]["id"]
     bob.disconnect()
     for i in range(12):
         alice.emit("new message", f"burst {i}")
-    back = socketio.test_client(app, auth={"username": "Bob", "lastId": last_seen})
+    back = connect(auth={"username": "Bob", "lastId": last_seen})
     history = history_of(back)
     assert texts(history["messages"]) == [f"burst {i}" for i in range(7, 12)]
     assert history["dropped"] is True
-    alice.disconnect()
-    back.disconnect()
 
 
 def test_rooms_isolate_messages_presence_and_typing(login, connect):
