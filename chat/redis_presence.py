@@ -112,6 +112,10 @@ class RedisPresence:
     def _alive_key(self, instance_id: str) -> str:
         return f"{self._p}instance:{instance_id}:alive"
 
+    @property
+    def _instances_key(self) -> str:
+        return f"{self._p}instances"
+
     # -- the presence interface ------------------------------------------
     def _encode(self, member: Member) -> str:
         return json.dumps(
@@ -226,7 +230,7 @@ class RedisPresence:
         self._mark_healthy()
 
     def _rebuild(self) -> None:
-        self._reap(keys=[self._p + "instances"], args=[self._p, self.instance_id, "1"])
+        self._reap(keys=[self._instances_key], args=[self._p, self.instance_id, "1"])
         pipe = self._r.pipeline(transaction=False)
         for member in self.local.values():
             self._redis_join(member, client=pipe)
@@ -237,16 +241,16 @@ class RedisPresence:
                     member.name,
                     member.room,
                 )
-        self._r.sadd(self._p + "instances", self.instance_id)
+        self._r.sadd(self._instances_key, self.instance_id)
         self._dirty = False
 
     def _reap_dead(self) -> list[tuple[str, str, int]]:
         left: list[tuple[str, str, int]] = []
-        for raw in self._r.smembers(self._p + "instances"):
+        for raw in self._r.smembers(self._instances_key):
             other = raw.decode()
             if other == self.instance_id or self._r.exists(self._alive_key(other)):
                 continue
-            flat = self._reap(keys=[self._p + "instances"], args=[self._p, other, "0"])
+            flat = self._reap(keys=[self._instances_key], args=[self._p, other, "0"])
             found = [
                 (flat[i].decode(), flat[i + 1].decode(), int(flat[i + 2]))
                 for i in range(0, len(flat), 3)
@@ -264,7 +268,7 @@ class RedisPresence:
         self._running = False
         gone = [pair for sid in list(self.local) if (pair := self.leave(sid))[0]]
         try:
-            self._r.srem(self._p + "instances", self.instance_id)
+            self._r.srem(self._instances_key, self.instance_id)
             self._r.delete(
                 self._alive_key(self.instance_id), self._members_key(self.instance_id)
             )
