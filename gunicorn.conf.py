@@ -1,14 +1,13 @@
 """gunicorn settings for one chat instance: one gevent-websocket worker.
 
 Every value comes from the environment so a platform (or ``make cluster``)
-can run several instances on one host. See NOTES in the README for why each
-non-default value is here.
+can run several instances on one host. The README's "Settings" and "Limits"
+tables say what each one is for.
 """
 
 import os
 
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
-from geventwebsocket.handler import WebSocketHandler
 
 # -- server socket ----------------------------------------------------------
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5050')}"
@@ -23,26 +22,20 @@ reuse_port = os.environ.get("REUSE_PORT") == "1"
 workers = 1
 
 
-class ChatWebSocketHandler(WebSocketHandler):
-    """gevent-websocket's handler with a 1 KiB read buffer instead of 8 KiB.
+class ChatWorker(GeventWebSocketWorker):
+    """The gevent-websocket worker, serving with chat.transport's handler.
 
-    The buffered reader is the largest single allocation per open websocket
-    (tracemalloc, see docs/benchmarks.md); chat frames are small. Measured:
-    56.9 -> 53.5 kB of RSS per held connection.
+    The handler is bound to the app's limits after the app is loaded in the
+    worker (after gevent's monkey patching), never in the master.
     """
 
-    def __init__(self, sock, address, server, *args, **kwargs):
-        super().__init__(sock, address, server, *args, **kwargs)
-        self.rfile = sock.makefile("rb", READ_BUFFER_BYTES)
+    def load_wsgi(self):
+        super().load_wsgi()
+        from chat.transport import handler_class
+
+        self.wsgi_handler = handler_class(self.wsgi.config)
 
 
-class ChatWorker(GeventWebSocketWorker):
-    """The gevent-websocket worker, serving with ``ChatWebSocketHandler``."""
-
-    wsgi_handler = ChatWebSocketHandler
-
-
-READ_BUFFER_BYTES = int(os.environ.get("READ_BUFFER_BYTES", "1024"))
 worker_class = ChatWorker
 # The gevent worker's default of 1000 would cap the container at 1000 users.
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))

@@ -63,7 +63,17 @@ class Peer(Process):
 
 
 def ours(port: int, workdir: Path, redis_url: str | None) -> Instance:
-    env = {"LOG_LEVEL": "WARNING", "RATE_BURST": "1000000", "RATE_PER_S": "1000000"}
+    # One generator on one address plays every user: the per-connection and
+    # per-address caps are lifted explicitly (the defaults are per person).
+    env = {
+        "LOG_LEVEL": "WARNING",
+        "RATE_BURST": "1000000",
+        "RATE_PER_S": "1000000",
+        "TRANSPORT_PACKETS_PER_S": "1000000",
+        "TRANSPORT_BYTES_PER_S": "1000000000",
+        "MAX_SESSIONS_PER_IP": "0",
+        "MAX_CONNECTIONS_PER_IP": "0",
+    }
     if redis_url:
         env["REDIS_URL"] = redis_url
     return Instance(port, workdir, env)

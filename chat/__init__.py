@@ -13,13 +13,10 @@ def create_app(config=None) -> Flask:
     from chat import events, views  # noqa: F401  (handlers register on import)
     from chat.broker import require_redis
     from chat.config import Config
+    from chat.guards import guard
     from chat.logs import configure_logging
-    from chat.server import (
-        guard_packet_decoding,
-        refuse_new_sessions_while_draining,
-        socketio_options,
-        start_services,
-    )
+    from chat.server import socketio_options, start_services
+    from chat.sessions import install
     from chat.state import build_state
 
     config = config or Config()
@@ -31,9 +28,7 @@ def create_app(config=None) -> Flask:
     app.extensions["chat"] = build_state(config)
     app.register_blueprint(views.bp)
     socketio.init_app(app, **socketio_options(config))
-    guard_packet_decoding(socketio.server)
-    app.wsgi_app = refuse_new_sessions_while_draining(
-        app.wsgi_app, app.extensions["chat"]
-    )
+    install(socketio.server, config)
+    app.wsgi_app = guard(app.wsgi_app, app.extensions["chat"], config.ALLOWED_HOSTS)
     start_services(app)
     return app

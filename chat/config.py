@@ -23,6 +23,12 @@ def _float(name: str, default: float) -> float:
     return float(raw) if raw not in (None, "") else default
 
 
+def _list(name: str, default: str) -> list[str]:
+    raw = os.environ.get(name)
+    raw = default if raw is None else raw
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
 def _secret_key() -> str:
     key = os.environ.get("SECRET_KEY")
     if key:
@@ -54,15 +60,51 @@ class Config:
         self.MAX_HTTP_BUFFER_BYTES = _int("MAX_HTTP_BUFFER_BYTES", 64 * 1024)
         self.PING_INTERVAL_S = _int("PING_INTERVAL_S", 25)
         self.PING_TIMEOUT_S = _int("PING_TIMEOUT_S", 20)
-        # Token bucket per connection: a burst, then a sustained rate.
+        # Token bucket per connection: a burst, then a sustained rate. Logins
+        # and messages share one bucket; typing notices have their own, so a
+        # typist never spends the tokens of the message being typed.
         self.RATE_BURST = _int("RATE_BURST", 20)
         self.RATE_PER_S = _float("RATE_PER_S", 10.0)
+        self.TYPING_BURST = _int("TYPING_BURST", 10)
+        self.TYPING_PER_S = _float("TYPING_PER_S", 5.0)
+        # What one connection may cost before any event handler runs: frames
+        # (websocket) or packets (polling) and bytes a second, each with a
+        # burst of two seconds' worth. Defaults are over 3x what the event
+        # limits above let through, so a fast typist meets `rate_limited`,
+        # never a closed connection.
+        self.TRANSPORT_PACKETS_PER_S = _float("TRANSPORT_PACKETS_PER_S", 60.0)
+        self.TRANSPORT_BYTES_PER_S = _int("TRANSPORT_BYTES_PER_S", 512 * 1024)
+        self.MAX_PACKETS_PER_POST = _int("MAX_PACKETS_PER_POST", 64)
+        # Per-connection send queue: a client that stops reading is dropped
+        # when its queue is full, instead of growing the process.
+        self.SEND_QUEUE_MAX_MESSAGES = _int("SEND_QUEUE_MAX_MESSAGES", 1000)
+        self.SEND_QUEUE_MAX_BYTES = _int("SEND_QUEUE_MAX_BYTES", 1024 * 1024)
+        # Bytes buffered per connection for reading; chat frames are small.
+        self.READ_BUFFER_BYTES = _int("READ_BUFFER_BYTES", 1024)
+        # Time limits on each stage of a connection.
+        self.REQUEST_HEADER_TIMEOUT_S = _float("REQUEST_HEADER_TIMEOUT_S", 5.0)
+        self.CONNECT_TIMEOUT_S = _float("CONNECT_TIMEOUT_S", 5.0)
+        # Per client address; 0 turns a cap off.
+        self.MAX_CONNECTIONS_PER_IP = _int("MAX_CONNECTIONS_PER_IP", 200)
+        self.MAX_SESSIONS_PER_IP = _int("MAX_SESSIONS_PER_IP", 100)
+        # Proxies whose X-Forwarded-For is believed (addresses or networks).
+        self.TRUSTED_PROXIES = _list("TRUSTED_PROXIES", "")
+        # Who may read /metrics and /healthz's details (after TRUSTED_PROXIES).
+        self.INTERNAL_NETWORKS = _list("INTERNAL_NETWORKS", "127.0.0.0/8,::1/128")
+        # Host headers this server answers to ("*": any).
+        self.ALLOWED_HOSTS = _list("ALLOWED_HOSTS", "localhost,127.0.0.1,::1")
         self.PRESENCE_HEARTBEAT_S = _float("PRESENCE_HEARTBEAT_S", 5.0)
         self.PRESENCE_TTL_S = _int("PRESENCE_TTL_S", 15)
         self.HISTORY_LENGTH = _int("HISTORY_LENGTH", 50)
         # ``login`` lists who is online only in rooms up to this size.
         self.MAX_USERS_LISTED = _int("MAX_USERS_LISTED", 100)
         self.HISTORY_RETAIN = _int("HISTORY_RETAIN", 1000)
+        # A reconnecting client gets at most this many missed messages.
+        self.HISTORY_CATCHUP_MAX = _int("HISTORY_CATCHUP_MAX", 200)
+        # A room's history expires this long after its last message.
+        self.HISTORY_TTL_S = _int("HISTORY_TTL_S", 7 * 24 * 3600)
+        # Rooms with users or history at once (cluster-wide with Redis).
+        self.MAX_ROOMS = _int("MAX_ROOMS", 1000)
         self.LOG_FORMAT = os.environ.get("LOG_FORMAT") or "text"
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"
         self.TESTING = False

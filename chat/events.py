@@ -17,6 +17,7 @@ from flask import current_app, request
 from flask_socketio import emit, join_room
 
 from chat import metrics, socketio
+from chat.history import is_entry_id
 from chat.presence import Member
 from chat.validation import Refused, clean_message, clean_name, clean_room
 
@@ -30,7 +31,18 @@ def _state():
 def _refuse(event: str, refusal: Refused) -> None:
     metrics.REFUSED.labels(refusal.reason).inc()
     name = "login error" if event == "add user" else "chat error"
-    emit(name, {"event": event, "reason": refusal.reason, "message": refusal.detail})
+    log.info(
+        "refused %s: %s",
+        event,
+        refusal.reason,
+        extra={"sid": request.sid, "event": event, "reason": refusal.reason},
+    )
+    reply(name, {"event": event, "reason": refusal.reason, "message": refusal.detail})
+
+
+def reply(event: str, data) -> None:
+    """An event to the sender only: it is local, so it never goes through Redis."""
+    emit(event, data, ignore_queue=True)
 
 
 def _member() -> Member:
@@ -40,15 +52,19 @@ def _member() -> Member:
     return member
 
 
-def guarded(event: str):
-    """Rate-limit, time and catch one handler so no input can crash it."""
+def guarded(event: str, limiter: str = "limiter"):
+    """Rate-limit, time and catch one handler so no input can crash it.
+
+    ``limiter`` names the state's bucket the event spends: typing notices
+    have their own, so they never cost the user a message.
+    """
 
     def wrap(handler):
         @functools.wraps(handler)
         def run(*args):
             started = time.perf_counter()
             try:
-                if not _state().limiter.allow(request.sid):
+                if not getattr(_state(), limiter).allow(request.sid):
                     raise Refused("rate_limited", "Too many events; slow down.")
                 return handler(*args)
             except Refused as refusal:
@@ -88,6 +104,7 @@ def on_disconnect(*_reason):
     """Release the user's name and tell the room, unless a newer login took it."""
     state = _state()
     state.limiter.forget(request.sid)
+    state.typing_limiter.forget(request.sid)
     member, count = state.presence.leave(request.sid)
     log.info("disconnect sid=%s", request.sid)
     if member is not None:
@@ -112,6 +129,8 @@ def _login(raw_name, raw_room, token, last_id) -> None:
         raise Refused("already_logged_in", "This connection is already logged in.")
     name = clean_name(raw_name, config["MAX_NAME_CHARS"])
     room = clean_room(raw_room, config["MAX_ROOM_CHARS"])
+    if not state.rooms.admit(room):
+        raise Refused("too_many_rooms", "The server has too many rooms; try later.")
     if not (isinstance(token, str) and 16 <= len(token) <= 64):
         token = secrets.token_urlsafe(24)
     result = state.presence.join(Member(request.sid, room, name, token))
@@ -124,7 +143,7 @@ def _login(raw_name, raw_room, token, last_id) -> None:
         room,
         bool(result.replaced_sid),
     )
-    emit(
+    reply(
         "login",
         {
             "numUsers": result.count,
@@ -152,14 +171,21 @@ def _login(raw_name, raw_room, token, last_id) -> None:
 
 
 def _send_history(room: str, last_id) -> None:
+    """The recent messages, or what the client missed since ``last_id``.
+
+    Catch-up is capped at HISTORY_CATCHUP_MAX (the newest of those missed,
+    with ``dropped: true``). A ``lastId`` that is not an id is no ``lastId``.
+    """
     history = _state().history
     config = current_app.config
-    if isinstance(last_id, str) and last_id:
-        messages, dropped = history.since(room, last_id, config["HISTORY_RETAIN"])
-        emit("history", {"messages": messages, "dropped": dropped, "since": last_id})
-    else:
-        messages = history.recent(room, config["HISTORY_LENGTH"])
-        emit("history", {"messages": messages, "dropped": False, "since": None})
+    if is_entry_id(last_id):
+        messages, dropped = history.since(room, last_id, config["HISTORY_CATCHUP_MAX"])
+        reply("history", {"messages": messages, "dropped": dropped, "since": last_id})
+        return
+    if last_id is not None:
+        log.debug("ignoring a malformed lastId", extra={"sid": request.sid})
+    messages = history.recent(room, config["HISTORY_LENGTH"])
+    reply("history", {"messages": messages, "dropped": False, "since": None})
 
 
 @socketio.on("new message")
@@ -180,7 +206,7 @@ def on_new_message(text=None, *_):
 
 
 @socketio.on("typing")
-@guarded("typing")
+@guarded("typing", limiter="typing_limiter")
 def on_typing(*_):
     """Tell the rest of the room this user is typing."""
     member = _member()
@@ -188,7 +214,7 @@ def on_typing(*_):
 
 
 @socketio.on("stop typing")
-@guarded("stop typing")
+@guarded("stop typing", limiter="typing_limiter")
 def on_stop_typing(*_):
     """Tell the rest of the room this user stopped typing."""
     member = _member()
@@ -199,7 +225,7 @@ def on_stop_typing(*_):
 def on_unknown(event, *_):
     """Answer an event the contract does not have, instead of ignoring it."""
     metrics.REFUSED.labels("unknown_event").inc()
-    emit(
+    reply(
         "chat error",
         {
             "event": str(event)[:64],
@@ -214,7 +240,7 @@ def on_handler_error(exc):
     """A bug must not kill the connection: log it and tell the client."""
     log.exception("handler failed sid=%s", getattr(request, "sid", "?"))
     metrics.REFUSED.labels("server_error").inc()
-    emit(
+    reply(
         "chat error",
         {
             "event": "",

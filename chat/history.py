@@ -27,6 +27,14 @@ def parse_id(entry_id: str) -> tuple[int, int]:
         return (-1, -1)
 
 
+def is_entry_id(value) -> bool:
+    """True for an id of the form ``<ms>-<seq>`` (both decimal)."""
+    if not isinstance(value, str) or len(value) > 41:
+        return False
+    ms, sep, seq = value.partition("-")
+    return bool(sep) and ms.isdigit() and seq.isdigit() and ms.isascii()
+
+
 def _entry(entry_id: str | None, username: str, message: str) -> dict:
     ts = parse_id(entry_id)[0] if entry_id else int(time.time() * 1000)
     return {"id": entry_id, "username": username, "message": message, "ts": ts}
@@ -35,9 +43,11 @@ def _entry(entry_id: str | None, username: str, message: str) -> dict:
 class MemoryHistory:
     """History of one instance, ``retain`` messages per room at most."""
 
-    def __init__(self, retain: int) -> None:
+    def __init__(self, retain: int, ttl_s: int = 7 * 24 * 3600) -> None:
         self._retain = retain
+        self._ttl_s = ttl_s
         self._rooms: dict[str, collections.deque] = {}
+        self._last_write: dict[str, float] = {}
         self._trimmed: dict[str, tuple[int, int]] = {}
         self._last = (0, 0)
 
@@ -49,6 +59,8 @@ class MemoryHistory:
 
     def append(self, room: str, username: str, message: str) -> dict:
         """Store a message and return it with its id and server timestamp."""
+        self._expire(time.monotonic())
+        self._last_write[room] = time.monotonic()
         entries = self._rooms.setdefault(room, collections.deque())
         entry = _entry(self._next_id(), username, message)
         entries.append(entry)
@@ -56,13 +68,21 @@ class MemoryHistory:
             self._trimmed[room] = parse_id(entries.popleft()["id"])
         return entry
 
+    def _expire(self, now: float) -> None:
+        """Forget rooms whose last message is older than the TTL, as Redis does."""
+        for room, written in list(self._last_write.items()):
+            if now - written > self._ttl_s:
+                self._last_write.pop(room)
+                self._rooms.pop(room, None)
+                self._trimmed.pop(room, None)
+
     def recent(self, room: str, count: int) -> list[dict]:
         """The last ``count`` messages, oldest first."""
         entries = self._rooms.get(room, ())
         return list(entries)[-count:] if count > 0 else []
 
     def since(self, room: str, last_id: str, limit: int) -> tuple[list[dict], bool]:
-        """Messages after ``last_id`` (at most ``limit``) and whether some were lost."""
+        """The newest ``limit`` messages after ``last_id``; True if some were lost."""
         after = parse_id(last_id)
         found = [e for e in self._rooms.get(room, ()) if parse_id(e["id"]) > after]
         dropped = self._trimmed.get(room, (-1, -1)) > after or len(found) > limit
@@ -89,10 +109,13 @@ def _survive_outage(fallback):
 class RedisHistory:
     """History shared by the cluster: one capped stream per room."""
 
-    def __init__(self, client: redis.Redis, prefix: str, retain: int) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, retain: int, ttl_s: int = 7 * 24 * 3600
+    ) -> None:
         self._r = client
         self._p = prefix
         self._retain = retain
+        self._ttl_s = ttl_s
 
     def _key(self, room: str) -> str:
         return f"{self._p}history:{room}"
@@ -103,13 +126,20 @@ class RedisHistory:
 
     @_survive_outage(lambda room, username, message: _entry(None, username, message))
     def append(self, room: str, username: str, message: str) -> dict:
-        """XADD with an exact cap, so retention is what the README says."""
-        raw_id = self._r.xadd(
+        """XADD with an exact cap, so retention is what the README says.
+
+        The stream expires HISTORY_TTL_S after its last message: rooms
+        nobody uses any more do not stay in Redis.
+        """
+        pipe = self._r.pipeline(transaction=False)
+        pipe.xadd(
             self._key(room),
             {"u": username, "m": message},
             maxlen=self._retain,
             approximate=False,
         )
+        pipe.expire(self._key(room), self._ttl_s)
+        raw_id, _ = pipe.execute()
         return _entry(raw_id.decode(), username, message)
 
     @_survive_outage(lambda room, count: [])
@@ -122,16 +152,16 @@ class RedisHistory:
 
     @_survive_outage(lambda room, last_id, limit: ([], True))
     def since(self, room: str, last_id: str, limit: int) -> tuple[list[dict], bool]:
-        """Messages after ``last_id`` and whether trimming lost some of them."""
+        """The newest ``limit`` messages after ``last_id``; True if some were lost."""
         after = parse_id(last_id)
         if after < (0, 0):
             return self.recent(room, limit), True
         start = f"({after[0]}-{after[1]}"
-        rows = self._r.xrange(self._key(room), min=start, count=limit + 1)
-        found = [self._decode(i, f) for i, f in rows]
+        rows = self._r.xrevrange(self._key(room), min=start, count=limit + 1)
+        found = [self._decode(i, f) for i, f in reversed(rows)]
         try:
             info = self._r.xinfo_stream(self._key(room))
             trimmed = parse_id(info["max-deleted-entry-id"].decode())
         except redis.ResponseError:
             trimmed = (-1, -1)
-        return found[:limit], trimmed > after or len(found) > limit
+        return found[-limit:], trimmed > after or len(found) > limit

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from chat.validation import name_key
+
 
 @dataclass(frozen=True)
 class Member:
@@ -21,7 +23,7 @@ class Member:
 
     @property
     def key(self) -> str:
-        return self.name.casefold()
+        return name_key(self.name)
 
     def to_dict(self) -> dict:
         return asdict(self)

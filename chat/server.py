@@ -15,12 +15,6 @@ from chat.broker import ChatRedisManager
 
 log = logging.getLogger(__name__)
 
-MALFORMED = {
-    "event": "",
-    "reason": "malformed_packet",
-    "message": "The server could not decode that packet.",
-}
-
 
 def socketio_options(config) -> dict:
     """Keyword arguments for ``SocketIO.init_app`` from the config."""
@@ -48,34 +42,6 @@ def socketio_options(config) -> dict:
     return options
 
 
-def guard_packet_decoding(server) -> None:
-    """Answer packets socket.io cannot decode, in one log line, not a traceback.
-
-    python-socketio raises ValueError from inside engine.io's message handler
-    for a packet it cannot parse; engine.io then logs a traceback and the
-    sender never learns why nothing happened. An event whose JSON is broken
-    gets ``chat error malformed_packet``; anything worse closes the session.
-    """
-    handle = server.eio.handlers["message"]
-
-    def on_message(eio_sid, data):
-        try:
-            return handle(eio_sid, data)
-        except ValueError as exc:
-            metrics.REFUSED.labels("malformed_packet").inc()
-            sid = server.manager.sid_from_eio_sid(eio_sid, "/")
-            if isinstance(data, str) and data[:1] == "2" and sid is not None:
-                log.info("malformed event from %s: %s", sid, exc)
-                server.emit("chat error", MALFORMED, to=sid)
-            else:
-                log.warning(
-                    "closing %s: undecodable socket.io packet (%s)", eio_sid, exc
-                )
-                close_session(server.eio, eio_sid)
-
-    server.eio.on("message", on_message)
-
-
 def close_session(eio, eio_sid: str, reconnect: bool = False) -> None:
     """Close a session without waiting for a polling client to fetch the news.
 
@@ -88,35 +54,6 @@ def close_session(eio, eio_sid: str, reconnect: bool = False) -> None:
     sock = eio.sockets.get(eio_sid)
     if sock is not None:
         sock.close(wait=False, abort=reconnect, reason=eio.reason.SERVER_DISCONNECT)
-
-
-def refuse_new_sessions_while_draining(wsgi_app, state):
-    """WSGI middleware: once draining, new socket.io sessions get a 503.
-
-    Browsers reconnect over their keep-alive connections, which outlive the
-    closed listener; without this they would land on the instance that is
-    shutting down. A load balancer retries the 503 on another instance, a
-    lone client retries until the restarted instance answers.
-    """
-
-    def app(environ, start_response):
-        if state.draining:
-            is_handshake = environ.get("PATH_INFO", "").startswith("/socket.io") and (
-                "sid=" not in environ.get("QUERY_STRING", "")
-            )
-            if is_handshake:
-                start_response(
-                    "503 Service Unavailable",
-                    [
-                        ("Content-Type", "text/plain"),
-                        ("Connection", "close"),
-                        ("Retry-After", "1"),
-                    ],
-                )
-                return [b"shutting down"]
-        return wsgi_app(environ, start_response)
-
-    return app
 
 
 def announce_left(room: str, name: str, count: int) -> None:

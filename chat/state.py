@@ -14,6 +14,7 @@ from chat.history import MemoryHistory, RedisHistory
 from chat.presence import MemoryPresence
 from chat.ratelimit import RateLimiter
 from chat.redis_presence import RedisPresence
+from chat.rooms import MemoryRooms, RedisRooms
 
 
 @dataclass
@@ -23,22 +24,32 @@ class ChatState:
     presence: MemoryPresence | RedisPresence
     history: MemoryHistory | RedisHistory
     limiter: RateLimiter
+    typing_limiter: RateLimiter
+    rooms: MemoryRooms | RedisRooms
     instance_id: str
     draining: bool = False
 
 
 def build_state(config) -> ChatState:
     """Pick in-memory or Redis stores from ``config.REDIS_URL``."""
-    limiter = RateLimiter(config.RATE_BURST, config.RATE_PER_S)
+    limiters = (
+        RateLimiter(config.RATE_BURST, config.RATE_PER_S),
+        RateLimiter(config.TYPING_BURST, config.TYPING_PER_S),
+    )
     instance_id = uuid.uuid4().hex[:12]
     if not config.REDIS_URL:
         return ChatState(
-            MemoryPresence(), MemoryHistory(config.HISTORY_RETAIN), limiter, instance_id
+            MemoryPresence(),
+            MemoryHistory(config.HISTORY_RETAIN, config.HISTORY_TTL_S),
+            *limiters,
+            MemoryRooms(config.MAX_ROOMS, config.HISTORY_TTL_S),
+            instance_id,
         )
     client = redis_client(config.REDIS_URL, config.REDIS_TIMEOUT_S)
     prefix = config.REDIS_KEY_PREFIX
     presence = RedisPresence(
         client, prefix, instance_id, config.PRESENCE_HEARTBEAT_S, config.PRESENCE_TTL_S
     )
-    history = RedisHistory(client, prefix, config.HISTORY_RETAIN)
-    return ChatState(presence, history, limiter, instance_id)
+    history = RedisHistory(client, prefix, config.HISTORY_RETAIN, config.HISTORY_TTL_S)
+    rooms = RedisRooms(client, prefix, config.MAX_ROOMS, config.HISTORY_TTL_S)
+    return ChatState(presence, history, *limiters, rooms, instance_id)

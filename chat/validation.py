@@ -6,6 +6,7 @@ the client can act on and a sentence a person can read.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 
@@ -18,23 +19,73 @@ class Refused(Exception):
         self.detail = detail
 
 
-def _has_control_chars(text: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode
+# 15.1): characters that render as nothing. The standard library has no
+# table for the property, and it is small and stable.
+_DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+# Control, format, line/paragraph separators, surrogates, private use and
+# unassigned code points: none of them belongs in a name people read.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_ROOM = re.compile(r"[a-z0-9_-]{1,32}")
+
+
+def _is_invisible(ch: str) -> bool:
+    code = ord(ch)
+    return any(low <= code <= high for low, high in _DEFAULT_IGNORABLE)
+
+
+def has_refused_chars(text: str) -> bool:
+    """True if ``text`` holds a control, format or default-ignorable character."""
+    return any(
+        unicodedata.category(ch) in _REFUSED_CATEGORIES or _is_invisible(ch)
+        for ch in text
+    )
+
+
+def name_key(name: str) -> str:
+    """How names are compared: NFKC, casefolded, NFKC again (NFKC_Casefold)."""
+    return unicodedata.normalize("NFKC", name.casefold())
 
 
 def clean_name(raw: object, max_chars: int) -> str:
-    """A display name: a string, trimmed, 1..max_chars, no control characters."""
+    """A display name: NFKC-normalised, trimmed, 1..max_chars, all visible.
+
+    NFKC makes look-alike spellings of one name (full-width letters,
+    ligatures, compatibility forms) the same name; it runs before the
+    invisible-character check because it can turn one invisible character
+    into another (U+3164 becomes U+1160).
+    """
     if not isinstance(raw, str):
         raise Refused("invalid_name", "The name must be text.")
-    name = raw.strip()
+    name = unicodedata.normalize("NFKC", raw).strip()
     if not name:
         raise Refused("invalid_name", "The name must not be empty.")
     if len(name) > max_chars:
         raise Refused(
             "invalid_name", f"The name is longer than {max_chars} characters."
         )
-    if _has_control_chars(name):
-        raise Refused("invalid_name", "The name contains control characters.")
+    if has_refused_chars(name):
+        raise Refused(
+            "invalid_name", "The name contains control or invisible characters."
+        )
     return name
 
 
@@ -52,15 +103,20 @@ def clean_message(raw: object, max_chars: int) -> str:
     return text
 
 
-def clean_room(raw: object, max_chars: int, default: str = "lobby") -> str:
-    """A room name: optional, trimmed, lower-cased, letters, digits, - and _."""
+def clean_room(raw: object, max_chars: int = 32, default: str = "lobby") -> str:
+    """A room name: trimmed, lower-cased, then exactly ``[a-z0-9_-]{1,32}``.
+
+    ``max_chars`` may only shorten the 32 of the rule.
+    """
     if raw is None or raw == "":
         return default
     if not isinstance(raw, str):
         raise Refused("invalid_room", "The room must be text.")
-    room = raw.strip().lower()
-    if not room or len(room) > max_chars:
-        raise Refused("invalid_room", f"A room name is 1 to {max_chars} characters.")
-    if not all(ch.isalnum() or ch in "-_" for ch in room):
-        raise Refused("invalid_room", "A room name uses letters, digits, - and _.")
+    room = raw.strip()
+    room = room.lower() if room.isascii() else room
+    if not _ROOM.fullmatch(room) or len(room) > max_chars:
+        raise Refused(
+            "invalid_room",
+            f"A room name is 1 to {min(max_chars, 32)} of a-z, 0-9, - and _.",
+        )
     return room

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
-from flask import Blueprint, Response, current_app, render_template
+from flask import Blueprint, Response, abort, current_app, render_template, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from chat.clientaddr import client_address, in_networks, parse_networks
 
 bp = Blueprint("chat", __name__)
 
@@ -16,9 +18,30 @@ def index() -> str:
     return render_template("index.html")
 
 
+def _internal() -> bool:
+    """True for a client in INTERNAL_NETWORKS (loopback by default).
+
+    Instance ids, pids, Redis errors and metrics tell an attacker how the
+    deployment is built; the public gets the status word only.
+    """
+    config = current_app.config
+    address = client_address(request.environ, parse_networks(config["TRUSTED_PROXIES"]))
+    return in_networks(address, parse_networks(config["INTERNAL_NETWORKS"]))
+
+
 @bp.get("/healthz")
 def healthz() -> tuple[dict, int]:
-    """200 when this instance serves the whole cluster, 503 with the reason if not."""
+    """200 when this instance serves the whole cluster, 503 if not.
+
+    The reason and the instance's details go to INTERNAL_NETWORKS only.
+    """
+    body, status = _health()
+    if not _internal():
+        body = {"status": body["status"]}
+    return body, status
+
+
+def _health() -> tuple[dict, int]:
     state = current_app.extensions["chat"]
     body = {
         "status": "ok",
@@ -43,5 +66,7 @@ def healthz() -> tuple[dict, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text format: counts and timings of this instance only."""
+    """Prometheus text format: counts and timings; INTERNAL_NETWORKS only."""
+    if not _internal():
+        abort(404)
     return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = [redis_server.start()]
     try:
-        env = {"REDIS_URL": redis_server.url}
+        # Behind nginx every peer is 127.0.0.1; the client is in X-Forwarded-For.
+        env = {"REDIS_URL": redis_server.url, "TRUSTED_PROXIES": "127.0.0.1"}
         for i in range(args.instances):
             started.append(Instance(args.port + 1 + i, args.workdir, env).start())
         balancer = Nginx(args.workdir, [i.port for i in started[1:]], args.port)

@@ -27,6 +27,16 @@ http {{
 
   map $http_upgrade $connection_upgrade {{ default upgrade; "" close; }}
 
+  # Per client address at the edge: open connections and request rate (a
+  # browser long-polling makes about one request per batch of messages).
+  # Slow senders of headers or bodies are cut off.
+  limit_conn_zone $binary_remote_addr zone=chat_conn:10m;
+  limit_req_zone $binary_remote_addr zone=chat_req:10m rate=20r/s;
+  limit_conn_status 429;
+  limit_req_status 429;
+  client_header_timeout 5s;
+  client_body_timeout 10s;
+
   # New sessions are spread round-robin; the chat_backend cookie then pins a
   # browser to its instance (long-polling needs every request on the same
   # one). A dead instance's sessions fall back to the others.
@@ -43,6 +53,8 @@ http {{
 
   server {{
     listen 127.0.0.1:{port};
+    limit_conn chat_conn 200;
+    limit_req zone=chat_req burst=200 nodelay;
     location / {{
       proxy_pass http://{target};
       proxy_http_version 1.1;

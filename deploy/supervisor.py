@@ -49,7 +49,8 @@ class Supervisor:
         tmp.replace(self.root / "state.json")
 
     def _instance(self, port: int, release: Path) -> Instance:
-        env = {**self.settings, "REUSE_PORT": "1"}
+        # nginx on this host is the only peer; the client is in X-Forwarded-For.
+        env = {"TRUSTED_PROXIES": "127.0.0.1", **self.settings, "REUSE_PORT": "1"}
         return Instance(
             port,
             self.root / "logs",

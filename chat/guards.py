@@ -1,0 +1,63 @@
+"""WSGI middleware around the whole app: Host check, drain, safe text answers.
+
+It wraps Flask and engine.io alike, so the socket.io endpoint gets the same
+checks as the page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+_TEXT = [("Content-Type", "text/plain; charset=utf-8")]
+
+
+def _host_name(host_header: str) -> str:
+    """``example.com:5050`` -> ``example.com``; ``[::1]:5050`` -> ``::1``."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def guard(wsgi_app, state, allowed_hosts: list[str]):
+    """Refuse unknown hosts, new sessions while draining; add ``nosniff``.
+
+    - Host: a page on another name that resolves here (DNS rebinding) would
+      pass the same-origin check, which compares Origin with Host; only the
+      names in ALLOWED_HOSTS are served ("*" serves any).
+    - Draining: once SIGTERM arrived, a socket.io handshake gets 503, so a
+      load balancer or a browser retries on a live instance.
+    - Every answer carries ``X-Content-Type-Options: nosniff``, so an error
+      body that echoes input is never sniffed into HTML.
+    """
+    any_host = "*" in allowed_hosts
+    allowed = {h.lower() for h in allowed_hosts}
+
+    def app(environ, start_response):
+        def start(status, headers, exc_info=None):
+            if not any(k.lower() == "x-content-type-options" for k, _ in headers):
+                headers = [*headers, ("X-Content-Type-Options", "nosniff")]
+            return start_response(status, headers, exc_info)
+
+        host = _host_name(environ.get("HTTP_HOST", ""))
+        if not any_host and host not in allowed:
+            log.info("refused a request for an unknown host: %r", host[:64])
+            start("400 Bad Request", list(_TEXT))
+            return [b"Unknown host"]
+        if state.draining and _is_handshake(environ):
+            start(
+                "503 Service Unavailable",
+                [*_TEXT, ("Connection", "close"), ("Retry-After", "1")],
+            )
+            return [b"shutting down"]
+        return wsgi_app(environ, start)
+
+    return app
+
+
+def _is_handshake(environ) -> bool:
+    return environ.get("PATH_INFO", "").startswith("/socket.io") and (
+        "sid=" not in environ.get("QUERY_STRING", "")
+    )

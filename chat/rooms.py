@@ -1,0 +1,72 @@
+"""How many rooms may exist at once, so a client cannot litter the server.
+
+A room is counted from its first login until HISTORY_TTL_S after its last
+login or message (when its history expires too). ``admit`` refuses a new
+room while MAX_ROOMS others are counted; rooms already counted are always
+admitted. With Redis the count is the cluster's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+
+log = logging.getLogger(__name__)
+
+_ADMIT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[2])
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) == false
+   and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+
+class MemoryRooms:
+    """Rooms of one instance."""
+
+    def __init__(self, max_rooms: int, ttl_s: int, clock=time.time) -> None:
+        self._max = max_rooms
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._seen: dict[str, float] = {}
+
+    def admit(self, room: str) -> bool:
+        """Count ``room`` as used now; False if it is new and the cap is reached."""
+        now = self._clock()
+        for name, seen in list(self._seen.items()):
+            if now - seen > self._ttl_s:
+                del self._seen[name]
+        if room not in self._seen and len(self._seen) >= self._max:
+            return False
+        self._seen[room] = now
+        return True
+
+
+class RedisRooms:
+    """Rooms of the cluster: a sorted set of room -> last use."""
+
+    def __init__(
+        self, client: redis.Redis, prefix: str, max_rooms: int, ttl_s: int
+    ) -> None:
+        self._key = f"{prefix}rooms"
+        self._max = max_rooms
+        self._ttl_s = ttl_s
+        self._admit = client.register_script(_ADMIT)
+
+    def admit(self, room: str) -> bool:
+        """As ``MemoryRooms.admit``; while Redis is down every room is admitted."""
+        try:
+            return bool(
+                self._admit(
+                    keys=[self._key],
+                    args=[int(time.time()), self._ttl_s, room, self._max],
+                )
+            )
+        except redis.RedisError as exc:
+            log.warning("room count unavailable: %s", exc)
+            return True

@@ -1,0 +1,354 @@
+"""What one engine.io / socket.io session may cost, checked before the work.
+
+python-engineio 4.15.1 and python-socketio 5.18.1 (``PINNED``) give every
+session an unbounded send queue, keep sessions that never connect a
+namespace until the ping window ends, hand client events named ``connect``
+and ``disconnect`` to the app, accept binary attachments without a cap and
+log attacker-chosen session ids at ERROR. The two server subclasses here fix
+that. Flask-SocketIO builds its ``socketio.Server`` itself and has no hook
+for a subclass, so ``install`` moves the built objects onto these classes
+(they add no slots, only methods) and re-registers the one handler
+python-socketio bound before. tests/test_internals.py fails when an upgrade
+moves what this relies on.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import urllib.parse
+from dataclasses import dataclass
+
+import engineio
+import gevent
+import socketio
+from gevent.queue import JoinableQueue
+from socketio import packet
+
+from chat.clientaddr import client_address, parse_networks
+from chat.transport import Budget
+
+log = logging.getLogger(__name__)
+
+PINNED = {"python-engineio": "4.15.1", "python-socketio": "5.18.1"}
+
+# Event names python-socketio fires itself; a client must not.
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})
+SWEEP_INTERVAL_S = 1.0
+
+
+def chat_error(event: str, reason: str, message: str) -> list:
+    """The arguments of a ``chat error`` event."""
+    return ["chat error", {"event": event[:64], "reason": reason, "message": message}]
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Session settings of config.py (see the README's limits table)."""
+
+    packets_per_s: float
+    bytes_per_s: float
+    max_packets_per_post: int
+    max_sessions_per_ip: int
+    connect_timeout_s: float
+    queue_max_messages: int
+    queue_max_bytes: int
+    trusted_proxies: tuple
+
+    @classmethod
+    def from_config(cls, config) -> SessionLimits:
+        return cls(
+            packets_per_s=config.TRANSPORT_PACKETS_PER_S,
+            bytes_per_s=config.TRANSPORT_BYTES_PER_S,
+            max_packets_per_post=config.MAX_PACKETS_PER_POST,
+            max_sessions_per_ip=config.MAX_SESSIONS_PER_IP,
+            connect_timeout_s=config.CONNECT_TIMEOUT_S,
+            queue_max_messages=config.SEND_QUEUE_MAX_MESSAGES,
+            queue_max_bytes=config.SEND_QUEUE_MAX_BYTES,
+            trusted_proxies=parse_networks(config.TRUSTED_PROXIES),
+        )
+
+
+class BoundedSendQueue(JoinableQueue):
+    """A session's outgoing packets, capped in count and bytes.
+
+    Past the cap the queue drops what comes and reports itself once through
+    ``on_overflow``; the session is then closed, and the client recovers what
+    it missed from history when it reconnects. The close sentinel (None)
+    always fits.
+    """
+
+    def __init__(self, max_messages: int, max_bytes: int, on_overflow) -> None:
+        super().__init__()
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        self.overflowed = False
+        self._on_overflow = on_overflow
+
+    @staticmethod
+    def _size(item) -> int:
+        data = getattr(item, "data", None)
+        return len(data) if isinstance(data, (str, bytes)) else 16
+
+    def put(self, item, block=True, timeout=None):
+        if item is None:
+            return super().put(item, block, timeout)
+        if self.overflowed:
+            return None
+        size = self._size(item)
+        if (
+            self.qsize() >= self.max_messages
+            or self.queued_bytes + size > self.max_bytes
+        ):
+            self.overflowed = True
+            self._on_overflow(self)
+            return None
+        self.queued_bytes += size
+        return super().put(item, block, timeout)
+
+    def get(self, block=True, timeout=None):
+        item = super().get(block, timeout)
+        if item is not None:
+            self.queued_bytes = max(0, self.queued_bytes - self._size(item))
+        return item
+
+
+def _plain(status: str, body: str, extra=()) -> tuple[str, list, list[bytes]]:
+    headers = [("Content-Type", "text/plain; charset=utf-8"), *extra]
+    return status, headers, [body.encode()]
+
+
+class ChatEngineIOServer(engineio.Server):
+    """engine.io with per-address session caps, connect deadlines, bounded queues."""
+
+    limits: SessionLimits
+
+    def setup_limits(self, limits: SessionLimits, sio) -> None:
+        self.limits = limits
+        self._sio = sio
+        self._address_of: dict[str, str] = {}
+        self._open_per_address: dict[str, int] = {}
+        self._connect_deadline: dict[str, float] = {}
+        self._overflowed: list[BoundedSendQueue] = []
+        self._sweeper = None
+
+    # -- requests -----------------------------------------------------------
+    def handle_request(self, environ, start_response):
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        refusal = self._refusal(environ, query)
+        if refusal is not None:
+            status, headers, body = refusal
+            start_response(status, headers)
+            return body
+        return super().handle_request(environ, start_response)
+
+    def _refusal(self, environ, query):
+        """An answer for a request refused before engine.io does any work."""
+        if "j" in query:
+            return _plain("400 Bad Request", "JSONP polling is not supported")
+        sid = query.get("sid", [None])[0]
+        if sid is None:
+            address = client_address(environ, self.limits.trusted_proxies)
+            cap = self.limits.max_sessions_per_ip
+            if cap and self._open_per_address.get(address, 0) >= cap:
+                log.info("refusing a session: %d open from one address", cap)
+                return _plain(
+                    "429 Too Many Requests",
+                    "Too many sessions from this address",
+                    [("Retry-After", "5")],
+                )
+            return None
+        sock = self.sockets.get(sid)
+        if sock is None or sock.closed:
+            # A stale poll after a close, or a made-up id: a clean 400, and
+            # nothing the client chose goes into the log.
+            return _plain("400 Bad Request", "Invalid session")
+        if environ.get("REQUEST_METHOD") == "POST":
+            return self._check_post_body(environ)
+        return None
+
+    def _check_post_body(self, environ):
+        """Read a polling POST within its limits; the packets are counted first."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return _plain("411 Length Required", "Content-Length is required")
+        if length < 0 or length > self.max_http_buffer_size:
+            return _plain("413 Payload Too Large", "Payload too large")
+        body = environ["wsgi.input"].read(length)
+        if body.count(b"\x1e") >= self.limits.max_packets_per_post:
+            return _plain("400 Bad Request", "Too many packets in one request")
+        environ["wsgi.input"] = io.BytesIO(body)
+        return None
+
+    # -- session life -------------------------------------------------------
+    def _trigger_event(self, event, *args, **kwargs):
+        if event == "connect":
+            eio_sid, environ = args[0], args[1]
+            address = client_address(environ, self.limits.trusted_proxies)
+            self._address_of[eio_sid] = address
+            self._open_per_address[address] = self._open_per_address.get(address, 0) + 1
+            self._connect_deadline[eio_sid] = (
+                gevent.get_hub().loop.now() + self.limits.connect_timeout_s
+            )
+            self._start_sweeper()
+        elif event == "disconnect":
+            self._forget(args[0])
+        return super()._trigger_event(event, *args, **kwargs)
+
+    def _forget(self, eio_sid: str) -> None:
+        self._connect_deadline.pop(eio_sid, None)
+        address = self._address_of.pop(eio_sid, None)
+        if address is not None:
+            left = self._open_per_address.get(address, 1) - 1
+            if left > 0:
+                self._open_per_address[address] = left
+            else:
+                self._open_per_address.pop(address, None)
+
+    def create_queue(self, *args, **kwargs):
+        """Every session's send queue is bounded (engine.io calls this per socket)."""
+        return BoundedSendQueue(
+            self.limits.queue_max_messages,
+            self.limits.queue_max_bytes,
+            self._overflowed.append,
+        )
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = gevent.spawn(self._sweep_forever)
+
+    def _sweep_forever(self) -> None:
+        while True:
+            gevent.sleep(SWEEP_INTERVAL_S)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("session sweep failed")
+
+    def sweep(self) -> None:
+        """Close sessions that never connected in time or stopped reading."""
+        now = gevent.get_hub().loop.now()
+        for eio_sid, deadline in list(self._connect_deadline.items()):
+            if self._sio.manager.sid_from_eio_sid(eio_sid, "/") is not None:
+                del self._connect_deadline[eio_sid]
+            elif now >= deadline:
+                log.info("closing a session that never connected")
+                self._close(eio_sid, "connect_timeout")
+        if self._overflowed:
+            full, self._overflowed = set(map(id, self._overflowed)), []
+            for eio_sid, sock in list(self.sockets.items()):
+                if id(sock.queue) in full:
+                    log.info("closing a session that does not read its messages")
+                    self._close(eio_sid, "send_queue_full")
+
+    def _close(self, eio_sid: str, why: str) -> None:
+        self._connect_deadline.pop(eio_sid, None)
+        sock = self.sockets.get(eio_sid)
+        if sock is not None and not sock.closed:
+            from chat import metrics
+
+            metrics.REFUSED.labels(why).inc()
+            sock.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
+
+    # -- what goes into logs and answers ------------------------------------
+    def _log_error_once(self, message, message_key):
+        # engine.io puts client input (session ids, origins) in these
+        # messages; they are client errors, not ours: INFO, escaped, short.
+        log.info("engine.io refused a request (%s): %r", message_key, message[:100])
+
+    def _bad_request(self, message=None):
+        if message and "session" in message.lower():
+            message = "Invalid session"
+        return super()._bad_request(message)
+
+
+class ChatSocketIOServer(socketio.Server):
+    """socket.io that refuses reserved and binary events and budgets packets."""
+
+    def setup_guards(self, limits: SessionLimits) -> None:
+        self.limits = limits
+        self._budgets: dict[str, Budget] = {}
+
+    def _handle_eio_message(self, eio_sid, data):
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is not None and sock.closed:
+            # What a closed session still had in flight: nothing to answer.
+            return None
+        budget = self._budgets.get(eio_sid)
+        if budget is None:
+            budget = Budget(self.limits.packets_per_s, self.limits.bytes_per_s)
+            self._budgets[eio_sid] = budget
+        if not budget.spend(len(data)):
+            return self._close(eio_sid, "transport_rate", "too many packets")
+        if isinstance(data, bytes) or data[:1] in ("5", "6"):
+            # The contract is text; attachments would be kept without a cap.
+            return self._close(eio_sid, "binary_packet", "binary packet")
+        gevent.sleep(0)  # many packets in one polling POST: let others run
+        try:
+            return super()._handle_eio_message(eio_sid, data)
+        except ValueError as exc:
+            return self._malformed(eio_sid, data, exc)
+
+    def _malformed(self, eio_sid, data, exc) -> None:
+        from chat import metrics
+
+        metrics.REFUSED.labels("malformed_packet").inc()
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+        if data[:1] == "2" and sid is not None:
+            # An event whose JSON is broken: say so, keep the connection.
+            log.info("malformed event", extra={"sid": sid, "reason": str(exc)[:80]})
+            self._reply(eio_sid, *chat_error("", "malformed_packet", MALFORMED))
+            return None
+        return self._close(eio_sid, "malformed_packet", "undecodable packet")
+
+    def _close(self, eio_sid: str, reason: str, what: str) -> None:
+        from chat import metrics
+
+        metrics.REFUSED.labels(reason).inc()
+        log.info("closing a session: %s", what, extra={"reason": reason})
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is not None and not sock.closed:
+            sock.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
+
+    def _handle_event(self, eio_sid, namespace, id, data):
+        name = data[0] if data else None
+        if not isinstance(name, str) or name in RESERVED_EVENTS:
+            from chat import metrics
+
+            metrics.REFUSED.labels("unknown_event").inc()
+            self._reply(
+                eio_sid,
+                *chat_error(
+                    str(name), "unknown_event", "This server does not know that event."
+                ),
+            )
+            return None
+        return super()._handle_event(eio_sid, namespace, id, data)
+
+    def _reply(self, eio_sid: str, *args) -> None:
+        """An event to one local session, straight to it: never through Redis."""
+        self._send_packet(
+            eio_sid, self.packet_class(packet.EVENT, namespace="/", data=list(args))
+        )
+
+    def _handle_eio_disconnect(self, eio_sid, reason):
+        self._budgets.pop(eio_sid, None)
+        return super()._handle_eio_disconnect(eio_sid, reason)
+
+
+MALFORMED = "The server could not decode that packet."
+
+
+def install(server: socketio.Server, config) -> None:
+    """Move Flask-SocketIO's server and its engine.io onto the guarded classes."""
+    limits = SessionLimits.from_config(config)
+    server.__class__ = ChatSocketIOServer
+    server.setup_guards(limits)
+    server.eio.__class__ = ChatEngineIOServer
+    server.eio.setup_limits(limits, server)
+    # python-socketio registered bound methods of its own class at __init__.
+    server.eio.on("connect", server._handle_eio_connect)
+    server.eio.on("message", server._handle_eio_message)
+    server.eio.on("disconnect", server._handle_eio_disconnect)

@@ -1,0 +1,338 @@
+"""What one TCP connection or websocket may cost, checked before the work.
+
+gevent-websocket 0.10.1 reads a frame of any declared length, joins
+continuation frames without a cap, unmasks byte by byte in Python, and never
+yields while the kernel holds more data, so one client can freeze or bloat
+the process before engine.io's ``max_http_buffer_size`` is ever looked at.
+``LimitedWebSocket`` checks every frame header first (size, opcode, budget),
+caps a fragmented message as it grows, unmasks with wsaccel's C code and
+yields after each message. ``ChatWebSocketHandler`` bounds the HTTP side:
+request headers within a deadline, connections per client address, and a
+websocket whose session ended is closed at the TCP level.
+
+Written against gevent 26.9.0, gevent-websocket 0.10.1 and wsaccel 0.6.7
+(``PINNED``; requirements.txt pins the same). tests/test_internals.py fails
+when an upgrade moves what this module relies on.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import hashlib
+import logging
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+import gevent
+from geventwebsocket.exceptions import ProtocolError, WebSocketError
+from geventwebsocket.handler import WebSocketHandler
+from geventwebsocket.websocket import Header, Stream, WebSocket
+from wsaccel.xormask import XorMaskerSimple
+
+from chat.clientaddr import Network, in_networks, parse_networks
+
+log = logging.getLogger(__name__)
+
+PINNED = {"gevent": "26.9.0", "gevent-websocket": "0.10.1", "wsaccel": "0.6.7"}
+
+# RFC 6455 close codes.
+CLOSE_UNSUPPORTED = 1003
+CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+
+_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n" + (
+    b"Retry-After: 5\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+@dataclass(frozen=True)
+class TransportLimits:
+    """The transport settings of config.py, in the units this module uses."""
+
+    max_message_bytes: int
+    packets_per_s: float
+    bytes_per_s: float
+    header_timeout_s: float
+    idle_timeout_s: float
+    max_connections_per_ip: int
+    trusted_proxies: tuple[Network, ...] = ()
+
+    @classmethod
+    def from_config(cls, config) -> TransportLimits:
+        return cls(
+            max_message_bytes=config["MAX_HTTP_BUFFER_BYTES"],
+            packets_per_s=config["TRANSPORT_PACKETS_PER_S"],
+            bytes_per_s=config["TRANSPORT_BYTES_PER_S"],
+            header_timeout_s=config["REQUEST_HEADER_TIMEOUT_S"],
+            # A live client answers a ping every PING_INTERVAL_S; a socket
+            # silent (or not reading) for longer than the ping window is dead.
+            idle_timeout_s=config["PING_INTERVAL_S"] + config["PING_TIMEOUT_S"],
+            max_connections_per_ip=config["MAX_CONNECTIONS_PER_IP"],
+            trusted_proxies=parse_networks(config["TRUSTED_PROXIES"]),
+        )
+
+
+class Budget:
+    """Two token buckets, packets and bytes, with a burst of two seconds' worth."""
+
+    __slots__ = ("_packets", "_bytes", "_per_s", "_bytes_per_s", "_last")
+
+    def __init__(self, packets_per_s: float, bytes_per_s: float) -> None:
+        self._per_s = packets_per_s
+        self._bytes_per_s = bytes_per_s
+        self._packets = 2 * packets_per_s
+        self._bytes = 2 * bytes_per_s
+        self._last = time.monotonic()
+
+    def spend(self, nbytes: int) -> bool:
+        """Take one packet and ``nbytes``; False when either bucket is empty."""
+        now = time.monotonic()
+        elapsed, self._last = now - self._last, now
+        self._packets = min(2 * self._per_s, self._packets + elapsed * self._per_s)
+        self._bytes = min(
+            2 * self._bytes_per_s, self._bytes + elapsed * self._bytes_per_s
+        )
+        if self._packets < 1 or self._bytes < nbytes:
+            return False
+        self._packets -= 1
+        self._bytes -= nbytes
+        return True
+
+
+class Refusal(WebSocketError):
+    """A frame over a limit: the connection is closed with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class LimitedWebSocket(WebSocket):
+    """gevent-websocket's WebSocket with every limit checked on the header."""
+
+    __slots__ = ("limits", "budget", "raw_socket")
+
+    def __init__(self, environ, stream, handler, limits: TransportLimits) -> None:
+        super().__init__(environ, stream, handler)
+        self.limits = limits
+        self.budget = Budget(limits.packets_per_s, limits.bytes_per_s)
+        self.raw_socket = handler.socket
+
+    def read_frame(self):
+        """One frame; its size and the connection's budget checked before reading."""
+        header = Header.decode_header(self.stream)
+        if header.flags:
+            raise ProtocolError("reserved bits set")
+        if header.length > self.limits.max_message_bytes:
+            raise Refusal(CLOSE_TOO_BIG, "frame_too_large")
+        if not self.budget.spend(header.length):
+            raise Refusal(CLOSE_POLICY, "transport_rate")
+        if not header.length:
+            return header, b""
+        payload = self.raw_read(header.length)
+        if len(payload) != header.length:
+            raise WebSocketError("Unexpected EOF reading frame payload")
+        if header.mask:
+            payload = XorMaskerSimple(header.mask).process(payload)
+        return header, payload
+
+    def read_message(self):
+        """The next text message; binary is refused, fragments are capped."""
+        message = bytearray()
+        started = False
+        while True:
+            header, payload = self.read_frame()
+            opcode = header.opcode
+            if opcode == self.OPCODE_BINARY:
+                raise Refusal(CLOSE_UNSUPPORTED, "binary_frame")
+            if opcode == self.OPCODE_TEXT:
+                if started:
+                    raise ProtocolError("text frame inside a fragmented message")
+                started = True
+            elif opcode == self.OPCODE_CONTINUATION:
+                if not started:
+                    raise ProtocolError("continuation without a message")
+            elif opcode == self.OPCODE_PING:
+                self.handle_ping(header, payload)
+                continue
+            elif opcode == self.OPCODE_PONG:
+                continue
+            elif opcode == self.OPCODE_CLOSE:
+                self.handle_close(header, payload)
+                return None
+            else:
+                raise ProtocolError(f"unexpected opcode {opcode}")
+            message += payload
+            if len(message) > self.limits.max_message_bytes:
+                raise Refusal(CLOSE_TOO_BIG, "message_too_large")
+            if header.fin:
+                # bytes.decode validates UTF-8 in C; no per-byte Python.
+                return message.decode("utf-8")
+
+    def receive(self):
+        """A message, or None once the connection is closed (for any reason).
+
+        Yields to the hub first: a client whose frames keep arriving would
+        otherwise never let another greenlet run, because a gevent read
+        returns at once while the kernel holds data.
+        """
+        if self.closed:
+            return None
+        gevent.sleep(0)
+        try:
+            return self.read_message()
+        except Refusal as refusal:
+            log.info("closing websocket (%d): %s", refusal.code, refusal.reason)
+            self.close(refusal.code)
+        except UnicodeError:
+            self.close(CLOSE_INVALID_DATA)
+        except ProtocolError:
+            self.close(1002)
+        except (OSError, WebSocketError):
+            self.close()
+        return None
+
+    def close(self, code: int = 1000, message: bytes = b"") -> None:
+        """Send a close frame that carries ``code``, then end the TCP connection.
+
+        gevent-websocket's own ``close`` sends an empty close frame (the code
+        never reaches the client) and leaves the socket open, so a reader
+        blocked on a silent client would hold it until the idle timeout.
+        """
+        if self.closed:
+            return
+        raw = self.raw_socket
+        try:
+            self.send_frame(struct.pack("!H", code) + message, self.OPCODE_CLOSE)
+        except (OSError, WebSocketError):
+            pass
+        finally:
+            self.closed = True
+            self.stream = self.raw_write = self.raw_read = self.environ = None
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
+
+
+class ChatWebSocketHandler(WebSocketHandler):
+    """gevent-websocket's handler with deadlines, per-address caps and limits.
+
+    ``limits`` is set on a subclass by ``handler_class``; the open-connection
+    counts are per process, which is one instance (one worker).
+    """
+
+    limits: TransportLimits
+    read_buffer_bytes = 1024
+    open_per_address: collections.Counter
+
+    def __init__(self, sock, address, server, *args, **kwargs):
+        super().__init__(sock, address, server, *args, **kwargs)
+        # The read buffer is the largest allocation of an idle websocket;
+        # chat frames are small (docs/benchmarks.md).
+        self.rfile = sock.makefile("rb", self.read_buffer_bytes)
+        self._header_timer = None
+
+    # -- admission ---------------------------------------------------------
+    def _peer(self) -> str:
+        address = self.client_address
+        return address[0] if isinstance(address, tuple) else str(address or "")
+
+    def handle(self):
+        """Serve the connection unless its address already holds too many."""
+        peer = self._peer()
+        cap = self.limits.max_connections_per_ip
+        counted = cap > 0 and not in_networks(peer, self.limits.trusted_proxies)
+        if counted and self.open_per_address[peer] >= cap:
+            log.info("refusing a connection: %d open from one address", cap)
+            with contextlib.suppress(OSError):
+                self.socket.sendall(_BUSY)
+            return None
+        if counted:
+            self.open_per_address[peer] += 1
+        try:
+            return super().handle()
+        finally:
+            if counted:
+                self.open_per_address[peer] -= 1
+                if self.open_per_address[peer] <= 0:
+                    del self.open_per_address[peer]
+
+    # -- request headers within a deadline ----------------------------------
+    def read_requestline(self):
+        """Start the header deadline; it also bounds an idle keep-alive wait."""
+        self._header_timer = gevent.Timeout.start_new(self.limits.header_timeout_s)
+        try:
+            line = super().read_requestline()
+        except gevent.Timeout as timeout:
+            if timeout is not self._header_timer:
+                raise
+            return None
+        if not line:
+            self._header_timer.cancel()
+        return line
+
+    def read_request(self, raw_requestline):
+        """Read the headers; a slow sender gets a 400 when the deadline passes."""
+        try:
+            return super().read_request(raw_requestline)
+        except gevent.Timeout as timeout:
+            if timeout is not self._header_timer:
+                raise
+            raise ValueError("request headers took too long") from None
+        finally:
+            self._header_timer.cancel()
+
+    # -- the websocket -------------------------------------------------------
+    def upgrade_connection(self):
+        """RFC 6455 handshake, answered with a ``LimitedWebSocket``."""
+        version = self.environ.get("HTTP_SEC_WEBSOCKET_VERSION")
+        if version not in self.SUPPORTED_VERSIONS:
+            self.start_response(
+                "400 Bad Request",
+                [("Sec-WebSocket-Version", ", ".join(self.SUPPORTED_VERSIONS))],
+            )
+            return [b"Unsupported WebSocket version"]
+        key = self.environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+        try:
+            valid_key = len(base64.b64decode(key, validate=True)) == 16
+        except ValueError:
+            valid_key = False
+        if not valid_key:
+            self.start_response("400 Bad Request", [])
+            return [b"Invalid Sec-WebSocket-Key"]
+        self.socket.settimeout(self.limits.idle_timeout_s)
+        self.websocket = LimitedWebSocket(self.environ, Stream(self), self, self.limits)
+        self.environ.update(
+            {"wsgi.websocket_version": version, "wsgi.websocket": self.websocket}
+        )
+        accept = base64.b64encode(
+            hashlib.sha1((key + _GUID).encode("latin-1")).digest()
+        ).decode("latin-1")
+        self.start_response(
+            "101 Switching Protocols",
+            [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", accept),
+            ],
+        )
+        return None
+
+
+def handler_class(config) -> type[ChatWebSocketHandler]:
+    """A handler class bound to ``config``'s limits (gunicorn.conf.py uses it)."""
+    return type(
+        "ConfiguredChatWebSocketHandler",
+        (ChatWebSocketHandler,),
+        {
+            "limits": TransportLimits.from_config(config),
+            "read_buffer_bytes": config.get("READ_BUFFER_BYTES", 1024),
+            "open_per_address": collections.Counter(),
+        },
+    )
