@@ -13,9 +13,12 @@ import time
 import redis
 import socketio
 
+from chat.delivery import Delivery
+
 log = logging.getLogger(__name__)
 
 MAX_RETRY_S = 2.0
+FIRST_RETRY_S = 0.05
 
 
 def redis_client(url: str, timeout_s: float) -> redis.Redis:
@@ -38,21 +41,30 @@ def check_redis(url: str, timeout_s: float = 3.0) -> str | None:
         if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
             return f"Redis refused the credentials in REDIS_URL ({exc})"
         return f"Redis answered with an error ({exc})"
-    except (redis.RedisError, OSError, ValueError) as exc:
+    except ValueError:
+        return "REDIS_URL cannot be used (malformed URL)"
+    except (redis.RedisError, OSError) as exc:
         return f"Redis at REDIS_URL is unreachable ({exc})"
     return None
 
 
 def require_redis(url: str) -> None:
-    """Stop the process with one clear line when Redis cannot be used at start.
+    """Stop with one clear line when REDIS_URL can never work; else start.
 
-    Exit code 3 is gunicorn's "worker failed to boot": the master stops too,
-    instead of restarting a worker that cannot work, and prints no traceback.
+    Refused credentials or a malformed URL will not mend themselves: exit
+    code 3 is gunicorn's "worker failed to boot", so the master stops too,
+    with no traceback. An unreachable Redis may come back: the instance
+    starts degraded and serves its own users, so a restart during an outage
+    does not take the whole cluster down.
     """
     problem = check_redis(url)
-    if problem:
-        log.error("cannot start: %s", problem)
-        raise SystemExit(3)
+    if problem is None:
+        return
+    if "unreachable" in problem and not problem.endswith("(malformed URL)"):
+        log.warning("starting degraded: %s", problem)
+        return
+    log.error("cannot start: %s", problem)
+    raise SystemExit(3)
 
 
 class ChatRedisManager(socketio.RedisManager):
@@ -78,7 +90,27 @@ class ChatRedisManager(socketio.RedisManager):
         self.listening = False
         # Set by the app: what else must know that Redis went away or came back.
         self.on_lost = lambda exc: None
-        self.on_back = lambda: None
+        self.on_back = lambda gap_started_ms: None
+        self.delivery = Delivery()
+
+    def _handle_emit(self, message):
+        """Deliver to local users, once per message id, with the newest count.
+
+        Every delivery passes here: this instance's own emits and those of
+        other instances from pub/sub.
+        """
+        room, data = message.get("room"), message.get("data")
+        if isinstance(room, str) and isinstance(data, list) and data:
+            payload = data[0]
+            event = message.get("event")
+            if event == "new message" and isinstance(payload, dict):
+                msg_id = payload.get("id")
+                if msg_id and not self.delivery.first_time(room, msg_id):
+                    return None
+            elif event in ("user joined", "user left") and isinstance(payload, dict):
+                view = self.delivery.presence_view(room, payload)
+                message = {**message, "data": [view, *data[1:]]}
+        return super()._handle_emit(message)
 
     def _redis_connect(self) -> None:
         super()._redis_connect()
@@ -96,7 +128,14 @@ class ChatRedisManager(socketio.RedisManager):
         return result
 
     def _redis_listen_with_retries(self):
+        """Listen; after a failure resubscribe at once, then back off to 2 s.
+
+        Anything published while this instance was not subscribed is in the
+        streams; ``on_back`` replays it before live delivery goes on.
+        """
         failing = False
+        retry_s = FIRST_RETRY_S
+        gap_started_ms = 0
         while True:
             try:
                 self._redis_connect()
@@ -104,8 +143,9 @@ class ChatRedisManager(socketio.RedisManager):
                 self.listening = True
                 if failing:
                     log.warning("Subscribed to Redis again")
-                    self.on_back()
+                    self.on_back(gap_started_ms)
                 failing = False
+                retry_s = FIRST_RETRY_S
                 yield from self.pubsub.listen()
             except Exception as exc:
                 if not failing:
@@ -114,7 +154,10 @@ class ChatRedisManager(socketio.RedisManager):
                         MAX_RETRY_S,
                         exc,
                     )
+                if not failing:
+                    gap_started_ms = int(time.time() * 1000)
                 failing = True
                 self.listening = False
                 self.on_lost(exc)
-                time.sleep(MAX_RETRY_S)
+                time.sleep(retry_s)
+                retry_s = min(MAX_RETRY_S, retry_s * 4)

@@ -15,6 +15,7 @@ import time
 
 from flask import current_app, request
 from flask_socketio import emit, join_room
+from gevent.lock import Semaphore
 
 from chat import metrics, socketio
 from chat.history import is_entry_id
@@ -101,16 +102,34 @@ def on_connect(auth=None):
 
 @socketio.on("disconnect")
 def on_disconnect(*_reason):
-    """Release the user's name and tell the room, unless a newer login took it."""
+    """Release the user's name and tell the room, unless a newer login took it.
+
+    Waits for a login of this session still in flight, so the name it is
+    claiming is released too instead of staying behind as a ghost.
+    """
     state = _state()
     state.limiter.forget(request.sid)
     state.typing_limiter.forget(request.sid)
-    member, count = state.presence.leave(request.sid)
-    log.info("disconnect sid=%s", request.sid)
+    with _login_lock(state, request.sid):
+        member, count, seq = state.presence.leave(request.sid)
+    state.login_locks.pop(request.sid, None)
+    log.info("disconnect", extra={"sid": request.sid})
     if member is not None:
-        socketio.emit(
-            "user left", {"username": member.name, "numUsers": count}, to=member.room
-        )
+        payload = {"username": member.name, "numUsers": count}
+        if seq is not None:
+            payload["seq"] = seq
+        socketio.emit("user left", payload, to=member.room)
+
+
+def _login_lock(state, sid: str) -> Semaphore:
+    """One login (or logout) at a time per session, whatever the transport.
+
+    The POSTs of one long-polling session are handled concurrently.
+    """
+    lock = state.login_locks.get(sid)
+    if lock is None:
+        lock = state.login_locks[sid] = Semaphore()
+    return lock
 
 
 # -- the chat contract ---------------------------------------------------
@@ -124,7 +143,18 @@ def on_add_user(name=None, options=None, *_):
 
 def _login(raw_name, raw_room, token, last_id) -> None:
     state = _state()
+    with _login_lock(state, request.sid):
+        _login_serialised(state, raw_name, raw_room, token, last_id)
+
+
+def _connected(sid: str) -> bool:
+    return socketio.server.manager.is_connected(sid, "/")
+
+
+def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
     config = current_app.config
+    if not _connected(request.sid):
+        return
     if request.sid in state.presence.local:
         raise Refused("already_logged_in", "This connection is already logged in.")
     name = clean_name(raw_name, config["MAX_NAME_CHARS"])
@@ -136,12 +166,16 @@ def _login(raw_name, raw_room, token, last_id) -> None:
     result = state.presence.join(Member(request.sid, room, name, token))
     if not result.ok:
         raise Refused("name_taken", f"The name {name!r} is already in use.")
+    if not _connected(request.sid):
+        # The session closed while Redis answered: undo, or the name stays.
+        state.presence.leave(request.sid)
+        return
     join_room(room)
+    if result.seq is not None:
+        state.delivery.note_count(room, result.seq, result.count)
     log.info(
-        "login sid=%s room=%s reclaimed=%s",
-        request.sid,
-        room,
-        bool(result.replaced_sid),
+        "login",
+        extra={"sid": request.sid, "room": room, "event": "add user"},
     )
     reply(
         "login",
@@ -161,12 +195,10 @@ def _login(raw_name, raw_room, token, last_id) -> None:
         # is closed; the room never saw them leave, so no "user joined".
         socketio.server.disconnect(result.replaced_sid, namespace="/")
     else:
-        emit(
-            "user joined",
-            {"username": name, "numUsers": result.count},
-            to=room,
-            include_self=False,
-        )
+        joined = {"username": name, "numUsers": result.count}
+        if result.seq is not None:
+            joined["seq"] = result.seq
+        emit("user joined", joined, to=room, include_self=False)
     _send_history(room, last_id)
 
 

@@ -150,6 +150,12 @@ class RedisHistory:
         rows = self._r.xrevrange(self._key(room), count=count)
         return [self._decode(i, f) for i, f in reversed(rows)]
 
+    @_survive_outage(lambda room, after_id, limit: [])
+    def after(self, room: str, after_id: str, limit: int) -> list[dict]:
+        """Up to ``limit`` messages after ``after_id``, oldest first (for replay)."""
+        rows = self._r.xrange(self._key(room), min=f"({after_id}", count=limit)
+        return [self._decode(i, f) for i, f in rows]
+
     @_survive_outage(lambda room, last_id, limit: ([], True))
     def since(self, room: str, last_id: str, limit: int) -> tuple[list[dict], bool]:
         """The newest ``limit`` messages after ``last_id``; True if some were lost."""

@@ -40,6 +40,9 @@ class JoinResult:
     ok: bool
     count: int
     replaced_sid: str | None = None
+    # The room's presence sequence after this join (cluster mode), so late
+    # events can be told from current ones.
+    seq: int | None = None
 
 
 class MemoryPresence:
@@ -63,19 +66,19 @@ class MemoryPresence:
             self.local.pop(holder.sid, None)
         return JoinResult(True, len(room), holder.sid if holder else None)
 
-    def leave(self, sid: str) -> tuple[Member | None, int]:
-        """Remove the session; the member is returned only if it still held the name."""
+    def leave(self, sid: str) -> tuple[Member | None, int, int | None]:
+        """Remove the session: (member if it still held the name, count, seq)."""
         member = self.local.pop(sid, None)
         if member is None:
-            return None, 0
+            return None, 0, None
         room = self._rooms.get(member.room, {})
         if room.get(member.key) is member:
             del room[member.key]
             count = len(room)
             if not room:
                 self._rooms.pop(member.room, None)
-            return member, count
-        return None, len(room)
+            return member, count, None
+        return None, len(room), None
 
     def names(self, room: str) -> list[str]:
         """Names online in ``room``, sorted case-insensitively."""
@@ -86,6 +89,6 @@ class MemoryPresence:
     def start(self, on_left, spawn, sleep) -> None:
         """Nothing to watch on one instance."""
 
-    def stop(self) -> list[tuple[Member, int]]:
+    def stop(self) -> list[tuple[Member, int, int | None]]:
         """Forget every local member; returns them with the room's remaining count."""
         return [pair for sid in list(self.local) if (pair := self.leave(sid))[0]]

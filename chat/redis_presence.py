@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import redis
 
@@ -23,13 +24,16 @@ from chat.presence import JoinResult, Member
 
 log = logging.getLogger(__name__)
 
+# KEYS: room users, this instance's members, room sequence, reaped sids.
+# Returns {ok, count, replaced sid, seq, rejoined}: ``rejoined`` is 1 when the
+# room was told this session had left (a reaping), so it must hear a join.
 _JOIN = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local replaced = ''
 if cur then
   local holder = cjson.decode(cur)
   if holder.token ~= ARGV[3] then
-    return {0, redis.call('HLEN', KEYS[1]), ''}
+    return {0, redis.call('HLEN', KEYS[1]), '', 0, 0}
   end
   replaced = holder.sid
   if holder.sid ~= ARGV[4] then
@@ -39,26 +43,32 @@ if cur then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[2])
-return {1, redis.call('HLEN', KEYS[1]), replaced}
+local seq = redis.call('INCR', KEYS[3])
+local rejoined = redis.call('HDEL', KEYS[4], ARGV[4])
+return {1, redis.call('HLEN', KEYS[1]), replaced, seq, rejoined}
 """
 
+# KEYS: room users, this instance's members, room sequence.
 _LEAVE = """
 redis.call('HDEL', KEYS[2], ARGV[2])
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur and cjson.decode(cur).sid == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
-  return {1, redis.call('HLEN', KEYS[1])}
+  return {1, redis.call('HLEN', KEYS[1]), redis.call('INCR', KEYS[3])}
 end
-return {0, redis.call('HLEN', KEYS[1])}
+return {0, redis.call('HLEN', KEYS[1]), 0}
 """
 
 # Removes every member an instance registered. Unless forced (an instance
-# cleaning up after itself), only the caller that wins the SREM does it.
+# cleaning up after itself), only the caller that wins the SREM does it, and
+# it remembers the reaped sessions: if one turns out to be alive (its
+# instance was only cut off), its rebuild tells the room it is back.
 _REAP = """
 if ARGV[3] ~= '1' and redis.call('SREM', KEYS[1], ARGV[2]) == 0 then
   return {}
 end
 local mkey = ARGV[1] .. 'instance:' .. ARGV[2] .. ':members'
+local reaped = ARGV[1] .. 'reaped'
 local flat = redis.call('HGETALL', mkey)
 local out = {}
 for i = 1, #flat, 2 do
@@ -68,9 +78,14 @@ for i = 1, #flat, 2 do
   local cur = redis.call('HGET', rkey, lname)
   if cur and cjson.decode(cur).sid == flat[i] then
     redis.call('HDEL', rkey, lname)
+    if ARGV[3] ~= '1' then
+      redis.call('HSET', reaped, flat[i], '1')
+      redis.call('EXPIRE', reaped, 86400)
+    end
     table.insert(out, m.room)
     table.insert(out, m.name)
     table.insert(out, redis.call('HLEN', rkey))
+    table.insert(out, redis.call('INCR', ARGV[1] .. 'room:' .. m.room .. ':seq'))
   end
 end
 redis.call('DEL', mkey)
@@ -98,6 +113,10 @@ class RedisPresence:
         self._ttl_s = ttl_s
         self._dirty = True
         self._running = False
+        # Reaping others needs a clear view: no Redis error of our own
+        # within the TTL (a stall that hid their beats hid ours too).
+        self._last_error_at = -float(ttl_s)
+        self.last_beat_attempt = time.monotonic()
         self._join = client.register_script(_JOIN)
         self._leave = client.register_script(_LEAVE)
         self._reap = client.register_script(_REAP)
@@ -108,6 +127,9 @@ class RedisPresence:
 
     def _members_key(self, instance_id: str) -> str:
         return f"{self._p}instance:{instance_id}:members"
+
+    def _seq_key(self, room: str) -> str:
+        return f"{self._p}room:{room}:seq"
 
     def _alive_key(self, instance_id: str) -> str:
         return f"{self._p}instance:{instance_id}:alive"
@@ -124,7 +146,12 @@ class RedisPresence:
 
     def _redis_join(self, member: Member, client=None) -> object:
         return self._join(
-            keys=[self._room_key(member.room), self._members_key(self.instance_id)],
+            keys=[
+                self._room_key(member.room),
+                self._members_key(self.instance_id),
+                self._seq_key(member.room),
+                f"{self._p}reaped",
+            ],
             args=[member.key, self._encode(member), member.token, member.sid, self._p],
             client=client,
         )
@@ -132,7 +159,7 @@ class RedisPresence:
     def join(self, member: Member) -> JoinResult:
         """Claim the name cluster-wide; while Redis is down, among local users."""
         try:
-            ok, count, replaced = self._redis_join(member)
+            ok, count, replaced, seq, _ = self._redis_join(member)
         except redis.RedisError as exc:
             return self._join_degraded(member, exc)
         if not ok:
@@ -140,7 +167,7 @@ class RedisPresence:
         replaced_sid = replaced.decode() if replaced else None
         self.local.pop(replaced_sid or "", None)
         self.local[member.sid] = member
-        return JoinResult(True, int(count), replaced_sid)
+        return JoinResult(True, int(count), replaced_sid, int(seq))
 
     def _join_degraded(self, member: Member, exc: Exception) -> JoinResult:
         self.mark_degraded(exc)
@@ -154,20 +181,24 @@ class RedisPresence:
         count = len(same_room) + (0 if holder else 1)
         return JoinResult(True, count, holder.sid if holder else None)
 
-    def leave(self, sid: str) -> tuple[Member | None, int]:
-        """Release the session's name if it still holds it."""
+    def leave(self, sid: str) -> tuple[Member | None, int, int | None]:
+        """Release the session's name if it still holds it: (member, count, seq)."""
         member = self.local.pop(sid, None)
         if member is None:
-            return None, 0
+            return None, 0, None
         try:
-            removed, count = self._leave(
-                keys=[self._room_key(member.room), self._members_key(self.instance_id)],
+            removed, count, seq = self._leave(
+                keys=[
+                    self._room_key(member.room),
+                    self._members_key(self.instance_id),
+                    self._seq_key(member.room),
+                ],
                 args=[member.key, sid],
             )
         except redis.RedisError as exc:
             self.mark_degraded(exc)
-            return member, self._local_count(member.room)
-        return (member if removed else None), int(count)
+            return member, self._local_count(member.room), None
+        return (member if removed else None), int(count), int(seq)
 
     def names(self, room: str) -> list[str]:
         """Names online in ``room`` across the cluster."""
@@ -186,6 +217,7 @@ class RedisPresence:
     def mark_degraded(self, exc: Exception) -> None:
         """Serve local users only until a heartbeat has rebuilt presence."""
         self._dirty = True
+        self._last_error_at = time.monotonic()
         if self.degraded_reason is None:
             log.error("Redis unavailable, serving local users only: %s", exc)
         self.degraded_reason = f"redis: {exc}"
@@ -198,62 +230,81 @@ class RedisPresence:
         self.degraded_reason = None
 
     # -- heartbeat and reaping -------------------------------------------
-    def start(self, on_left, spawn, sleep) -> None:
+    def start(self, announce, spawn, sleep) -> None:
         """Beat now (so a new instance is visible at once), then every interval.
 
-        ``on_left(room, name, count)`` announces a user of a dead instance.
+        ``announce(event, room, name, count, seq)`` tells a room that a user
+        of a dead instance left, or that a user wrongly reaped is back.
         """
         self._running = True
-        self.beat(on_left)
+        self.beat(announce)
 
         def loop() -> None:
             while self._running:
                 sleep(self._heartbeat_s)
                 if self._running:
-                    self.beat(on_left)
+                    self.beat(announce)
 
         spawn(loop)
 
-    def beat(self, on_left) -> None:
-        """Refresh this instance's lease, rebuild if Redis lost us, reap the dead."""
+    def beat(self, announce) -> None:
+        """Refresh the lease, rebuild if Redis lost us, reap the dead.
+
+        Never raises: the loop that calls it must outlive any error, or the
+        lease lapses and the other instances reap every user of this one.
+        """
+        self.last_beat_attempt = time.monotonic()
         try:
             was_alive = self._r.set(
                 self._alive_key(self.instance_id), "1", ex=self._ttl_s, get=True
             )
             if was_alive is None or self._dirty:
-                self._rebuild()
-            for left in self._reap_dead():
-                on_left(*left)
+                self._rebuild(announce)
+            if time.monotonic() - self._last_error_at >= self._ttl_s:
+                for room, name, count, seq in self._reap_dead():
+                    announce("user left", room, name, count, seq)
         except redis.RedisError as exc:
             self.mark_degraded(exc)
             return
+        except Exception:
+            log.exception("presence heartbeat failed; trying again next beat")
+            self._dirty = True
+            return
         self._mark_healthy()
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, announce) -> None:
+        members = list(self.local.values())  # a snapshot: logins go on meanwhile
         self._reap(keys=[self._instances_key], args=[self._p, self.instance_id, "1"])
         pipe = self._r.pipeline(transaction=False)
-        for member in self.local.values():
+        for member in members:
             self._redis_join(member, client=pipe)
-        for member, (ok, _, _) in zip(self.local.values(), pipe.execute(), strict=True):
+        for member, result in zip(members, pipe.execute(), strict=True):
+            ok, count, _, seq, rejoined = result
             if not ok:
                 log.warning(
-                    "name %r in room %r was taken during an outage",
-                    member.name,
-                    member.room,
+                    "a name was taken during an outage",
+                    extra={"room": member.room, "sid": member.sid},
                 )
+            elif rejoined:
+                announce("user joined", member.room, member.name, int(count), int(seq))
         self._r.sadd(self._instances_key, self.instance_id)
         self._dirty = False
 
-    def _reap_dead(self) -> list[tuple[str, str, int]]:
-        left: list[tuple[str, str, int]] = []
+    def _reap_dead(self) -> list[tuple[str, str, int, int]]:
+        left: list[tuple[str, str, int, int]] = []
         for raw in self._r.smembers(self._instances_key):
             other = raw.decode()
             if other == self.instance_id or self._r.exists(self._alive_key(other)):
                 continue
             flat = self._reap(keys=[self._instances_key], args=[self._p, other, "0"])
             found = [
-                (flat[i].decode(), flat[i + 1].decode(), int(flat[i + 2]))
-                for i in range(0, len(flat), 3)
+                (
+                    flat[i].decode(),
+                    flat[i + 1].decode(),
+                    int(flat[i + 2]),
+                    int(flat[i + 3]),
+                )
+                for i in range(0, len(flat), 4)
             ]
             log.warning(
                 "instance %s stopped beating; removed %d of its users",
@@ -263,7 +314,7 @@ class RedisPresence:
             left.extend(found)
         return left
 
-    def stop(self) -> list[tuple[Member, int]]:
+    def stop(self) -> list[tuple[Member, int, int | None]]:
         """Leave the cluster: release every local member and the lease."""
         self._running = False
         gone = [pair for sid in list(self.local) if (pair := self.leave(sid))[0]]

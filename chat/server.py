@@ -56,9 +56,31 @@ def close_session(eio, eio_sid: str, reconnect: bool = False) -> None:
         sock.close(wait=False, abort=reconnect, reason=eio.reason.SERVER_DISCONNECT)
 
 
-def announce_left(room: str, name: str, count: int) -> None:
-    """Tell a room that a user of a dead instance has gone."""
-    socketio.emit("user left", {"username": name, "numUsers": count}, to=room)
+def announce(event: str, room: str, name: str, count: int, seq=None) -> None:
+    """Tell a room that a user of a dead instance left, or is back after all."""
+    payload = {"username": name, "numUsers": count}
+    if seq is not None:
+        payload["seq"] = seq
+    socketio.emit(event, payload, to=room)
+
+
+# A message published this long before the subscription broke may still
+# have been in flight; the replay starts that far back and skips what this
+# instance already delivered.
+REPLAY_SLACK_MS = 5000
+
+
+def replay_missed(state, gap_started_ms: int) -> None:
+    """Deliver, from the streams, what was published while unsubscribed."""
+    since = f"{gap_started_ms - REPLAY_SLACK_MS}-0"
+    delivered = 0
+    for room in {m.room for m in list(state.presence.local.values())}:
+        for entry in state.history.after(room, since, state.replay_limit):
+            if state.delivery.first_time(room, entry["id"]):
+                socketio.emit("new message", entry, to=room, ignore_queue=True)
+                delivered += 1
+    if delivered:
+        log.warning("replayed %d messages missed while unsubscribed", delivered)
 
 
 def start_services(app: Flask) -> None:
@@ -78,13 +100,20 @@ def start_services(app: Flask) -> None:
     )
     metrics.USERS.set_function(lambda: len(state.presence.local))
     if app.config["REDIS_URL"] and not server.manager_initialized:
+        server.manager.delivery = state.delivery
+
+        def back(gap_started_ms: int) -> None:
+            # Presence first (it marks the instance ready), then the replay.
+            state.presence.beat(announce)
+            replay_missed(state, gap_started_ms)
+
         # Presence stays "degraded" from a lost subscription until a heartbeat
         # has written this instance's users back; that beat runs at once.
         server.manager.on_lost = state.presence.mark_degraded
-        server.manager.on_back = lambda: state.presence.beat(announce_left)
+        server.manager.on_back = back
         server.manager_initialized = True
         server.manager.initialize()
-    state.presence.start(announce_left, socketio.start_background_task, socketio.sleep)
+    state.presence.start(announce, socketio.start_background_task, socketio.sleep)
 
 
 def drain(app: Flask) -> None:
@@ -100,5 +129,5 @@ def drain(app: Flask) -> None:
     for eio_sid in list(eio.sockets):
         close_session(eio, eio_sid, reconnect=True)
     with app.app_context():
-        for member, count in state.presence.stop():
-            announce_left(member.room, member.name, count)
+        for member, count, seq in state.presence.stop():
+            announce("user left", member.room, member.name, count, seq)

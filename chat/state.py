@@ -7,9 +7,10 @@ unset, Redis-backed ones otherwise.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chat.broker import redis_client
+from chat.delivery import Delivery
 from chat.history import MemoryHistory, RedisHistory
 from chat.presence import MemoryPresence
 from chat.ratelimit import RateLimiter
@@ -28,6 +29,9 @@ class ChatState:
     rooms: MemoryRooms | RedisRooms
     instance_id: str
     draining: bool = False
+    delivery: Delivery = field(default_factory=Delivery)
+    replay_limit: int = 1000
+    login_locks: dict = field(default_factory=dict)
 
 
 def build_state(config) -> ChatState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,37 +32,53 @@ def _internal() -> bool:
 
 @bp.get("/healthz")
 def healthz() -> tuple[dict, int]:
-    """200 when this instance serves the whole cluster, 503 if not.
+    """Liveness: 503 only when the instance is wedged and should be restarted.
 
-    The reason and the instance's details go to INTERNAL_NETWORKS only.
+    Redis being away is not a liveness failure (restarting would not bring
+    it back, and would drop every local user): it shows in /readyz. The
+    details go to INTERNAL_NETWORKS only.
     """
-    body, status = _health()
-    if not _internal():
-        body = {"status": body["status"]}
-    return body, status
-
-
-def _health() -> tuple[dict, int]:
+    body = _details()
     state = current_app.extensions["chat"]
-    body = {
-        "status": "ok",
+    last_try = getattr(state.presence, "last_beat_attempt", None)
+    ttl = current_app.config["PRESENCE_TTL_S"]
+    wedged = last_try is not None and time.monotonic() - last_try > ttl
+    body["status"] = "wedged" if wedged else "ok"
+    return _public(body), 503 if wedged else 200
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[dict, int]:
+    """Readiness: 200 when this instance serves the whole cluster, 503 if not."""
+    body = _details()
+    state = current_app.extensions["chat"]
+    manager = current_app.extensions["socketio"].server.manager
+    reason = state.presence.degraded_reason
+    if reason is None and getattr(manager, "listening", True) is False:
+        reason = "redis: not subscribed to the message queue"
+    if state.draining:
+        body.update(status="draining", reason="shutting down")
+    elif reason:
+        body.update(status="degraded", reason=reason)
+    else:
+        body.update(status="ok")
+    return _public(body), 200 if body["status"] == "ok" else 503
+
+
+def _details() -> dict:
+    state = current_app.extensions["chat"]
+    return {
         "instance": state.instance_id,
         "mode": "cluster" if current_app.config["REDIS_URL"] else "single",
         "localUsers": len(state.presence.local),
         # Tells which process answered when two share a port in a rolling restart.
         "pid": os.getpid(),
     }
-    if state.draining:
-        body.update(status="draining", reason="shutting down")
-        return body, 503
-    manager = current_app.extensions["socketio"].server.manager
-    reason = state.presence.degraded_reason
-    if reason is None and getattr(manager, "listening", True) is False:
-        reason = "redis: not subscribed to the message queue"
-    if reason:
-        body.update(status="degraded", reason=reason)
-        return body, 503
-    return body, 200
+
+
+def _public(body: dict) -> dict:
+    """The whole body for INTERNAL_NETWORKS, the status word for anyone else."""
+    return body if _internal() else {"status": body["status"]}
 
 
 @bp.get("/metrics")

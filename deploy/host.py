@@ -15,7 +15,7 @@ Layout of the host directory:
     logs/             supervisor, instance and nginx logs
 
 pre-receive checks the pushed commit out, installs its dependencies and runs a
-smoke check (the release answers /healthz and serves its page); if any step
+smoke check (the release answers /readyz and serves its page); if any step
 fails the push is refused, saying why, and the old release keeps serving.
 post-receive points ``current`` at the new release and asks the supervisor
 for a rolling restart, one instance at a time, and waits for it to finish.
@@ -165,7 +165,7 @@ def build(root: Path, sha: str) -> None:
 
 
 def smoke_check(root: Path, release: Path) -> None:
-    """Start the release on a spare port: /healthz, the page and its script answer."""
+    """Start the release on a spare port: /readyz, the page and its script answer."""
     port = free_port()
     env = {**os.environ, **read_env(root), "PORT": str(port), "HOST": "127.0.0.1"}
     log_path = root / "logs" / f"smoke-{release.name[:12]}.log"
@@ -186,13 +186,13 @@ def smoke_check(root: Path, release: Path) -> None:
 
     try:
         deadline = time.monotonic() + 30
-        while status("/healthz") != 200:
+        while status("/readyz") != 200:
             if proc.poll() is not None or time.monotonic() > deadline:
                 for line in log_path.read_text(errors="replace").splitlines()[-15:]:
                     say(f"  {line}")
                 raise SystemExit(
                     "[deploy] build failed: smoke check, the release "
-                    "does not answer /healthz"
+                    "is not ready (/readyz)"
                 )
             time.sleep(0.1)
         page = http_get(f"{url}/")

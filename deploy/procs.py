@@ -219,6 +219,9 @@ class Instance(Process):
     def health(self) -> Answer | None:
         return http_get(f"{self.url}/healthz")
 
+    def ready(self) -> Answer | None:
+        return http_get(f"{self.url}/readyz")
+
     def worker_pids(self) -> set[int]:
         """The gunicorn worker processes of this master (Linux /proc)."""
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
@@ -228,15 +231,15 @@ class Instance(Process):
             return set()
 
     def serves_itself(self) -> bool:
-        """True once this instance's own worker answers /healthz on the port.
+        """True once this instance's own worker answers /readyz on the port.
 
-        With SO_REUSEPORT an older instance may share the port; /healthz says
+        With SO_REUSEPORT an older instance may share the port; /readyz says
         which process answered, and a fresh connection per try lets the kernel
         spread them over both.
         """
         if not self.running():
             raise AssertionError(f"gunicorn exited:\n{self.log()}")
-        response = self.health()
+        response = self.ready()
         return (
             response is not None
             and response.status_code == 200
@@ -247,7 +250,7 @@ class Instance(Process):
         def up():
             if not self.running():
                 raise AssertionError(f"gunicorn exited:\n{self.log()}")
-            response = self.health()
+            response = self.ready()
             return response is not None and response.status_code == 200
 
-        wait_until(up, timeout, f"gunicorn on {self.port} to answer /healthz")
+        wait_until(up, timeout, f"gunicorn on {self.port} to answer /readyz")

@@ -4,7 +4,7 @@
 
 SIGHUP: rolling restart to the release ``current`` points at. For each
 instance in turn a new gunicorn starts on the same port (SO_REUSEPORT), and
-once it answers /healthz the old one gets SIGTERM: it refuses new sessions,
+once it answers /readyz the old one gets SIGTERM: it refuses new sessions,
 closes its sockets so clients reconnect through nginx to a live instance,
 removes its users from presence, and exits. SIGTERM/SIGINT: stop everything.
 """

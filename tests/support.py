@@ -73,3 +73,8 @@ class ChatClient:
             self.sio.eio.ws.shutdown()
         if self.sio.eio.http is not None:
             self.sio.eio.http.close()
+
+
+def presence(payload: dict) -> dict:
+    """A ``user joined`` / ``user left`` payload without its ``seq`` addition."""
+    return {k: v for k, v in payload.items() if k != "seq"}

@@ -5,7 +5,7 @@ import time
 import pytest
 import redis
 
-from tests.support import wait_until
+from tests.support import presence, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -21,15 +21,19 @@ def test_users_on_different_instances_chat_as_one_room(cluster, clients):
     carol = clients(a.url)
     assert alice.login("Alice")["numUsers"] == 1
     assert bob.login("Bob")["numUsers"] == 2
-    alice.wait_for("user joined", lambda d: d == {"username": "Bob", "numUsers": 2})
+    alice.wait_for(
+        "user joined", lambda d: presence(d) == {"username": "Bob", "numUsers": 2}
+    )
     assert carol.login("Carol")["numUsers"] == 3
-    bob.wait_for("user joined", lambda d: d == {"username": "Carol", "numUsers": 3})
+    bob.wait_for(
+        "user joined", lambda d: presence(d) == {"username": "Carol", "numUsers": 3}
+    )
     assert carol.named("login")[0]["users"] == ["Alice", "Bob", "Carol"]
 
     bob.sio.emit("typing")
-    alice.wait_for("typing", lambda d: d == {"username": "Bob"})
+    alice.wait_for("typing", lambda d: presence(d) == {"username": "Bob"})
     bob.sio.emit("stop typing")
-    carol.wait_for("stop typing", lambda d: d == {"username": "Bob"})
+    carol.wait_for("stop typing", lambda d: presence(d) == {"username": "Bob"})
     bob.say("hello from instance b")
     for reader in (alice, carol):
         message = reader.wait_for("new message")
@@ -41,8 +45,12 @@ def test_users_on_different_instances_chat_as_one_room(cluster, clients):
     assert bob.wait_for("new message")["message"] == "and back from a"
 
     carol.close()
-    bob.wait_for("user left", lambda d: d == {"username": "Carol", "numUsers": 2})
-    alice.wait_for("user left", lambda d: d == {"username": "Carol", "numUsers": 2})
+    bob.wait_for(
+        "user left", lambda d: presence(d) == {"username": "Carol", "numUsers": 2}
+    )
+    alice.wait_for(
+        "user left", lambda d: presence(d) == {"username": "Carol", "numUsers": 2}
+    )
     assert bob.named("new message") == [bob.named("new message")[0]]
 
 
@@ -93,7 +101,9 @@ def test_sigterm_removes_the_instance_users_at_once(cluster, clients):
     assert b.terminate(timeout=15) == 0
     # Long before a 60 s TTL could expire.
     alice.wait_for(
-        "user left", lambda d: d == {"username": "Bob", "numUsers": 1}, timeout=5
+        "user left",
+        lambda d: presence(d) == {"username": "Bob", "numUsers": 1},
+        timeout=5,
     )
 
 
@@ -111,15 +121,17 @@ def test_redis_restart_degrades_then_recovers_without_restarting_instances(
 
     redis_server.terminate(timeout=10)
     for instance in (a, b):
-        health = wait_until(
+        ready = wait_until(
             lambda i=instance: (
-                (r := i.health()) is not None and r.status_code == 503 and r.json()
+                (r := i.ready()) is not None and r.status_code == 503 and r.json()
             ),
             6,
-            "healthz to report the outage",
+            "readyz to report the outage",
         )
-        assert health["status"] == "degraded"
-        assert "redis" in health["reason"]
+        assert ready["status"] == "degraded"
+        assert "redis" in ready["reason"]
+        # Alive all the same: restarting it would only drop its users.
+        assert instance.health().status_code == 200
     # Users of one instance keep talking to each other during the outage.
     alice.say("during the outage")
     assert alice2.wait_for("new message")["message"] == "during the outage"
@@ -127,9 +139,9 @@ def test_redis_restart_degrades_then_recovers_without_restarting_instances(
     redis_server.start()
     for instance in (a, b):
         wait_until(
-            lambda i=instance: (r := i.health()) is not None and r.status_code == 200,
+            lambda i=instance: (r := i.ready()) is not None and r.status_code == 200,
             10,
-            "healthz to recover",
+            "readyz to recover",
         )
     bob.say("after the outage")
     assert alice.wait_for(
@@ -150,12 +162,48 @@ def test_wrong_redis_password_is_one_clear_error(gunicorn, redis_server):
     assert "not-the-password" not in log
 
 
-def test_unreachable_redis_is_one_clear_error(gunicorn):
+def test_instance_started_during_a_redis_outage_serves_and_joins_later(
+    gunicorn, clients, tmp_path
+):
+    from deploy.procs import RedisServer
     from tests.support import free_port
 
-    instance = gunicorn({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, wait=False)
+    later = RedisServer(tmp_path, free_port())
+    instance = gunicorn(
+        {"REDIS_URL": later.url, "PRESENCE_HEARTBEAT_S": "1", "PRESENCE_TTL_S": "3"},
+        wait=False,
+    )
+    try:
+        wait_until(
+            lambda: (r := instance.health()) is not None and r.status_code == 200,
+            20,
+            "the instance to be alive without Redis",
+        )
+        assert "starting degraded: Redis at REDIS_URL is unreachable" in instance.log()
+        assert instance.ready().status_code == 503
+        alice = clients(instance.url)
+        bob = clients(instance.url)
+        alice.login("Alice")
+        bob.login("Bob")
+        alice.say("local chat goes on")
+        assert bob.wait_for("new message")["message"] == "local chat goes on"
+        later.start()
+        wait_until(
+            lambda: (r := instance.ready()) is not None and r.status_code == 200,
+            10,
+            "readyz once Redis is there",
+        )
+        store = redis.Redis.from_url(later.url)
+        assert store.hlen("chat:room:lobby:users") == 2
+        assert "Traceback" not in instance.log()
+    finally:
+        later.stop()
+
+
+def test_malformed_redis_url_is_one_clear_error(gunicorn):
+    instance = gunicorn({"REDIS_URL": "redis://127.0.0.1:notaport/0"}, wait=False)
     assert instance.proc.wait(15) != 0
-    assert "cannot start: Redis at REDIS_URL is unreachable" in instance.log()
+    assert "cannot start: REDIS_URL cannot be used" in instance.log()
     assert "Traceback" not in instance.log()
 
 

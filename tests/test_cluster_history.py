@@ -3,6 +3,8 @@
 import pytest
 import redis
 
+from tests.support import presence
+
 pytestmark = pytest.mark.e2e
 
 
@@ -104,14 +106,18 @@ def test_rooms_are_separate_across_the_cluster(cluster, clients):
     dev_b = clients(b.url)
     assert dev_a.login("Dana", room="dev")["numUsers"] == 1
     assert dev_b.login("Dev", room="dev")["numUsers"] == 2
-    dev_a.wait_for("user joined", lambda d: d == {"username": "Dev", "numUsers": 2})
+    dev_a.wait_for(
+        "user joined", lambda d: presence(d) == {"username": "Dev", "numUsers": 2}
+    )
     dev_b.sio.emit("typing")
-    dev_a.wait_for("typing", lambda d: d == {"username": "Dev"})
+    dev_a.wait_for("typing", lambda d: presence(d) == {"username": "Dev"})
     dev_b.say("dev talk")
     dev_a.wait_for("new message", lambda d: d["message"] == "dev talk")
     lobby.say("lobby talk")
     dev_b.close()
-    dev_a.wait_for("user left", lambda d: d == {"username": "Dev", "numUsers": 1})
+    dev_a.wait_for(
+        "user left", lambda d: presence(d) == {"username": "Dev", "numUsers": 1}
+    )
     assert lobby.named("new message") == []
     assert lobby.named("typing") == [] and lobby.named("user joined") == []
     assert dev_a.named("new message") == [dev_a.named("new message")[0]]

@@ -5,6 +5,8 @@ import json
 import pytest
 import requests
 
+from tests.support import presence
+
 pytestmark = pytest.mark.e2e
 
 
@@ -15,12 +17,14 @@ def test_conversation_end_to_end_over_each_transport(gunicorn, clients, transpor
     bob = clients(server.url, transports=transports)
     assert alice.login("Alice")["numUsers"] == 1
     assert bob.login("Bob")["numUsers"] == 2
-    alice.wait_for("user joined", lambda d: d == {"username": "Bob", "numUsers": 2})
+    alice.wait_for(
+        "user joined", lambda d: presence(d) == {"username": "Bob", "numUsers": 2}
+    )
 
     alice.sio.emit("typing")
-    bob.wait_for("typing", lambda d: d == {"username": "Alice"})
+    bob.wait_for("typing", lambda d: presence(d) == {"username": "Alice"})
     alice.sio.emit("stop typing")
-    bob.wait_for("stop typing", lambda d: d == {"username": "Alice"})
+    bob.wait_for("stop typing", lambda d: presence(d) == {"username": "Alice"})
     alice.say("hello over " + transports[0])
     message = bob.wait_for("new message")
     assert (message["username"], message["message"]) == (
@@ -29,7 +33,9 @@ def test_conversation_end_to_end_over_each_transport(gunicorn, clients, transpor
     )
 
     bob.close()
-    alice.wait_for("user left", lambda d: d == {"username": "Bob", "numUsers": 1})
+    alice.wait_for(
+        "user left", lambda d: presence(d) == {"username": "Bob", "numUsers": 1}
+    )
     assert alice.named("new message") == []
 
 
