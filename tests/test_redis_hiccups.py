@@ -1,0 +1,159 @@
+"""Short, messy Redis faults: nobody live is reaped, nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+
+import pytest
+import redis
+import requests
+
+from tests.support import presence, wait_until
+
+pytestmark = pytest.mark.e2e
+
+FAST = {"PRESENCE_HEARTBEAT_S": "1", "PRESENCE_TTL_S": "3"}
+
+
+def test_redis_stall_longer_than_the_ttl_reaps_nobody(cluster, clients, redis_server):
+    a, b = cluster(2, **FAST)
+    alice = clients(a.url)
+    bob = clients(b.url)
+    alice.login("Alice")
+    bob.login("Bob")
+    alice.wait_for("user joined", lambda d: d["username"] == "Bob")
+    store = redis.Redis.from_url(redis_server.url)
+    store.execute_command("CLIENT", "PAUSE", 4000, "ALL")
+    # Both leases lapse during the pause; neither instance may take the
+    # other's users for dead once Redis answers again.
+    redis.Redis.from_url(redis_server.url, socket_timeout=10).ping()  # pause over
+    for instance in (a, b):
+        wait_until(
+            lambda i=instance: (r := i.ready()) is not None and r.status_code == 200,
+            15,
+            "readiness after the stall",
+        )
+    carol = clients(a.url)
+    assert carol.login("Carol")["numUsers"] == 3
+    bob.wait_for("user joined", lambda d: d["username"] == "Carol")
+    assert alice.named("user left") == [] and bob.named("user left") == []
+
+
+def test_acknowledged_messages_cross_a_quick_redis_restart(
+    cluster, clients, redis_server
+):
+    a, b = cluster(2, **FAST)
+    alice = clients(a.url)
+    bob = clients(b.url)
+    alice.login("Alice")
+    bob.login("Bob")
+    acked = []
+
+    def send(i: int) -> None:
+        result = alice.sio.call("new message", f"m{i}", timeout=10)
+        if isinstance(result, dict) and result.get("id"):
+            acked.append(f"m{i}")
+
+    stop = threading.Event()
+
+    def talk() -> None:
+        i = 0
+        while not stop.is_set() and i < 60:
+            # A call that timed out was never acknowledged.
+            with contextlib.suppress(Exception):
+                send(i)
+            i += 1
+            stop.wait(0.05)
+
+    talker = threading.Thread(target=talk, daemon=True)
+    talker.start()
+    wait_until(lambda: len(acked) >= 5, 10, "messages before the restart")
+    redis_server.kill()
+    redis_server.start()
+    talker.join(30)
+    stop.set()
+    assert len(acked) >= 20
+
+    def all_arrived():
+        got = [m["message"] for m in bob.named("new message")]
+        return set(acked) <= set(got) and got
+
+    got = wait_until(all_arrived, 15, "every acknowledged message at Bob")
+    assert len(got) == len(set(got)), "a message arrived twice"
+    order = [m for m in got if m in acked]
+    assert order == sorted(order, key=lambda m: int(m[1:]))
+
+
+def _polling_session(url: str) -> str:
+    handshake = requests.get(f"{url}/socket.io/?EIO=4&transport=polling", timeout=5)
+    sid = json.loads(handshake.text[1:])["sid"]
+    session = f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+    assert requests.post(session, data="40", timeout=5).text == "OK"
+    assert requests.get(session, timeout=5).text.startswith("40")
+    return session
+
+
+def test_racing_logins_and_closes_leave_no_ghosts(cluster, redis_server):
+    a, _ = cluster(2, **FAST)
+    store = redis.Redis.from_url(redis_server.url)
+    for round_ in range(10):
+        session = _polling_session(a.url)
+        names = [f"racer{round_}a", f"racer{round_}b"]
+        posts = [
+            threading.Thread(
+                target=requests.post,
+                args=(session,),
+                kwargs={"data": f'42["add user","{name}"]', "timeout": 5},
+            )
+            for name in names
+        ]
+        closer = threading.Thread(
+            target=requests.post,
+            args=(session,),
+            kwargs={"data": "1", "timeout": 5},
+        )
+        for thread in [*posts, closer]:
+            thread.start()
+        for thread in [*posts, closer]:
+            thread.join(10)
+    wait_until(
+        lambda: store.hlen("chat:room:lobby:users") == 0,
+        5,
+        "every racer's name to be released",
+    )
+
+
+def test_concurrent_logins_across_instances_end_with_the_true_count(cluster, clients):
+    a, b = cluster(2, **FAST)
+    users = []
+    lock = threading.Lock()
+
+    def join(i: int) -> None:
+        user = clients((a, b)[i % 2].url)
+        user.login(f"user{i}")
+        with lock:
+            users.append(user)
+
+    threads = [threading.Thread(target=join, args=(i,)) for i in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(users) == 30
+
+    def last_count(user) -> int | None:
+        counts = [e[1]["numUsers"] for e in user.events if e[0] == "login"]
+        counts += [
+            presence(e[1])["numUsers"]
+            for e in user.events
+            if e[0] in ("user joined", "user left")
+        ]
+        return counts[-1] if counts else None
+
+    wait_until(
+        lambda: all(last_count(u) == 30 for u in users),
+        10,
+        "every user's last count to be 30",
+    )
