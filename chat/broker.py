@@ -60,7 +60,7 @@ def require_redis(url: str) -> None:
     problem = check_redis(url)
     if problem is None:
         return
-    if "unreachable" in problem and not problem.endswith("(malformed URL)"):
+    if "unreachable" in problem:
         log.warning("starting degraded: %s", problem)
         return
     log.error("cannot start: %s", problem)
@@ -149,13 +149,12 @@ class ChatRedisManager(socketio.RedisManager):
                 yield from self.pubsub.listen()
             except Exception as exc:
                 if not failing:
+                    gap_started_ms = int(time.time() * 1000)
                     log.error(
                         "No Redis subscription, retrying every %.0f s: %s",
                         MAX_RETRY_S,
                         exc,
                     )
-                if not failing:
-                    gap_started_ms = int(time.time() * 1000)
                 failing = True
                 self.listening = False
                 self.on_lost(exc)

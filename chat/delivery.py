@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import collections
 
-from chat.history import parse_id
-
 
 class Delivery:
     """Recent message ids and the newest presence count of each room."""
@@ -34,11 +32,6 @@ class Delivery:
         if len(seen) > self._keep:
             seen.popitem(last=False)
         return True
-
-    def newest_id(self, room: str) -> tuple[int, int] | None:
-        """The newest id delivered in ``room``, parsed; None if none yet."""
-        seen = self._ids.get(room)
-        return max(map(parse_id, seen)) if seen else None
 
     def note_count(self, room: str, seq: int, count: int) -> None:
         """Remember a count the room was told (``login`` carries one too)."""

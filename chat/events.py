@@ -19,7 +19,8 @@ from gevent.lock import Semaphore
 
 from chat import metrics, socketio
 from chat.history import is_entry_id
-from chat.presence import Member
+from chat.presence import Member, presence_event
+from chat.server import announce
 from chat.validation import Refused, clean_message, clean_name, clean_room
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,7 @@ def on_disconnect(*_reason):
     state.login_locks.pop(request.sid, None)
     log.info("disconnect", extra={"sid": request.sid})
     if member is not None:
-        payload = {"username": member.name, "numUsers": count}
-        if seq is not None:
-            payload["seq"] = seq
-        socketio.emit("user left", payload, to=member.room)
+        announce("user left", member.room, member.name, count, seq)
 
 
 def _login_lock(state, sid: str) -> Semaphore:
@@ -195,9 +193,7 @@ def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
         # is closed; the room never saw them leave, so no "user joined".
         socketio.server.disconnect(result.replaced_sid, namespace="/")
     else:
-        joined = {"username": name, "numUsers": result.count}
-        if result.seq is not None:
-            joined["seq"] = result.seq
+        joined = presence_event(name, result.count, result.seq)
         emit("user joined", joined, to=room, include_self=False)
     _send_history(room, last_id)
 

@@ -15,6 +15,8 @@ import time
 
 import redis
 
+from chat.rooms import LastUse
+
 log = logging.getLogger(__name__)
 
 
@@ -45,9 +47,8 @@ class MemoryHistory:
 
     def __init__(self, retain: int, ttl_s: int = 7 * 24 * 3600) -> None:
         self._retain = retain
-        self._ttl_s = ttl_s
         self._rooms: dict[str, collections.deque] = {}
-        self._last_write: dict[str, float] = {}
+        self._written = LastUse(ttl_s)
         self._trimmed: dict[str, tuple[int, int]] = {}
         self._last = (0, 0)
 
@@ -59,22 +60,16 @@ class MemoryHistory:
 
     def append(self, room: str, username: str, message: str) -> dict:
         """Store a message and return it with its id and server timestamp."""
-        self._expire(time.monotonic())
-        self._last_write[room] = time.monotonic()
+        for gone in self._written.expire():
+            self._rooms.pop(gone, None)
+            self._trimmed.pop(gone, None)
+        self._written.touch(room)
         entries = self._rooms.setdefault(room, collections.deque())
         entry = _entry(self._next_id(), username, message)
         entries.append(entry)
         while len(entries) > self._retain:
             self._trimmed[room] = parse_id(entries.popleft()["id"])
         return entry
-
-    def _expire(self, now: float) -> None:
-        """Forget rooms whose last message is older than the TTL, as Redis does."""
-        for room, written in list(self._last_write.items()):
-            if now - written > self._ttl_s:
-                self._last_write.pop(room)
-                self._rooms.pop(room, None)
-                self._trimmed.pop(room, None)
 
     def recent(self, room: str, count: int) -> list[dict]:
         """The last ``count`` messages, oldest first."""

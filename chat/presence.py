@@ -29,6 +29,14 @@ class Member:
         return asdict(self)
 
 
+def presence_event(name: str, count: int, seq: int | None) -> dict:
+    """The payload of ``user joined`` / ``user left``; ``seq`` only in a cluster."""
+    payload = {"username": name, "numUsers": count}
+    if seq is not None:
+        payload["seq"] = seq
+    return payload
+
+
 @dataclass(frozen=True)
 class JoinResult:
     """``ok`` False means the name is held by someone else.

@@ -8,6 +8,7 @@ admitted. With Redis the count is the cluster's.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 
@@ -26,24 +27,51 @@ return 1
 """
 
 
+class LastUse:
+    """Rooms by last use, oldest first: expiry costs only what expires.
+
+    Shared by the in-memory room count and history, which forget a room
+    HISTORY_TTL_S after its last use as the Redis versions do.
+    """
+
+    def __init__(self, ttl_s: float, clock=time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._used: collections.OrderedDict[str, float] = collections.OrderedDict()
+
+    def touch(self, room: str) -> None:
+        """Mark ``room`` used now."""
+        self._used[room] = self._clock()
+        self._used.move_to_end(room)
+
+    def expire(self) -> list[str]:
+        """Forget, and return, the rooms unused for longer than the TTL."""
+        now = self._clock()
+        gone = []
+        while self._used and now - next(iter(self._used.values())) > self._ttl_s:
+            gone.append(self._used.popitem(last=False)[0])
+        return gone
+
+    def __contains__(self, room: str) -> bool:
+        return room in self._used
+
+    def __len__(self) -> int:
+        return len(self._used)
+
+
 class MemoryRooms:
     """Rooms of one instance."""
 
     def __init__(self, max_rooms: int, ttl_s: int, clock=time.time) -> None:
         self._max = max_rooms
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._seen: dict[str, float] = {}
+        self._used = LastUse(ttl_s, clock)
 
     def admit(self, room: str) -> bool:
         """Count ``room`` as used now; False if it is new and the cap is reached."""
-        now = self._clock()
-        for name, seen in list(self._seen.items()):
-            if now - seen > self._ttl_s:
-                del self._seen[name]
-        if room not in self._seen and len(self._seen) >= self._max:
+        self._used.expire()
+        if room not in self._used and len(self._used) >= self._max:
             return False
-        self._seen[room] = now
+        self._used.touch(room)
         return True
 
 

@@ -12,6 +12,8 @@ from flask import Flask
 
 from chat import codec, metrics, socketio
 from chat.broker import ChatRedisManager
+from chat.presence import presence_event
+from chat.sessions import close_session
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +44,9 @@ def socketio_options(config) -> dict:
     return options
 
 
-def close_session(eio, eio_sid: str, reconnect: bool = False) -> None:
-    """Close a session without waiting for a polling client to fetch the news.
-
-    ``eio.disconnect`` waits until a polling client reads the CLOSE packet,
-    which blocks the request that asked for it and, on shutdown, every other.
-    With ``reconnect`` the transport is dropped without a CLOSE packet: every
-    socket.io client (JS, Python, Node) reconnects after a lost transport,
-    while a CLOSE packet tells the Python client not to come back.
-    """
-    sock = eio.sockets.get(eio_sid)
-    if sock is not None:
-        sock.close(wait=False, abort=reconnect, reason=eio.reason.SERVER_DISCONNECT)
-
-
 def announce(event: str, room: str, name: str, count: int, seq=None) -> None:
-    """Tell a room that a user of a dead instance left, or is back after all."""
-    payload = {"username": name, "numUsers": count}
-    if seq is not None:
-        payload["seq"] = seq
-    socketio.emit(event, payload, to=room)
+    """Tell everyone in ``room`` that a user joined or left."""
+    socketio.emit(event, presence_event(name, count, seq), to=room)
 
 
 # A message published this long before the subscription broke may still

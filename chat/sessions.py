@@ -25,6 +25,7 @@ import socketio
 from gevent.queue import JoinableQueue
 from socketio import packet
 
+from chat import metrics
 from chat.clientaddr import client_address, parse_networks
 from chat.transport import Budget
 
@@ -35,6 +36,28 @@ PINNED = {"python-engineio": "4.15.1", "python-socketio": "5.18.1"}
 # Event names python-socketio fires itself; a client must not.
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})
 SWEEP_INTERVAL_S = 1.0
+MALFORMED = "The server could not decode that packet."
+
+
+def close_session(eio, eio_sid: str, reconnect: bool = False) -> None:
+    """Close a session without waiting for a polling client to fetch the news.
+
+    ``eio.disconnect`` waits until a polling client reads the CLOSE packet,
+    which blocks the request that asked for it and, on shutdown, every other.
+    With ``reconnect`` the transport is dropped without a CLOSE packet: every
+    socket.io client (JS, Python, Node) reconnects after a lost transport,
+    while a CLOSE packet tells the Python client not to come back.
+    """
+    sock = eio.sockets.get(eio_sid)
+    if sock is not None and not sock.closed:
+        sock.close(wait=False, abort=reconnect, reason=eio.reason.SERVER_DISCONNECT)
+
+
+def refuse_session(eio, eio_sid: str, reason: str, what: str) -> None:
+    """Close a session over a limit: counted, logged once, no CLOSE packet."""
+    metrics.REFUSED.labels(reason).inc()
+    log.info("closing a session: %s", what, extra={"reason": reason})
+    close_session(eio, eio_sid, reconnect=True)
 
 
 def chat_error(event: str, reason: str, message: str) -> list:
@@ -234,23 +257,13 @@ class ChatEngineIOServer(engineio.Server):
             if self._sio.manager.sid_from_eio_sid(eio_sid, "/") is not None:
                 del self._connect_deadline[eio_sid]
             elif now >= deadline:
-                log.info("closing a session that never connected")
-                self._close(eio_sid, "connect_timeout")
+                del self._connect_deadline[eio_sid]
+                refuse_session(self, eio_sid, "connect_timeout", "never connected")
         if self._overflowed:
             full, self._overflowed = set(map(id, self._overflowed)), []
             for eio_sid, sock in list(self.sockets.items()):
                 if id(sock.queue) in full:
-                    log.info("closing a session that does not read its messages")
-                    self._close(eio_sid, "send_queue_full")
-
-    def _close(self, eio_sid: str, why: str) -> None:
-        self._connect_deadline.pop(eio_sid, None)
-        sock = self.sockets.get(eio_sid)
-        if sock is not None and not sock.closed:
-            from chat import metrics
-
-            metrics.REFUSED.labels(why).inc()
-            sock.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
+                    refuse_session(self, eio_sid, "send_queue_full", "not reading")
 
     # -- what goes into logs and answers ------------------------------------
     def _log_error_once(self, message, message_key):
@@ -281,42 +294,36 @@ class ChatSocketIOServer(socketio.Server):
             budget = Budget(self.limits.packets_per_s, self.limits.bytes_per_s)
             self._budgets[eio_sid] = budget
         if not budget.spend(len(data)):
-            return self._close(eio_sid, "transport_rate", "too many packets")
+            return refuse_session(
+                self.eio, eio_sid, "transport_rate", "too many packets"
+            )
         if isinstance(data, bytes) or data[:1] in ("5", "6"):
             # The contract is text; attachments would be kept without a cap.
-            return self._close(eio_sid, "binary_packet", "binary packet")
-        gevent.sleep(0)  # many packets in one polling POST: let others run
+            return refuse_session(self.eio, eio_sid, "binary_packet", "binary packet")
+        if sock is None or not sock.upgraded:
+            # Many packets in one polling POST: let others run between them.
+            # (A websocket's reader already yields before every message.)
+            gevent.sleep(0)
         try:
             return super()._handle_eio_message(eio_sid, data)
         except ValueError as exc:
             return self._malformed(eio_sid, data, exc)
 
     def _malformed(self, eio_sid, data, exc) -> None:
-        from chat import metrics
-
-        metrics.REFUSED.labels("malformed_packet").inc()
         sid = self.manager.sid_from_eio_sid(eio_sid, "/")
         if data[:1] == "2" and sid is not None:
             # An event whose JSON is broken: say so, keep the connection.
+            metrics.REFUSED.labels("malformed_packet").inc()
             log.info("malformed event", extra={"sid": sid, "reason": str(exc)[:80]})
             self._reply(eio_sid, *chat_error("", "malformed_packet", MALFORMED))
             return None
-        return self._close(eio_sid, "malformed_packet", "undecodable packet")
-
-    def _close(self, eio_sid: str, reason: str, what: str) -> None:
-        from chat import metrics
-
-        metrics.REFUSED.labels(reason).inc()
-        log.info("closing a session: %s", what, extra={"reason": reason})
-        sock = self.eio.sockets.get(eio_sid)
-        if sock is not None and not sock.closed:
-            sock.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
+        return refuse_session(
+            self.eio, eio_sid, "malformed_packet", "undecodable packet"
+        )
 
     def _handle_event(self, eio_sid, namespace, id, data):
         name = data[0] if data else None
         if not isinstance(name, str) or name in RESERVED_EVENTS:
-            from chat import metrics
-
             metrics.REFUSED.labels("unknown_event").inc()
             self._reply(
                 eio_sid,
@@ -336,9 +343,6 @@ class ChatSocketIOServer(socketio.Server):
     def _handle_eio_disconnect(self, eio_sid, reason):
         self._budgets.pop(eio_sid, None)
         return super()._handle_eio_disconnect(eio_sid, reason)
-
-
-MALFORMED = "The server could not decode that packet."
 
 
 def install(server: socketio.Server, config) -> None:

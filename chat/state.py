@@ -30,6 +30,7 @@ class ChatState:
     instance_id: str
     draining: bool = False
     delivery: Delivery = field(default_factory=Delivery)
+    # Most messages one room's replay after a lost subscription delivers.
     replay_limit: int = 1000
     login_locks: dict = field(default_factory=dict)
 
@@ -48,6 +49,7 @@ def build_state(config) -> ChatState:
             *limiters,
             MemoryRooms(config.MAX_ROOMS, config.HISTORY_TTL_S),
             instance_id,
+            replay_limit=config.HISTORY_RETAIN,
         )
     client = redis_client(config.REDIS_URL, config.REDIS_TIMEOUT_S)
     prefix = config.REDIS_KEY_PREFIX
@@ -56,4 +58,11 @@ def build_state(config) -> ChatState:
     )
     history = RedisHistory(client, prefix, config.HISTORY_RETAIN, config.HISTORY_TTL_S)
     rooms = RedisRooms(client, prefix, config.MAX_ROOMS, config.HISTORY_TTL_S)
-    return ChatState(presence, history, *limiters, rooms, instance_id)
+    return ChatState(
+        presence,
+        history,
+        *limiters,
+        rooms,
+        instance_id,
+        replay_limit=config.HISTORY_RETAIN,
+    )

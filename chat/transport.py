@@ -332,7 +332,7 @@ def handler_class(config) -> type[ChatWebSocketHandler]:
         (ChatWebSocketHandler,),
         {
             "limits": TransportLimits.from_config(config),
-            "read_buffer_bytes": config.get("READ_BUFFER_BYTES", 1024),
+            "read_buffer_bytes": config["READ_BUFFER_BYTES"],
             "open_per_address": collections.Counter(),
         },
     )

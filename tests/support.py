@@ -6,8 +6,10 @@ code ``make cluster`` runs.
 
 from __future__ import annotations
 
+import json
 import threading
 
+import requests
 import socketio
 
 from deploy.procs import ROOT, free_port, wait_until
@@ -78,3 +80,13 @@ class ChatClient:
 def presence(payload: dict) -> dict:
     """A ``user joined`` / ``user left`` payload without its ``seq`` addition."""
     return {k: v for k, v in payload.items() if k != "seq"}
+
+
+def polling_session(url: str) -> str:
+    """A raw engine.io polling session connected to the default namespace."""
+    handshake = requests.get(f"{url}/socket.io/?EIO=4&transport=polling", timeout=5)
+    sid = json.loads(handshake.text[1:])["sid"]
+    session = f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+    assert requests.post(session, data="40", timeout=5).text == "OK"
+    assert requests.get(session, timeout=5).text.startswith("40")
+    return session

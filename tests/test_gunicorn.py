@@ -1,11 +1,9 @@
 """The real server: gunicorn with the gevent-websocket worker, real clients."""
 
-import json
-
 import pytest
 import requests
 
-from tests.support import presence
+from tests.support import polling_session, presence
 
 pytestmark = pytest.mark.e2e
 
@@ -62,16 +60,6 @@ def test_huge_frame_closes_only_that_connection(gunicorn, clients):
     alice.wait_for("user left", lambda d: d["username"] == "Bob")
 
 
-def _polling_session(url):
-    """A raw engine.io polling session connected to the default namespace."""
-    handshake = requests.get(f"{url}/socket.io/?EIO=4&transport=polling", timeout=5)
-    sid = json.loads(handshake.text[1:])["sid"]
-    session = f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}"
-    assert requests.post(session, data="40", timeout=5).text == "OK"
-    assert requests.get(session, timeout=5).text.startswith("40")
-    return session
-
-
 @pytest.mark.parametrize("garbage", ['42["new message",', "42[[[[[[[[["])
 def test_malformed_packet_gets_a_chat_error_and_others_carry_on(
     gunicorn, clients, garbage
@@ -81,7 +69,7 @@ def test_malformed_packet_gets_a_chat_error_and_others_carry_on(
     bob = clients(server.url)
     alice.login("Alice")
     bob.login("Bob")
-    session = _polling_session(server.url)
+    session = polling_session(server.url)
     assert requests.post(session, data=garbage, timeout=5).status_code == 200
     reply = requests.get(session, timeout=5).text
     assert reply.startswith('42["chat error"') and "malformed_packet" in reply
@@ -97,7 +85,7 @@ def test_unparsable_socketio_packet_closes_only_that_session(
     server = gunicorn()
     alice = clients(server.url)
     alice.login("Alice")
-    session = _polling_session(server.url)
+    session = polling_session(server.url)
     requests.post(session, data=garbage, timeout=5)
     assert requests.get(session, timeout=5).status_code == 400
     assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200

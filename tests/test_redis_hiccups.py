@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 
 import pytest
 import redis
 import requests
 
-from tests.support import presence, wait_until
+from tests.support import polling_session, presence, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -86,20 +85,11 @@ def test_acknowledged_messages_cross_a_quick_redis_restart(
     assert order == sorted(order, key=lambda m: int(m[1:]))
 
 
-def _polling_session(url: str) -> str:
-    handshake = requests.get(f"{url}/socket.io/?EIO=4&transport=polling", timeout=5)
-    sid = json.loads(handshake.text[1:])["sid"]
-    session = f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}"
-    assert requests.post(session, data="40", timeout=5).text == "OK"
-    assert requests.get(session, timeout=5).text.startswith("40")
-    return session
-
-
 def test_racing_logins_and_closes_leave_no_ghosts(cluster, redis_server):
     a, _ = cluster(2, **FAST)
     store = redis.Redis.from_url(redis_server.url)
     for round_ in range(10):
-        session = _polling_session(a.url)
+        session = polling_session(a.url)
         names = [f"racer{round_}a", f"racer{round_}b"]
         posts = [
             threading.Thread(
