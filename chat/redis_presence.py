@@ -187,18 +187,22 @@ class RedisPresence:
         if member is None:
             return None, 0, None
         try:
-            removed, count, seq = self._leave(
-                keys=[
-                    self._room_key(member.room),
-                    self._members_key(self.instance_id),
-                    self._seq_key(member.room),
-                ],
-                args=[member.key, sid],
-            )
+            removed, count, seq = self._release(member)
         except redis.RedisError as exc:
             self.mark_degraded(exc)
             return member, self._local_count(member.room), None
         return (member if removed else None), int(count), int(seq)
+
+    def _release(self, member: Member) -> list:
+        """The leave script: [removed, count, seq]."""
+        return self._leave(
+            keys=[
+                self._room_key(member.room),
+                self._members_key(self.instance_id),
+                self._seq_key(member.room),
+            ],
+            args=[member.key, member.sid],
+        )
 
     def names(self, room: str) -> list[str]:
         """Names online in ``room`` across the cluster."""
@@ -285,6 +289,10 @@ class RedisPresence:
                     "a name was taken during an outage",
                     extra={"room": member.room, "sid": member.sid},
                 )
+            elif self.local.get(member.sid) is not member:
+                # It left while the rebuild waited on Redis: its leave ran
+                # before the rebuild wrote it back, so release it again.
+                self._release(member)
             elif rejoined:
                 announce("user joined", member.room, member.name, int(count), int(seq))
         self._r.sadd(self._instances_key, self.instance_id)
