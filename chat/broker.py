@@ -7,9 +7,11 @@ manager here retries within ``MAX_RETRY_S`` and every client has timeouts.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 
+import gevent
 import redis
 import socketio
 
@@ -75,7 +77,12 @@ class ChatRedisManager(socketio.RedisManager):
     """
 
     def __init__(
-        self, url: str, channel: str, timeout_s: float, on_publish_error=None
+        self,
+        url: str,
+        channel: str,
+        timeout_s: float,
+        on_publish_error=None,
+        publish_queue_max: int = 10000,
     ) -> None:
         super().__init__(
             url,
@@ -92,6 +99,9 @@ class ChatRedisManager(socketio.RedisManager):
         self.on_lost = lambda exc: None
         self.on_back = lambda gap_started_ms: None
         self.delivery = Delivery()
+        self._outgoing: collections.deque = collections.deque()
+        self._publish_queue_max = publish_queue_max
+        self._publisher = None
 
     def _handle_emit(self, message):
         """Deliver to local users, once per message id, with the newest count.
@@ -122,10 +132,39 @@ class ChatRedisManager(socketio.RedisManager):
         self.pubsub = listener.pubsub(ignore_subscribe_messages=True)
 
     def _publish(self, data):
-        result = super()._publish(data)
-        if result is None:
+        """Queue ``data`` for the other instances; never wait on Redis here.
+
+        python-socketio publishes from the emitting greenlet, so a hung Redis
+        would stall the user whose event caused the emit (two tries of
+        REDIS_TIMEOUT_S each). One publisher greenlet sends the queue in
+        order and retries while Redis is away; past PUBLISH_QUEUE_MAX the
+        oldest event is dropped and counted (messages are in the streams,
+        where a resubscribing instance finds them).
+        """
+        if len(self._outgoing) >= self._publish_queue_max:
+            self._outgoing.popleft()
             self._on_publish_error()
-        return result
+        self._outgoing.append(data)
+        if self._publisher is None:
+            self._publisher = gevent.spawn(self._publish_queued)
+
+    def _publish_queued(self) -> None:
+        attempt = 0
+        try:
+            while self._outgoing:
+                try:
+                    self.redis.publish(self.channel, self.json.dumps(self._outgoing[0]))
+                except Exception as exc:
+                    if attempt == 0:
+                        log.error("Cannot publish to Redis, retrying: %s", exc)
+                        self._on_publish_error()
+                    gevent.sleep(min(MAX_RETRY_S, FIRST_RETRY_S * 4**attempt))
+                    attempt += 1
+                    continue
+                attempt = 0
+                self._outgoing.popleft()
+        finally:
+            self._publisher = None
 
     def _redis_listen_with_retries(self):
         """Listen; after a failure resubscribe at once, then back off to 2 s.

@@ -49,6 +49,15 @@ class Config:
         self.REDIS_CHANNEL = os.environ.get("REDIS_CHANNEL") or "flask-socketio"
         self.REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX") or "chat:"
         self.REDIS_TIMEOUT_S = _float("REDIS_TIMEOUT_S", 2.0)
+        # A message's store waits this long for Redis, then goes to the outbox
+        # (bounded) and is delivered locally as pending.
+        self.STORE_TIMEOUT_S = _float("STORE_TIMEOUT_S", 0.2)
+        self.OUTBOX_MAX_MESSAGES = _int("OUTBOX_MAX_MESSAGES", 10000)
+        self.OUTBOX_MAX_BYTES = _int("OUTBOX_MAX_BYTES", 16 * 1024 * 1024)
+        # How long a clientId is remembered to store a resend once.
+        self.CLIENT_ID_TTL_S = _int("CLIENT_ID_TTL_S", 600)
+        # Events waiting to be published to the other instances.
+        self.PUBLISH_QUEUE_MAX = _int("PUBLISH_QUEUE_MAX", 10000)
         # "*" widens CORS to any origin; a comma-separated list names origins.
         cors = os.environ.get("CORS_ORIGINS", "")
         self.CORS_ORIGINS: list[str] | str | None = (

@@ -21,7 +21,13 @@ from chat import metrics, socketio
 from chat.history import is_entry_id
 from chat.presence import Member, presence_event
 from chat.server import announce
-from chat.validation import Refused, clean_message, clean_name, clean_room
+from chat.validation import (
+    Refused,
+    clean_client_id,
+    clean_message,
+    clean_name,
+    clean_room,
+)
 
 log = logging.getLogger(__name__)
 
@@ -218,19 +224,40 @@ def _send_history(room: str, last_id) -> None:
 
 @socketio.on("new message")
 @guarded("new message")
-def on_new_message(text=None, *_):
+def on_new_message(text=None, options=None, *_):
     """Store and broadcast a message to the rest of the room.
 
-    A client that asks for an acknowledgement gets the message's id and
-    timestamp, so it can tell its own messages apart in a later ``history``.
+    The acknowledgement carries the message's id and timestamp, so the
+    sender can tell its own messages apart in a later ``history``. While
+    Redis cannot store it, the message is kept in the outbox and delivered
+    here as ``pending`` (no id yet); ``message stored`` follows.
     """
     member = _member()
     message = clean_message(text, current_app.config["MAX_MESSAGE_CHARS"])
-    entry = _state().history.append(member.room, member.name, message)
+    client_id = clean_client_id(options)
+    accepted = _state().messages.accept(
+        member.room, member.name, message, client_id, request.sid
+    )
+    entry = accepted.entry
     metrics.MESSAGES_IN.inc()
+    if accepted.status == "duplicate":
+        # A resend of a message already stored (and delivered): ack only.
+        return _ack(entry)
     metrics.MESSAGES_OUT.inc()
-    emit("new message", entry, to=member.room, include_self=False)
-    return {"id": entry["id"], "ts": entry["ts"]}
+    # A pending message goes to this instance's users now; the other
+    # instances get it from the outbox, with its id, when Redis is back.
+    pending = accepted.status == "pending"
+    emit("new message", entry, to=member.room, include_self=False, ignore_queue=pending)
+    return _ack(entry)
+
+
+def _ack(entry: dict) -> dict:
+    if entry.get("pending"):
+        return {"clientId": entry["clientId"], "pending": True}
+    ack = {"id": entry["id"], "ts": entry["ts"]}
+    if "clientId" in entry:
+        ack["clientId"] = entry["clientId"]
+    return ack
 
 
 @socketio.on("typing")

@@ -16,6 +16,10 @@ import time
 import redis
 
 from chat.rooms import LastUse
+from chat.validation import name_key
+
+# Client ids remembered by the in-memory history (per room and sender).
+CLIENT_IDS_KEPT = 10000
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +41,42 @@ def is_entry_id(value) -> bool:
     return bool(sep) and ms.isdigit() and seq.isdigit() and ms.isascii()
 
 
-def _entry(entry_id: str | None, username: str, message: str) -> dict:
+def _entry(
+    entry_id: str | None, username: str, message: str, client_id: str | None = None
+) -> dict:
     ts = parse_id(entry_id)[0] if entry_id else int(time.time() * 1000)
-    return {"id": entry_id, "username": username, "message": message, "ts": ts}
+    entry = {"id": entry_id, "username": username, "message": message, "ts": ts}
+    if client_id:
+        entry["clientId"] = client_id
+    return entry
+
+
+def pending_entry(username: str, message: str, client_id: str) -> dict:
+    """A message accepted but not stored yet: no id, ``pending: true``."""
+    return {**_entry(None, username, message, client_id), "pending": True}
+
+
+# Stores a message once per (room, sender, clientId): a resend after a lost
+# acknowledgement, or an outbox retry after a store that timed out but
+# landed, gets the first id back instead of a second entry.
+# KEYS: stream, clientId key ('' when none). Returns {is_new, id}.
+_STORE = """
+if KEYS[2] ~= '' then
+  local first = redis.call('GET', KEYS[2])
+  if first then return {0, first} end
+end
+local fields = {'u', ARGV[2], 'm', ARGV[3]}
+if ARGV[4] ~= '' then
+  table.insert(fields, 'c')
+  table.insert(fields, ARGV[4])
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', unpack(fields))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+if KEYS[2] ~= '' then
+  redis.call('SET', KEYS[2], id, 'EX', ARGV[6])
+end
+return {1, id}
+"""
 
 
 class MemoryHistory:
@@ -51,6 +88,7 @@ class MemoryHistory:
         self._written = LastUse(ttl_s)
         self._trimmed: dict[str, tuple[int, int]] = {}
         self._last = (0, 0)
+        self._client_ids: collections.OrderedDict = collections.OrderedDict()
 
     def _next_id(self) -> str:
         now = int(time.time() * 1000)
@@ -58,14 +96,31 @@ class MemoryHistory:
         self._last = (now, 0) if now > ms else (ms, seq + 1)
         return f"{self._last[0]}-{self._last[1]}"
 
-    def append(self, room: str, username: str, message: str) -> dict:
+    def store(
+        self, room: str, username: str, message: str, client_id: str | None = None
+    ) -> tuple[dict, bool]:
+        """Store a message once per ``client_id``: (entry, True if new)."""
+        key = (room, name_key(username), client_id)
+        if client_id and key in self._client_ids:
+            first = self._client_ids[key]
+            return _entry(first, username, message, client_id), False
+        entry = self.append(room, username, message, client_id)
+        if client_id:
+            self._client_ids[key] = entry["id"]
+            if len(self._client_ids) > CLIENT_IDS_KEPT:
+                self._client_ids.popitem(last=False)
+        return entry, True
+
+    def append(
+        self, room: str, username: str, message: str, client_id: str | None = None
+    ) -> dict:
         """Store a message and return it with its id and server timestamp."""
         for gone in self._written.expire():
             self._rooms.pop(gone, None)
             self._trimmed.pop(gone, None)
         self._written.touch(room)
         entries = self._rooms.setdefault(room, collections.deque())
-        entry = _entry(self._next_id(), username, message)
+        entry = _entry(self._next_id(), username, message, client_id)
         entries.append(entry)
         while len(entries) > self._retain:
             self._trimmed[room] = parse_id(entries.popleft()["id"])
@@ -102,40 +157,74 @@ def _survive_outage(fallback):
 
 
 class RedisHistory:
-    """History shared by the cluster: one capped stream per room."""
+    """History shared by the cluster: one capped stream per room.
+
+    ``store_client`` (default: ``client``) is the one ``store`` uses: give it
+    a short timeout, so a hung Redis costs a sender that long at most and the
+    message goes to the outbox.
+    """
 
     def __init__(
-        self, client: redis.Redis, prefix: str, retain: int, ttl_s: int = 7 * 24 * 3600
+        self,
+        client: redis.Redis,
+        prefix: str,
+        retain: int,
+        ttl_s: int = 7 * 24 * 3600,
+        store_client: redis.Redis | None = None,
+        client_id_ttl_s: int = 600,
     ) -> None:
         self._r = client
         self._p = prefix
         self._retain = retain
         self._ttl_s = ttl_s
+        self._client_id_ttl_s = client_id_ttl_s
+        self._store = (store_client or client).register_script(_STORE)
 
     def _key(self, room: str) -> str:
         return f"{self._p}history:{room}"
 
     @staticmethod
     def _decode(raw_id: bytes, fields: dict) -> dict:
-        return _entry(raw_id.decode(), fields[b"u"].decode(), fields[b"m"].decode())
-
-    @_survive_outage(lambda room, username, message: _entry(None, username, message))
-    def append(self, room: str, username: str, message: str) -> dict:
-        """XADD with an exact cap, so retention is what the README says.
-
-        The stream expires HISTORY_TTL_S after its last message: rooms
-        nobody uses any more do not stay in Redis.
-        """
-        pipe = self._r.pipeline(transaction=False)
-        pipe.xadd(
-            self._key(room),
-            {"u": username, "m": message},
-            maxlen=self._retain,
-            approximate=False,
+        client_id = fields.get(b"c")
+        return _entry(
+            raw_id.decode(),
+            fields[b"u"].decode(),
+            fields[b"m"].decode(),
+            client_id.decode() if client_id else None,
         )
-        pipe.expire(self._key(room), self._ttl_s)
-        raw_id, _ = pipe.execute()
-        return _entry(raw_id.decode(), username, message)
+
+    def store(
+        self,
+        room: str,
+        username: str,
+        message: str,
+        client_id: str | None = None,
+        patient: bool = False,
+    ) -> tuple[dict, bool]:
+        """XADD once per ``client_id`` with an exact cap: (entry, True if new).
+
+        Raises ``redis.RedisError`` when Redis does not answer in time (the
+        store client's short timeout, or the regular one when ``patient``):
+        the caller keeps the message in its outbox. The stream expires
+        HISTORY_TTL_S after its last message, so rooms nobody uses do not
+        stay in Redis.
+        """
+        cid_key = (
+            f"{self._p}cid:{room}:{name_key(username)}:{client_id}" if client_id else ""
+        )
+        is_new, raw_id = self._store(
+            keys=[self._key(room), cid_key],
+            args=[
+                self._retain,
+                username,
+                message,
+                client_id or "",
+                self._ttl_s,
+                self._client_id_ttl_s,
+            ],
+            client=self._r if patient else None,
+        )
+        return _entry(raw_id.decode(), username, message, client_id), bool(is_new)
 
     @_survive_outage(lambda room, count: [])
     def recent(self, room: str, count: int) -> list[dict]:

@@ -40,6 +40,7 @@ def socketio_options(config) -> dict:
             channel=config.REDIS_CHANNEL,
             timeout_s=config.REDIS_TIMEOUT_S,
             on_publish_error=metrics.PUBLISH_FAILURES.inc,
+            publish_queue_max=config.PUBLISH_QUEUE_MAX,
         )
     return options
 
@@ -68,6 +69,18 @@ def replay_missed(state, gap_started_ms: int) -> None:
         log.warning("replayed %d messages missed while unsubscribed", delivered)
 
 
+def announce_stored(state, room: str, entry: dict, sender_sid: str) -> None:
+    """An outbox message now has its id: tell the others, and who saw it pending.
+
+    This instance's users saw it already (as pending), so its id is marked
+    delivered here first: the emit reaches only the other instances.
+    """
+    state.delivery.first_time(room, entry["id"])
+    socketio.emit("new message", entry, to=room, skip_sid=sender_sid)
+    stored = {"clientId": entry["clientId"], "id": entry["id"], "ts": entry["ts"]}
+    socketio.emit("message stored", stored, to=room, ignore_queue=True)
+
+
 def start_services(app: Flask) -> None:
     """Subscribe to the message queue and start the presence heartbeat now.
 
@@ -84,6 +97,9 @@ def start_services(app: Flask) -> None:
         lambda: len(server.manager.rooms.get("/", {}).get(None, ()))
     )
     metrics.USERS.set_function(lambda: len(state.presence.local))
+    state.messages.on_stored = lambda room, entry, sender_sid: announce_stored(
+        state, room, entry, sender_sid
+    )
     if app.config["REDIS_URL"] and not server.manager_initialized:
         server.manager.delivery = state.delivery
 

@@ -1,4 +1,4 @@
-"""What one instance keeps: presence, history and the flood limiter.
+"""What one instance keeps: presence, history, the outbox and the limiters.
 
 Built once per app from its config; single-instance stores when REDIS_URL is
 unset, Redis-backed ones otherwise.
@@ -9,9 +9,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+import gevent
+
 from chat.broker import redis_client
 from chat.delivery import Delivery
 from chat.history import MemoryHistory, RedisHistory
+from chat.outbox import MessageStore
 from chat.presence import MemoryPresence
 from chat.ratelimit import RateLimiter
 from chat.redis_presence import RedisPresence
@@ -27,6 +30,7 @@ class ChatState:
     limiter: RateLimiter
     typing_limiter: RateLimiter
     rooms: MemoryRooms | RedisRooms
+    messages: MessageStore
     instance_id: str
     draining: bool = False
     delivery: Delivery = field(default_factory=Delivery)
@@ -43,11 +47,13 @@ def build_state(config) -> ChatState:
     )
     instance_id = uuid.uuid4().hex[:12]
     if not config.REDIS_URL:
+        history = MemoryHistory(config.HISTORY_RETAIN, config.HISTORY_TTL_S)
         return ChatState(
             MemoryPresence(),
-            MemoryHistory(config.HISTORY_RETAIN, config.HISTORY_TTL_S),
+            history,
             *limiters,
             MemoryRooms(config.MAX_ROOMS, config.HISTORY_TTL_S),
+            MessageStore(history),
             instance_id,
             replay_limit=config.HISTORY_RETAIN,
         )
@@ -56,13 +62,28 @@ def build_state(config) -> ChatState:
     presence = RedisPresence(
         client, prefix, instance_id, config.PRESENCE_HEARTBEAT_S, config.PRESENCE_TTL_S
     )
-    history = RedisHistory(client, prefix, config.HISTORY_RETAIN, config.HISTORY_TTL_S)
+    history = RedisHistory(
+        client,
+        prefix,
+        config.HISTORY_RETAIN,
+        config.HISTORY_TTL_S,
+        store_client=redis_client(config.REDIS_URL, config.STORE_TIMEOUT_S),
+        client_id_ttl_s=config.CLIENT_ID_TTL_S,
+    )
     rooms = RedisRooms(client, prefix, config.MAX_ROOMS, config.HISTORY_TTL_S)
+    messages = MessageStore(
+        history,
+        config.OUTBOX_MAX_MESSAGES,
+        config.OUTBOX_MAX_BYTES,
+        spawn=gevent.spawn,
+        sleep=gevent.sleep,
+    )
     return ChatState(
         presence,
         history,
         *limiters,
         rooms,
+        messages,
         instance_id,
         replay_limit=config.HISTORY_RETAIN,
     )

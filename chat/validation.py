@@ -103,6 +103,21 @@ def clean_message(raw: object, max_chars: int) -> str:
     return text
 
 
+def clean_client_id(raw: object) -> str | None:
+    """The optional ``{clientId}`` of ``new message``: 1..64 printable ASCII."""
+    if not isinstance(raw, dict) or raw.get("clientId") is None:
+        return None
+    client_id = raw["clientId"]
+    if (
+        not isinstance(client_id, str)
+        or not 1 <= len(client_id) <= 64
+        or not client_id.isascii()
+        or not client_id.isprintable()
+    ):
+        raise Refused("invalid_client_id", "clientId is 1 to 64 ASCII characters.")
+    return client_id
+
+
 def clean_room(raw: object, max_chars: int = 32, default: str = "lobby") -> str:
     """A room name: trimmed, lower-cased, then exactly ``[a-z0-9_-]{1,32}``.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import pytest
 import redis
@@ -147,3 +148,97 @@ def test_concurrent_logins_across_instances_end_with_the_true_count(cluster, cli
         10,
         "every user's last count to be 30",
     )
+
+
+def test_messages_sent_while_redis_is_down_reach_everyone_when_it_returns(
+    cluster, clients, redis_server
+):
+    a, b = cluster(2, **FAST)
+    alice = clients(a.url)
+    anna = clients(a.url)
+    bob = clients(b.url)
+    alice.login("Alice")
+    anna.login("Anna")
+    bob.login("Bob")
+    alice.wait_for("user joined", lambda d: d["username"] == "Bob")
+    redis_server.kill()
+    acks = [
+        alice.sio.call("new message", (f"down {i}", {"clientId": f"c{i}"}), timeout=5)
+        for i in range(5)
+    ]
+    assert acks == [{"clientId": f"c{i}", "pending": True} for i in range(5)]
+    # Delivered at once to the users of the same instance, marked pending.
+    pending = [
+        anna.wait_for("new message", lambda m, i=i: m["message"] == f"down {i}")
+        for i in range(5)
+    ]
+    assert all(m["pending"] and m["id"] is None for m in pending)
+    redis_server.start()
+    # Written to the stream in order when Redis is back: Bob gets them with
+    # ids, Anna learns each id.
+    wait_until(
+        lambda: (
+            len(
+                [m for m in bob.named("new message") if m["message"].startswith("down")]
+            )
+            == 5
+        ),
+        15,
+        "the outbox to reach the other instance",
+    )
+    got = [m for m in bob.named("new message") if m["message"].startswith("down")]
+    assert [m["message"] for m in got] == [f"down {i}" for i in range(5)]
+    assert all(m["id"] for m in got)
+    stored = wait_until(
+        lambda: (s := anna.named("message stored")) and len(s) == 5 and s,
+        5,
+        "message stored for every pending message",
+    )
+    assert [s["id"] for s in stored] == [m["id"] for m in got]
+
+
+def test_a_resend_with_the_same_client_id_is_stored_once(cluster, clients):
+    a, b = cluster(2, **FAST)
+    alice = clients(a.url)
+    bob = clients(b.url)
+    alice.login("Alice")
+    bob.login("Bob")
+    first = alice.sio.call("new message", ("once", {"clientId": "k1"}), timeout=5)
+    again = alice.sio.call("new message", ("once", {"clientId": "k1"}), timeout=5)
+    assert first["id"] == again["id"]
+    bob.wait_for("new message", lambda m: m["message"] == "once")
+    alice.say("after")
+    bob.wait_for("new message", lambda m: m["message"] == "after")
+    assert [m["message"] for m in bob.named("new message")] == ["once", "after"]
+
+
+def test_a_hung_redis_stalls_no_sender(cluster, clients, redis_server):
+    a, b = cluster(2, **FAST)
+    alice = clients(a.url)
+    anna = clients(a.url)
+    bob = clients(b.url)
+    alice.login("Alice")
+    anna.login("Anna")
+    bob.login("Bob")
+    alice.wait_for("user joined", lambda d: d["username"] == "Bob")
+    store = redis.Redis.from_url(redis_server.url)
+    store.execute_command("CLIENT", "PAUSE", 5000, "ALL")
+    started = time.monotonic()
+    acks = [alice.sio.call("new message", f"hung {i}", timeout=5) for i in range(10)]
+    # The first store waits STORE_TIMEOUT_S; the rest go to the outbox at once.
+    assert time.monotonic() - started < 2.0
+    assert all(ack["pending"] for ack in acks)
+    for i in range(10):
+        anna.wait_for("new message", lambda m, i=i: m["message"] == f"hung {i}", 2)
+    wait_until(
+        lambda: (
+            len(
+                [m for m in bob.named("new message") if m["message"].startswith("hung")]
+            )
+            == 10
+        ),
+        15,
+        "every message at the other instance once Redis answers",
+    )
+    got = [m["message"] for m in bob.named("new message")]
+    assert got == [f"hung {i}" for i in range(10)]

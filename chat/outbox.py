@@ -1,0 +1,130 @@
+"""Where an accepted message goes: the stream, or the outbox while Redis is away.
+
+The stream gives a message its id and is the source of truth. A store that
+Redis does not answer within STORE_TIMEOUT_S puts the message in this
+instance's outbox instead: it is delivered to local users at once as
+pending, and written to the stream (and published) in order when Redis
+answers again, before any newer message, each once thanks to its clientId.
+The outbox is bounded; past the bound a message is refused, never dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import uuid
+from dataclasses import dataclass
+
+import redis
+
+from chat.history import pending_entry
+from chat.validation import Refused
+
+log = logging.getLogger(__name__)
+
+RETRY_S = (0.05, 0.2, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What became of a message: ``status`` is stored, duplicate or pending."""
+
+    entry: dict
+    status: str
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    room: str
+    entry: dict
+    sender_sid: str
+    size: int
+
+
+class MessageStore:
+    """Stores messages in history, keeping them in an outbox while it cannot."""
+
+    def __init__(
+        self,
+        history,
+        max_messages: int = 10000,
+        max_bytes: int = 16 * 1024 * 1024,
+        spawn=None,
+        sleep=None,
+    ) -> None:
+        self._history = history
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._spawn = spawn
+        self._sleep = sleep
+        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._bytes = 0
+        self._flusher = None
+        # Set by the app: announce a message the outbox has now stored.
+        self.on_stored = lambda room, entry, sender_sid: None
+
+    @property
+    def pending(self) -> int:
+        """Messages in the outbox."""
+        return len(self._waiting)
+
+    def accept(
+        self, room: str, username: str, text: str, client_id: str | None, sender_sid
+    ) -> Accepted:
+        """Store the message, or keep it in the outbox; Refused when that is full."""
+        if not self._waiting:
+            try:
+                entry, is_new = self._history.store(room, username, text, client_id)
+            except redis.RedisError as exc:
+                log.warning("store timed out, keeping messages in the outbox: %s", exc)
+            else:
+                return Accepted(entry, "stored" if is_new else "duplicate")
+        return Accepted(
+            self._keep(room, username, text, client_id, sender_sid), "pending"
+        )
+
+    def _keep(self, room, username, text, client_id, sender_sid) -> dict:
+        size = len(text.encode()) + len(username) + 64
+        if (
+            len(self._waiting) >= self._max_messages
+            or self._bytes + size > self._max_bytes
+        ):
+            raise Refused("unavailable", "The chat cannot store messages right now.")
+        # A clientId makes the retry idempotent even if the store that timed
+        # out did land in Redis after all.
+        entry = pending_entry(username, text, client_id or uuid.uuid4().hex)
+        self._waiting.append(_Waiting(room, entry, sender_sid, size))
+        self._bytes += size
+        if self._flusher is None:
+            self._flusher = self._spawn(self._flush)
+        return entry
+
+    def _flush(self) -> None:
+        """Write the outbox to the streams in order; back off while Redis is away."""
+        attempt = 0
+        try:
+            while self._waiting:
+                head = self._waiting[0]
+                entry = head.entry
+                try:
+                    stored, _ = self._history.store(
+                        head.room,
+                        entry["username"],
+                        entry["message"],
+                        entry["clientId"],
+                        patient=True,
+                    )
+                except redis.RedisError:
+                    self._sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
+                    attempt += 1
+                    continue
+                attempt = 0
+                self._waiting.popleft()
+                self._bytes -= head.size
+                try:
+                    self.on_stored(head.room, stored, head.sender_sid)
+                except Exception:
+                    log.exception("announcing a stored message failed")
+            log.warning("outbox flushed")
+        finally:
+            self._flusher = None
