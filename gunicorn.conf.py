@@ -31,8 +31,9 @@ class ChatWorker(GeventWebSocketWorker):
 
     def load_wsgi(self):
         super().load_wsgi()
-        from chat.transport import handler_class
+        from chat.transport import ChatWSGIServer, handler_class
 
+        self.server_class = ChatWSGIServer
         self.wsgi_handler = handler_class(self.wsgi.config)
 
 

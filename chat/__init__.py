@@ -29,6 +29,11 @@ def create_app(config=None) -> Flask:
     app.register_blueprint(views.bp)
     socketio.init_app(app, **socketio_options(config))
     install(socketio.server, config)
-    app.wsgi_app = guard(app.wsgi_app, app.extensions["chat"], config.ALLOWED_HOSTS)
+    app.wsgi_app = guard(
+        app.wsgi_app,
+        app.extensions["chat"],
+        config.ALLOWED_HOSTS,
+        socketio.server.eio.refusal,
+    )
     start_services(app)
     return app

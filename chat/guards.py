@@ -21,7 +21,7 @@ def _host_name(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def guard(wsgi_app, state, allowed_hosts: list[str]):
+def guard(wsgi_app, state, allowed_hosts: list[str], refusal=lambda environ: None):
     """Refuse unknown hosts, new sessions while draining; add ``nosniff``.
 
     - Host: a page on another name that resolves here (DNS rebinding) would
@@ -31,6 +31,8 @@ def guard(wsgi_app, state, allowed_hosts: list[str]):
       load balancer or a browser retries on a live instance.
     - Every answer carries ``X-Content-Type-Options: nosniff``, so an error
       body that echoes input is never sniffed into HTML.
+    - ``refusal(environ)`` answers socket.io requests over a session limit
+      (chat.sessions) before engine.io does any work.
     """
     any_host = "*" in allowed_hosts
     allowed = {h.lower() for h in allowed_hosts}
@@ -52,6 +54,12 @@ def guard(wsgi_app, state, allowed_hosts: list[str]):
                 [*_TEXT, ("Connection", "close"), ("Retry-After", "1")],
             )
             return [b"shutting down"]
+        if environ.get("PATH_INFO", "").startswith("/socket.io"):
+            refused = refusal(environ)
+            if refused is not None:
+                status, headers, body = refused
+                start(status, headers)
+                return body
         return wsgi_app(environ, start)
 
     return app

@@ -116,6 +116,8 @@ class RedisPresence:
         # Reaping others needs a clear view: no Redis error of our own
         # within the TTL (a stall that hid their beats hid ours too).
         self._last_error_at = -float(ttl_s)
+        # Sessions whose join script may have run while the reply is not in.
+        self._joining: set[str] = set()
         self.last_beat_attempt = time.monotonic()
         self._join = client.register_script(_JOIN)
         self._leave = client.register_script(_LEAVE)
@@ -158,10 +160,13 @@ class RedisPresence:
 
     def join(self, member: Member) -> JoinResult:
         """Claim the name cluster-wide; while Redis is down, among local users."""
+        self._joining.add(member.sid)
         try:
             ok, count, replaced, seq, _ = self._redis_join(member)
         except redis.RedisError as exc:
             return self._join_degraded(member, exc)
+        finally:
+            self._joining.discard(member.sid)
         if not ok:
             return JoinResult(False, int(count))
         replaced_sid = replaced.decode() if replaced else None
@@ -264,6 +269,7 @@ class RedisPresence:
             )
             if was_alive is None or self._dirty:
                 self._rebuild(announce)
+            self._sweep(announce)
             if time.monotonic() - self._last_error_at >= self._ttl_s:
                 for room, name, count, seq in self._reap_dead():
                     announce("user left", room, name, count, seq)
@@ -297,6 +303,24 @@ class RedisPresence:
                 announce("user joined", member.room, member.name, int(count), int(seq))
         self._r.sadd(self._instances_key, self.instance_id)
         self._dirty = False
+
+    def _sweep(self, announce) -> None:
+        """Release names Redis holds for sessions of this instance that ended.
+
+        Serialised logins leave none; this catches what any other path
+        might, within one heartbeat.
+        """
+        registered = self._r.hgetall(self._members_key(self.instance_id))
+        for raw_sid, raw in registered.items():
+            sid = raw_sid.decode()
+            if sid in self.local or sid in self._joining:
+                continue
+            found = json.loads(raw)
+            ghost = Member(sid, found["room"], found["name"], found["token"])
+            removed, count, seq = self._release(ghost)
+            if removed:
+                log.warning("released a name no session held", extra={"sid": sid})
+                announce("user left", ghost.room, ghost.name, int(count), int(seq))
 
     def _reap_dead(self) -> list[tuple[str, str, int, int]]:
         left: list[tuple[str, str, int, int]] = []

@@ -92,49 +92,57 @@ class SessionLimits:
         )
 
 
+def _packet_bytes(item) -> int:
+    data = getattr(item, "data", None)
+    return len(data) if isinstance(data, (str, bytes)) else 16
+
+
 class BoundedSendQueue(JoinableQueue):
     """A session's outgoing packets, capped in count and bytes.
 
     Past the cap the queue drops what comes and reports itself once through
     ``on_overflow``; the session is then closed, and the client recovers what
     it missed from history when it reconnects. The close sentinel (None)
-    always fits.
+    always fits. Every delivery passes through ``put``, so a queue that a
+    reading client keeps short costs one length check: bytes are added up
+    from the ``count_bytes_from``-th queued packet on, incrementally while
+    the queue only grows (a client that is not reading).
     """
+
+    count_bytes_from = 4
 
     def __init__(self, max_messages: int, max_bytes: int, on_overflow) -> None:
         super().__init__()
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self.queued_bytes = 0
         self.overflowed = False
         self._on_overflow = on_overflow
+        self._counted: tuple[int, int] | None = None  # (queued, bytes) after a put
 
-    @staticmethod
-    def _size(item) -> int:
-        data = getattr(item, "data", None)
-        return len(data) if isinstance(data, (str, bytes)) else 16
+    def _too_full(self, item) -> bool:
+        queued = self.qsize()
+        if queued >= self.max_messages:
+            return True
+        if queued < self.count_bytes_from:
+            self._counted = None
+            return False
+        if self._counted is not None and self._counted[0] == queued:
+            total = self._counted[1]
+        else:  # something was sent since: count again
+            total = sum(map(_packet_bytes, self.queue))
+        total += _packet_bytes(item)
+        self._counted = (queued + 1, total)
+        return total > self.max_bytes
 
     def put(self, item, block=True, timeout=None):
-        if item is None:
-            return super().put(item, block, timeout)
-        if self.overflowed:
-            return None
-        size = self._size(item)
-        if (
-            self.qsize() >= self.max_messages
-            or self.queued_bytes + size > self.max_bytes
-        ):
-            self.overflowed = True
-            self._on_overflow(self)
-            return None
-        self.queued_bytes += size
-        return super().put(item, block, timeout)
-
-    def get(self, block=True, timeout=None):
-        item = super().get(block, timeout)
         if item is not None:
-            self.queued_bytes = max(0, self.queued_bytes - self._size(item))
-        return item
+            if self.overflowed:
+                return None
+            if self._too_full(item):
+                self.overflowed = True
+                self._on_overflow(self)
+                return None
+        return super().put(item, block, timeout)
 
 
 def _plain(status: str, body: str, extra=()) -> tuple[str, list, list[bytes]]:
@@ -157,17 +165,14 @@ class ChatEngineIOServer(engineio.Server):
         self._sweeper = None
 
     # -- requests -----------------------------------------------------------
-    def handle_request(self, environ, start_response):
-        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
-        refusal = self._refusal(environ, query)
-        if refusal is not None:
-            status, headers, body = refusal
-            start_response(status, headers)
-            return body
-        return super().handle_request(environ, start_response)
+    def refusal(self, environ) -> tuple[str, list, list[bytes]] | None:
+        """An answer for a socket.io request refused before engine.io works.
 
-    def _refusal(self, environ, query):
-        """An answer for a request refused before engine.io does any work."""
+        Called by chat.guards' middleware rather than from an override of
+        ``handle_request``: a wrapper frame there would sit under every
+        websocket's waiting greenlet for its whole life (RSS per connection).
+        """
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
         if "j" in query:
             return _plain("400 Bad Request", "JSONP polling is not supported")
         sid = query.get("sid", [None])[0]

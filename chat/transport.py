@@ -6,9 +6,9 @@ yields while the kernel holds more data, so one client can freeze or bloat
 the process before engine.io's ``max_http_buffer_size`` is ever looked at.
 ``LimitedWebSocket`` checks every frame header first (size, opcode, budget),
 caps a fragmented message as it grows, unmasks with wsaccel's C code and
-yields after each message. ``ChatWebSocketHandler`` bounds the HTTP side:
-request headers within a deadline, connections per client address, and a
-websocket whose session ended is closed at the TCP level.
+yields before each message. ``ChatWebSocketHandler`` bounds the HTTP side:
+request headers within a deadline, and a websocket whose session ended is
+closed at the TCP level; ``ChatWSGIServer`` caps connections per address.
 
 Written against gevent 26.9.0, gevent-websocket 0.10.1 and wsaccel 0.6.7
 (``PINNED``; requirements.txt pins the same). tests/test_internals.py fails
@@ -31,6 +31,7 @@ import gevent
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, Stream, WebSocket
+from gunicorn.workers.ggevent import PyWSGIServer
 from wsaccel.xormask import XorMaskerSimple
 
 from chat.clientaddr import Network, in_networks, parse_networks
@@ -221,15 +222,13 @@ class LimitedWebSocket(WebSocket):
 
 
 class ChatWebSocketHandler(WebSocketHandler):
-    """gevent-websocket's handler with deadlines, per-address caps and limits.
+    """gevent-websocket's handler with a header deadline and frame limits.
 
-    ``limits`` is set on a subclass by ``handler_class``; the open-connection
-    counts are per process, which is one instance (one worker).
+    ``limits`` is set on a subclass by ``handler_class``.
     """
 
     limits: TransportLimits
     read_buffer_bytes = 1024
-    open_per_address: collections.Counter
 
     def __init__(self, sock, address, server, *args, **kwargs):
         super().__init__(sock, address, server, *args, **kwargs)
@@ -237,31 +236,6 @@ class ChatWebSocketHandler(WebSocketHandler):
         # chat frames are small (docs/benchmarks.md).
         self.rfile = sock.makefile("rb", self.read_buffer_bytes)
         self._header_timer = None
-
-    # -- admission ---------------------------------------------------------
-    def _peer(self) -> str:
-        address = self.client_address
-        return address[0] if isinstance(address, tuple) else str(address or "")
-
-    def handle(self):
-        """Serve the connection unless its address already holds too many."""
-        peer = self._peer()
-        cap = self.limits.max_connections_per_ip
-        counted = cap > 0 and not in_networks(peer, self.limits.trusted_proxies)
-        if counted and self.open_per_address[peer] >= cap:
-            log.info("refusing a connection: %d open from one address", cap)
-            with contextlib.suppress(OSError):
-                self.socket.sendall(_BUSY)
-            return None
-        if counted:
-            self.open_per_address[peer] += 1
-        try:
-            return super().handle()
-        finally:
-            if counted:
-                self.open_per_address[peer] -= 1
-                if self.open_per_address[peer] <= 0:
-                    del self.open_per_address[peer]
 
     # -- request headers within a deadline ----------------------------------
     def read_requestline(self):
@@ -275,6 +249,7 @@ class ChatWebSocketHandler(WebSocketHandler):
             return None
         if not line:
             self._header_timer.cancel()
+            self._header_timer = None
         return line
 
     def read_request(self, raw_requestline):
@@ -287,6 +262,7 @@ class ChatWebSocketHandler(WebSocketHandler):
             raise ValueError("request headers took too long") from None
         finally:
             self._header_timer.cancel()
+            self._header_timer = None
 
     # -- the websocket -------------------------------------------------------
     def upgrade_connection(self):
@@ -333,6 +309,40 @@ def handler_class(config) -> type[ChatWebSocketHandler]:
         {
             "limits": TransportLimits.from_config(config),
             "read_buffer_bytes": config["READ_BUFFER_BYTES"],
-            "open_per_address": collections.Counter(),
         },
     )
+
+
+class ChatWSGIServer(PyWSGIServer):
+    """gunicorn's pywsgi server, refusing a connection past the per-address cap.
+
+    ``handle`` is re-implemented (it is two lines) rather than wrapped:
+    every Python frame under a waiting greenlet costs RSS per connection
+    (measured: one trivial wrapper around the handler's ``handle``, +3.6 kB
+    per held websocket). The counts are per process: one instance.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.open_per_address: collections.Counter = collections.Counter()
+
+    def handle(self, sock, address):
+        limits = self.handler_class.limits
+        peer = address[0] if isinstance(address, tuple) else str(address or "")
+        cap = limits.max_connections_per_ip
+        counted = cap > 0 and not in_networks(peer, limits.trusted_proxies)
+        if counted and self.open_per_address[peer] >= cap:
+            log.info("refusing a connection: %d open from one address", cap)
+            with contextlib.suppress(OSError):
+                sock.sendall(_BUSY)
+            sock.close()
+            return
+        if counted:
+            self.open_per_address[peer] += 1
+        try:
+            self.handler_class(sock, address, self).handle()
+        finally:
+            if counted:
+                self.open_per_address[peer] -= 1
+                if self.open_per_address[peer] <= 0:
+                    del self.open_per_address[peer]

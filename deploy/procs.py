@@ -132,12 +132,16 @@ class RedisServer(Process):
         port: int | None = None,
         password: str | None = "s3cret-pw",
         unix_socket: bool = False,
+        persistent: bool = False,
     ) -> None:
         super().__init__(workdir / "redis.log")
         self.workdir = workdir
         self.port = port or free_port()
         self.password = password
         self.socket_path = workdir / "redis.sock" if unix_socket else None
+        # AOF with fsync on every write: what production needs for history
+        # to survive a Redis restart.
+        self.persistent = persistent
 
     @property
     def url(self) -> str:
@@ -159,7 +163,9 @@ class RedisServer(Process):
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.persistent else "no",
+            "--appendfsync",
+            "always",
             "--dir",
             str(self.workdir),
         ]

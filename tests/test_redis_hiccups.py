@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 
@@ -242,3 +243,28 @@ def test_a_hung_redis_stalls_no_sender(cluster, clients, redis_server):
     )
     got = [m["message"] for m in bob.named("new message")]
     assert got == [f"hung {i}" for i in range(10)]
+
+
+def test_a_name_no_session_holds_is_released_within_a_heartbeat(
+    cluster, clients, redis_server
+):
+    a, _ = cluster(2, **FAST)
+    alice = clients(a.url)
+    alice.login("Alice")
+    instance = a.health().json()["instance"]
+    store = redis.Redis.from_url(redis_server.url)
+    ghost = json.dumps(
+        {
+            "sid": "gone",
+            "room": "lobby",
+            "name": "Ghost",
+            "token": "t" * 16,
+            "key": "ghost",
+            "instance": instance,
+        }
+    )
+    store.hset("chat:room:lobby:users", "ghost", ghost)
+    store.hset(f"chat:instance:{instance}:members", "gone", ghost)
+    left = alice.wait_for("user left", lambda d: d["username"] == "Ghost", 5)
+    assert left["numUsers"] == 1
+    assert store.hkeys("chat:room:lobby:users") == [b"alice"]

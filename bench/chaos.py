@@ -1,0 +1,274 @@
+"""make chaos: a cluster under random faults, and what its users saw.
+
+Three instances behind nginx, one Redis with AOF (`--appendonly yes
+--appendfsync always`, as production should run it), 30 users speaking the
+page's protocol (login through `auth` with token and lastId, a clientId on
+every message, resend of what was not stored after a reconnect). A driver
+kills and restarts instances, restarts Redis and pauses it, at random with
+a seed it prints. At the end: sent / acknowledged / delivered / missing /
+duplicated / out-of-order / falsely-left. Exit code 1 unless missing,
+duplicated and falsely-left are all 0 among acknowledged messages.
+
+    python -m bench.chaos --seconds 600 [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import secrets
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import redis
+import socketio
+
+from deploy.nginx import Nginx
+from deploy.procs import Instance, RedisServer, free_port, wait_until
+
+USERS = 30
+ROOM = "chaos"
+GRACE_S = 5.0
+SEND_EVERY_S = 1.5
+
+
+def _id_order(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
+
+
+class User:
+    """A page: logs in by ``auth``, keeps an outbox, records what it sees."""
+
+    def __init__(self, name: str, url: str, log) -> None:
+        self.name = name
+        self.token = secrets.token_urlsafe(24)
+        self.last_id = None
+        self.seq = 0
+        self.unstored: dict[str, str] = {}  # clientId -> text, until it has an id
+        self.acked: dict[str, str] = {}  # clientId -> id
+        self.received: list[tuple[str, str, str]] = []  # (id, username, message)
+        self.pending_seen: set[str] = set()
+        self.connections: list[list] = []  # [connected at, disconnected at | None]
+        self.lock = threading.Lock()
+        self.log = log
+        self.sio = socketio.Client(
+            reconnection=True, reconnection_delay=0.3, reconnection_delay_max=2
+        )
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("new message", self._on_message)
+        self.sio.on("history", self._on_history)
+        self.sio.on("message stored", self._on_stored)
+        self.sio.on("user left", lambda d: log(d, time.monotonic()))
+        self.sio.on("login", self._on_login)
+        self.url = url
+
+    def start(self) -> None:
+        self.sio.connect(self.url, transports=["websocket"], auth=self._auth)
+
+    def _auth(self) -> dict:
+        auth = {"username": self.name, "room": ROOM, "token": self.token}
+        if self.last_id:
+            auth["lastId"] = self.last_id
+        return auth
+
+    def _on_connect(self) -> None:
+        self.connections.append([time.monotonic(), None])
+
+    def _on_disconnect(self, *_) -> None:
+        if self.connections:
+            self.connections[-1][1] = time.monotonic()
+
+    def connected_long_before(self, at: float) -> bool:
+        """Connected at ``at``, and since more than GRACE_S before it."""
+        return any(
+            start < at - GRACE_S and (end is None or end > at)
+            for start, end in self.connections
+        )
+
+    def _on_login(self, _data) -> None:
+        # The page resends what never got an id, with the same clientId.
+        with self.lock:
+            waiting = list(self.unstored.items())
+        for client_id, text in waiting:
+            self._emit(client_id, text)
+
+    def _see(self, entry: dict) -> None:
+        if entry.get("pending"):
+            with self.lock:
+                self.pending_seen.add(entry["clientId"])
+            return
+        with self.lock:
+            self.received.append((entry["id"], entry["username"], entry["message"]))
+            self.last_id = max(self.last_id or "0-0", entry["id"], key=_id_order)
+
+    def _on_message(self, entry) -> None:
+        self._see(entry)
+
+    def _on_history(self, data) -> None:
+        if data.get("since"):
+            for entry in data["messages"]:
+                self._see(entry)
+
+    def _on_stored(self, data) -> None:
+        with self.lock:
+            if data["clientId"] in self.pending_seen:
+                self.received.append((data["id"], "", data["clientId"]))
+
+    def _emit(self, client_id: str, text: str) -> None:
+        def acked(ack=None):
+            if isinstance(ack, dict) and ack.get("id"):
+                with self.lock:
+                    self.acked[client_id] = ack["id"]
+                    self.unstored.pop(client_id, None)
+
+        # Not connected: resent after the next login.
+        with contextlib.suppress(Exception):
+            self.sio.emit(
+                "new message", (text, {"clientId": client_id}), callback=acked
+            )
+
+    def send(self) -> None:
+        self.seq += 1
+        client_id = f"{self.name}-{self.seq}"
+        text = f"{self.name} {self.seq}"
+        with self.lock:
+            self.unstored[client_id] = text
+        self._emit(client_id, text)
+
+    def stop(self) -> None:
+        self.sio.disconnect()
+
+
+def run(seconds: int, seed: int, workdir: Path) -> int:
+    rng = random.Random(seed)
+    print(f"chaos: {seconds} s, seed {seed}, logs in {workdir}", flush=True)
+    redis_server = RedisServer(workdir, free_port(), persistent=True).start()
+    env = {
+        "REDIS_URL": redis_server.url,
+        "TRUSTED_PROXIES": "127.0.0.1",
+        "PRESENCE_HEARTBEAT_S": "1",
+        "PRESENCE_TTL_S": "3",
+        "LOG_LEVEL": "WARNING",
+    }
+    instances = [Instance(free_port(), workdir, env).start() for _ in range(3)]
+    balancer = Nginx(workdir, [i.port for i in instances]).start()
+    events: list[tuple] = []
+    users = [
+        User(f"u{i:02d}", balancer.url, lambda *e: events.append(e))
+        for i in range(USERS)
+    ]
+    faults: list[str] = []
+    try:
+        for user in users:
+            user.start()
+        stop = threading.Event()
+
+        def talk() -> None:
+            turn = 0
+            while not stop.is_set():
+                speaker = users[turn % USERS]
+                turn += 1
+                if speaker.sio.connected:
+                    speaker.send()
+                stop.wait(SEND_EVERY_S / USERS)
+
+        talker = threading.Thread(target=talk, daemon=True)
+        talker.start()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(3, 8))
+            kind = rng.choice(["kill", "redis-restart", "redis-pause"])
+            faults.append(kind)
+            if kind == "kill":
+                victim = rng.choice(instances)
+                victim.kill()
+                time.sleep(rng.uniform(0.5, 2))
+                victim.start()
+            elif kind == "redis-restart":
+                redis.Redis.from_url(redis_server.url).shutdown(nosave=False)
+                redis_server.proc.wait(10)
+                time.sleep(rng.uniform(0.2, 2))
+                redis_server.start()
+            else:
+                ms = rng.randint(1000, 5000)
+                redis.Redis.from_url(redis_server.url).execute_command(
+                    "CLIENT", "PAUSE", ms, "ALL"
+                )
+                time.sleep(ms / 1000)
+        stop.set()
+        talker.join(10)
+        # Quiet: everyone back, every outbox flushed, every resend stored.
+        wait_until(lambda: all(u.sio.connected for u in users), 60, "users back")
+        wait_until(
+            lambda: all(not u.unstored for u in users), 60, "resends to be stored"
+        )
+        time.sleep(3)
+        return report(users, events, faults)
+    finally:
+        for user in users:
+            with contextlib.suppress(Exception):
+                user.stop()
+        balancer.stop()
+        for instance in instances:
+            instance.stop()
+        redis_server.stop()
+
+
+def report(users: list[User], events: list[tuple], faults: list[str]) -> int:
+    acked = {i: cid for u in users for cid, i in u.acked.items()}
+    sent = sum(u.seq for u in users)
+    missing = duplicated = out_of_order = delivered = 0
+    for user in users:
+        ids = [r[0] for r in user.received]
+        seen = set(ids)
+        duplicated += len(ids) - len(seen)
+        own = {i for cid, i in user.acked.items()}
+        missing += len([i for i in acked if i not in seen and i not in own])
+        delivered += len(seen & set(acked))
+        last: dict[str, int] = {}
+        for _, username, message in user.received:
+            if username:
+                n = int(message.split()[1])
+                if n < last.get(username, 0):
+                    out_of_order += 1
+                last[username] = n
+    by_name = {u.name: u for u in users}
+    falsely_left = 0
+    for data, at in events:
+        subject = by_name.get(data.get("username"))
+        if subject and subject.connected_long_before(at):
+            falsely_left += 1
+    kinds = ", ".join(f"{k} {faults.count(k)}" for k in sorted(set(faults)))
+    rows = {
+        "faults": f"{len(faults)} ({kinds})",
+        "sent": sent,
+        "acknowledged (stored with an id)": len(acked),
+        "delivered (user, message) pairs": delivered,
+        "missing": missing,
+        "duplicated": duplicated,
+        "out-of-order": out_of_order,
+        "falsely-left": falsely_left,
+    }
+    print("| figure | count |\n| --- | ---: |")
+    for key, value in rows.items():
+        print(f"| {key} | {value} |")
+    return 0 if missing == duplicated == falsely_left == 0 else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+        return run(args.seconds, seed, Path(tmp))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
