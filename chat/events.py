@@ -8,6 +8,7 @@ and ``history``. Every refusal answers the sender and changes nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import secrets
@@ -117,23 +118,32 @@ def on_disconnect(*_reason):
     state = _state()
     state.limiter.forget(request.sid)
     state.typing_limiter.forget(request.sid)
-    with _login_lock(state, request.sid):
+    with _serialised(state, request.sid):
         member, count, seq = state.presence.leave(request.sid)
-    state.login_locks.pop(request.sid, None)
     log.info("disconnect", extra={"sid": request.sid})
     if member is not None:
         announce("user left", member.room, member.name, count, seq)
 
 
-def _login_lock(state, sid: str) -> Semaphore:
+@contextlib.contextmanager
+def _serialised(state, sid: str):
     """One login (or logout) at a time per session, whatever the transport.
 
-    The POSTs of one long-polling session are handled concurrently.
+    The POSTs of one long-polling session are handled concurrently. A lock
+    exists only while someone holds or waits for it (no memory per idle
+    connection).
     """
-    lock = state.login_locks.get(sid)
-    if lock is None:
-        lock = state.login_locks[sid] = Semaphore()
-    return lock
+    entry = state.login_locks.get(sid)
+    if entry is None:
+        entry = state.login_locks[sid] = [Semaphore(), 0]
+    entry[1] += 1
+    try:
+        with entry[0]:
+            yield
+    finally:
+        entry[1] -= 1
+        if entry[1] == 0:
+            state.login_locks.pop(sid, None)
 
 
 # -- the chat contract ---------------------------------------------------
@@ -147,7 +157,7 @@ def on_add_user(name=None, options=None, *_):
 
 def _login(raw_name, raw_room, token, last_id) -> None:
     state = _state()
-    with _login_lock(state, request.sid):
+    with _serialised(state, request.sid):
         _login_serialised(state, raw_name, raw_room, token, last_id)
 
 

@@ -294,25 +294,30 @@ class ChatSocketIOServer(socketio.Server):
         if sock is not None and sock.closed:
             # What a closed session still had in flight: nothing to answer.
             return None
-        budget = self._budgets.get(eio_sid)
-        if budget is None:
-            budget = Budget(self.limits.packets_per_s, self.limits.bytes_per_s)
-            self._budgets[eio_sid] = budget
-        if not budget.spend(len(data)):
+        polling = sock is None or not sock.upgraded
+        if polling and not self._spend(eio_sid, len(data)):
             return refuse_session(
                 self.eio, eio_sid, "transport_rate", "too many packets"
             )
         if isinstance(data, bytes) or data[:1] in ("5", "6"):
             # The contract is text; attachments would be kept without a cap.
             return refuse_session(self.eio, eio_sid, "binary_packet", "binary packet")
-        if sock is None or not sock.upgraded:
+        if polling:
             # Many packets in one polling POST: let others run between them.
-            # (A websocket's reader already yields before every message.)
+            # (A websocket's frames are budgeted, and its reader yields
+            # before every message, in chat.transport.)
             gevent.sleep(0)
         try:
             return super()._handle_eio_message(eio_sid, data)
         except ValueError as exc:
             return self._malformed(eio_sid, data, exc)
+
+    def _spend(self, eio_sid: str, nbytes: int) -> bool:
+        budget = self._budgets.get(eio_sid)
+        if budget is None:
+            budget = Budget(self.limits.packets_per_s, self.limits.bytes_per_s)
+            self._budgets[eio_sid] = budget
+        return budget.spend(nbytes)
 
     def _malformed(self, eio_sid, data, exc) -> None:
         sid = self.manager.sid_from_eio_sid(eio_sid, "/")
