@@ -9,7 +9,7 @@ VENDOR := static/vendor/socket.io.min.js
 PEER_MODULES := bench/peer/node_modules/.package-lock.json
 N ?= 3
 
-.PHONY: run test lint format cluster bench bench-quick system-deps clean
+.PHONY: run test lint format cluster bench bench-quick chaos system-deps clean
 
 run: $(STAMPS)/venv $(VENDOR)
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
@@ -35,6 +35,12 @@ bench: $(STAMPS)/venv-bench $(PEER_MODULES) system-deps
 
 bench-quick:
 	BENCH_QUICK=1 $(MAKE) bench
+
+# Random instance kills, Redis restarts and pauses against 30 users; not part
+# of `make test`. CHAOS_SECONDS=60 for a short run, CHAOS_SEED to repeat one.
+CHAOS_SECONDS ?= 600
+chaos: $(STAMPS)/venv-dev $(VENDOR) system-deps
+	$(BIN)/python -m bench.chaos --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 # -- installs ---------------------------------------------------------------
 $(STAMPS)/venv: requirements.txt

@@ -33,6 +33,7 @@ USERS = 30
 ROOM = "chaos"
 GRACE_S = 5.0
 SEND_EVERY_S = 1.5
+DETAILS: Path | None = None
 
 
 def _id_order(entry_id: str) -> tuple[int, int]:
@@ -50,8 +51,11 @@ class User:
         self.seq = 0
         self.unstored: dict[str, str] = {}  # clientId -> text, until it has an id
         self.acked: dict[str, str] = {}  # clientId -> id
-        self.received: list[tuple[str, str, str]] = []  # (id, username, message)
+        # (id, username, message, how: live / history / stored)
+        self.received: list[tuple[str, str, str, str]] = []
         self.pending_seen: set[str] = set()
+        # (after, before) id ranges a catch-up said it could not send in full
+        self.told_dropped: list[tuple[str, str | None]] = []
         self.connections: list[list] = []  # [connected at, disconnected at | None]
         self.lock = threading.Lock()
         self.log = log
@@ -97,13 +101,15 @@ class User:
         for client_id, text in waiting:
             self._emit(client_id, text)
 
-    def _see(self, entry: dict) -> None:
+    def _see(self, entry: dict, how: str = "live") -> None:
         if entry.get("pending"):
             with self.lock:
                 self.pending_seen.add(entry["clientId"])
             return
         with self.lock:
-            self.received.append((entry["id"], entry["username"], entry["message"]))
+            self.received.append(
+                (entry["id"], entry["username"], entry["message"], how)
+            )
             self.last_id = max(self.last_id or "0-0", entry["id"], key=_id_order)
 
     def _on_message(self, entry) -> None:
@@ -111,13 +117,30 @@ class User:
 
     def _on_history(self, data) -> None:
         if data.get("since"):
+            if data.get("dropped"):
+                first = data["messages"][0]["id"] if data["messages"] else None
+                self.told_dropped.append((data["since"], first))
             for entry in data["messages"]:
-                self._see(entry)
+                self._see(entry, "history")
+
+    def was_told_dropped(self, msg_id: str) -> bool:
+        """True if a catch-up said this message was beyond what it could send."""
+        order = _id_order(msg_id)
+        return any(
+            _id_order(after) < order and (before is None or order < _id_order(before))
+            for after, before in self.told_dropped
+        )
 
     def _on_stored(self, data) -> None:
+        client_id = data["clientId"]
         with self.lock:
-            if data["clientId"] in self.pending_seen:
-                self.received.append((data["id"], "", data["clientId"]))
+            if client_id in self.unstored:  # our own message, acked as pending
+                self.acked[client_id] = data["id"]
+                del self.unstored[client_id]
+            elif client_id in self.pending_seen:
+                # The page attaches the id to the message it showed pending.
+                self.received.append((data["id"], "", client_id, "stored"))
+                self.last_id = max(self.last_id or "0-0", data["id"], key=_id_order)
 
     def _emit(self, client_id: str, text: str) -> None:
         def acked(ack=None):
@@ -204,9 +227,13 @@ def run(seconds: int, seed: int, workdir: Path) -> int:
         talker.join(10)
         # Quiet: everyone back, every outbox flushed, every resend stored.
         wait_until(lambda: all(u.sio.connected for u in users), 60, "users back")
-        wait_until(
-            lambda: all(not u.unstored for u in users), 60, "resends to be stored"
-        )
+        try:
+            wait_until(lambda: all(not u.unstored for u in users), 60, "resends stored")
+        except AssertionError:
+            for u in users:
+                if u.unstored:
+                    print(u.name, u.sio.connected, sorted(u.unstored)[:5], flush=True)
+            raise
         time.sleep(3)
         return report(users, events, faults)
     finally:
@@ -222,21 +249,44 @@ def run(seconds: int, seed: int, workdir: Path) -> int:
 def report(users: list[User], events: list[tuple], faults: list[str]) -> int:
     acked = {i: cid for u in users for cid, i in u.acked.items()}
     sent = sum(u.seq for u in users)
-    missing = duplicated = out_of_order = delivered = 0
+    missing = duplicated = out_of_order = delivered = dropped_told = 0
+    details = []
     for user in users:
         ids = [r[0] for r in user.received]
         seen = set(ids)
         duplicated += len(ids) - len(seen)
+        details += [
+            f"dup {user.name} {i} " + ",".join(r[3] for r in user.received if r[0] == i)
+            for i in seen
+            if ids.count(i) > 1
+        ]
         own = {i for cid, i in user.acked.items()}
-        missing += len([i for i in acked if i not in seen and i not in own])
+        lost = [i for i in acked if i not in seen and i not in own]
+        told = [i for i in lost if user.was_told_dropped(i)]
+        dropped_told += len(told)
+        missing += len(lost) - len(told)
+        details += [
+            f"missing {user.name} {i} {acked[i]}" for i in lost if i not in told
+        ]
         delivered += len(seen & set(acked))
-        last: dict[str, int] = {}
-        for _, username, message in user.received:
+        last: dict[str, tuple[int, int]] = {}
+        for msg_id, username, message, how in user.received:
             if username:
-                n = int(message.split()[1])
-                if n < last.get(username, 0):
+                order = _id_order(msg_id)
+                if order < last.get(username, (0, 0)):
                     out_of_order += 1
-                last[username] = n
+                    details.append(f"order {user.name} {msg_id} {message} ({how})")
+                last[username] = max(order, last.get(username, (0, 0)))
+    # A message whose store was lost with a killed instance's outbox is
+    # stored when the page resends it, after messages typed later.
+    resent_late = 0
+    for user in users:
+        by_seq = sorted(user.acked.items(), key=lambda kv: int(kv[0].split("-")[1]))
+        newest = (0, 0)
+        for _, msg_id in by_seq:
+            if _id_order(msg_id) < newest:
+                resent_late += 1
+            newest = max(newest, _id_order(msg_id))
     by_name = {u.name: u for u in users}
     falsely_left = 0
     for data, at in events:
@@ -250,10 +300,23 @@ def report(users: list[User], events: list[tuple], faults: list[str]) -> int:
         "acknowledged (stored with an id)": len(acked),
         "delivered (user, message) pairs": delivered,
         "missing": missing,
+        "beyond the catch-up cap (told `dropped: true`)": dropped_told,
         "duplicated": duplicated,
-        "out-of-order": out_of_order,
+        "out of order (per sender, against the stream)": out_of_order,
+        "stored after a later message of its sender (resent)": resent_late,
         "falsely-left": falsely_left,
     }
+    wall = time.time() - time.monotonic()
+    for user in users:
+        spans = [
+            f"{(a + wall) * 1000:.0f}..{(b + wall) * 1000:.0f}"
+            if b
+            else f"{(a + wall) * 1000:.0f}.."
+            for a, b in user.connections
+        ]
+        details.append(f"conn {user.name} {' '.join(spans)}")
+    if details and DETAILS:
+        DETAILS.write_text("\n".join(sorted(details)) + "\n")
     print("| figure | count |\n| --- | ---: |")
     for key, value in rows.items():
         print(f"| {key} | {value} |")
@@ -264,8 +327,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=600)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--keep", type=Path, help="keep logs and the list of each miss here"
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    if args.keep:
+        global DETAILS
+        args.keep.mkdir(parents=True, exist_ok=True)
+        DETAILS = args.keep / "details.txt"
+        return run(args.seconds, seed, args.keep)
     with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
         return run(args.seconds, seed, Path(tmp))
 

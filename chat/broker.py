@@ -69,6 +69,14 @@ def require_redis(url: str) -> None:
     raise SystemExit(3)
 
 
+def _with(message: dict, sids: list[str]) -> list[str]:
+    """``message``'s skip_sid (None, one sid or a list) plus ``sids``."""
+    skip = message.get("skip_sid")
+    if skip is None:
+        return list(sids)
+    return [*(skip if isinstance(skip, list) else [skip]), *sids]
+
+
 class ChatRedisManager(socketio.RedisManager):
     """RedisManager that reconnects quickly and says whether it is listening.
 
@@ -115,8 +123,10 @@ class ChatRedisManager(socketio.RedisManager):
             event = message.get("event")
             if event == "new message" and isinstance(payload, dict):
                 msg_id = payload.get("id")
-                if msg_id and not self.delivery.first_time(room, msg_id):
+                if msg_id and not self.delivery.first_time(room, payload):
                     return None
+                if msg_id and (sent := self.delivery.already_sent(room, msg_id)):
+                    message = {**message, "skip_sid": _with(message, sent)}
             elif event in ("user joined", "user left") and isinstance(payload, dict):
                 view = self.delivery.presence_view(room, payload)
                 message = {**message, "data": [view, *data[1:]]}

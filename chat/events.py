@@ -19,7 +19,7 @@ from flask_socketio import emit, join_room
 from gevent.lock import Semaphore
 
 from chat import metrics, socketio
-from chat.history import is_entry_id
+from chat.history import is_entry_id, parse_id
 from chat.presence import Member, presence_event
 from chat.server import announce
 from chat.validation import (
@@ -184,13 +184,17 @@ def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
         # The session closed while Redis answered: undo, or the name stays.
         state.presence.leave(request.sid)
         return
+    # Listing a big room at every login costs O(users) each time.
+    listed = result.count <= config["MAX_USERS_LISTED"]
+    users = state.presence.names(room) if listed else None
+    history, read_up_to, meanwhile = _catch_up(state, room, last_id)
+    # No yield from here to the end: the socket joins the room right after
+    # its history was read, so every later message reaches it live, after
+    # the history and never also in it.
     join_room(room)
     if result.seq is not None:
         state.delivery.note_count(room, result.seq, result.count)
-    log.info(
-        "login",
-        extra={"sid": request.sid, "room": room, "event": "add user"},
-    )
+    log.info("login", extra={"sid": request.sid, "room": room, "event": "add user"})
     reply(
         "login",
         {
@@ -198,38 +202,61 @@ def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
             "username": name,
             "room": room,
             "token": token,
-            # Listing a big room at every login costs O(users) each time.
-            "users": state.presence.names(room)
-            if result.count <= config["MAX_USERS_LISTED"]
-            else None,
+            "users": users,
         },
     )
+    if not result.replaced_sid:
+        joined = presence_event(name, result.count, result.seq)
+        emit("user joined", joined, to=room, include_self=False)
+    reply("history", history)
+    if config["REDIS_URL"]:
+        state.delivery.note_catch_up(room, request.sid, read_up_to, meanwhile)
     if result.replaced_sid:
         # The same person's older connection (a page that lost its network)
         # is closed; the room never saw them leave, so no "user joined".
         socketio.server.disconnect(result.replaced_sid, namespace="/")
-    else:
-        joined = presence_event(name, result.count, result.seq)
-        emit("user joined", joined, to=room, include_self=False)
-    _send_history(room, last_id)
 
 
-def _send_history(room: str, last_id) -> None:
-    """The recent messages, or what the client missed since ``last_id``.
+def _catch_up(state, room: str, last_id) -> tuple[dict, tuple[int, int], frozenset]:
+    """The ``history`` payload: recent messages, or those missed since ``last_id``.
 
     Catch-up is capped at HISTORY_CATCHUP_MAX (the newest of those missed,
     with ``dropped: true``). A ``lastId`` that is not an id is no ``lastId``.
+    Messages this instance delivered to the room while the stream was read
+    are added: the socket is not in the room yet, and they may be too new
+    for what was read. Also returns what the login now has (see
+    ``Delivery.note_catch_up``): the newest id read, and the ids added.
     """
-    history = _state().history
     config = current_app.config
-    if is_entry_id(last_id):
-        messages, dropped = history.since(room, last_id, config["HISTORY_CATCHUP_MAX"])
-        reply("history", {"messages": messages, "dropped": dropped, "since": last_id})
-        return
-    if last_id is not None:
-        log.debug("ignoring a malformed lastId", extra={"sid": request.sid})
-    messages = history.recent(room, config["HISTORY_LENGTH"])
-    reply("history", {"messages": messages, "dropped": False, "since": None})
+    if config["REDIS_URL"]:
+        # Noted before the read: a message stored while it runs must reach
+        # this user (see chat.server.announce_stored).
+        state.delivery.note_login(room, request.sid)
+    start = state.delivery.open_window(room)
+    try:
+        if is_entry_id(last_id):
+            messages, dropped = state.history.since(
+                room, last_id, config["HISTORY_CATCHUP_MAX"]
+            )
+            since = last_id
+        else:
+            if last_id is not None:
+                log.debug("ignoring a malformed lastId", extra={"sid": request.sid})
+            messages = state.history.recent(room, config["HISTORY_LENGTH"])
+            dropped, since = False, None
+        meanwhile = state.delivery.window(room, start)
+    finally:
+        state.delivery.close_window(room)
+    read_up_to = max(
+        [parse_id(since) if since else (0, 0)]
+        + [parse_id(m["id"]) for m in messages[-1:]]
+    )
+    known = {m["id"] for m in messages}
+    added = [m for m in meanwhile if m["id"] not in known]
+    if added:
+        messages = sorted(messages + added, key=lambda m: parse_id(m["id"]))
+    history = {"messages": messages, "dropped": dropped, "since": since}
+    return history, read_up_to, frozenset(m["id"] for m in added)
 
 
 @socketio.on("new message")

@@ -27,7 +27,11 @@ RETRY_S = (0.05, 0.2, 0.5, 1.0)
 
 @dataclass(frozen=True)
 class Accepted:
-    """What became of a message: ``status`` is stored, duplicate or pending."""
+    """What became of a message: ``status`` is stored, duplicate or pending.
+
+    A duplicate (a resend of a clientId already stored, or already waiting
+    in the outbox) is acknowledged and not delivered again.
+    """
 
     entry: dict
     status: str
@@ -58,15 +62,21 @@ class MessageStore:
         self._spawn = spawn
         self._sleep = sleep
         self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._client_ids: dict[str, dict] = {}  # clientId -> its pending entry
         self._bytes = 0
         self._flusher = None
-        # Set by the app: announce a message the outbox has now stored.
-        self.on_stored = lambda room, entry, sender_sid: None
+        # Set by the app: announce a message the outbox has now stored
+        # (room, stored entry, sender's sid, when it was accepted in ms).
+        self.on_stored = lambda room, entry, sender_sid, accepted_ms: None
 
     @property
     def pending(self) -> int:
         """Messages in the outbox."""
         return len(self._waiting)
+
+    def holds(self, client_id: str | None) -> bool:
+        """True while the outbox has this message (stored or not, unannounced)."""
+        return client_id is not None and client_id in self._client_ids
 
     def accept(
         self, room: str, username: str, text: str, client_id: str | None, sender_sid
@@ -79,9 +89,11 @@ class MessageStore:
                 log.warning("store timed out, keeping messages in the outbox: %s", exc)
             else:
                 return Accepted(entry, "stored" if is_new else "duplicate")
-        return Accepted(
-            self._keep(room, username, text, client_id, sender_sid), "pending"
-        )
+        if client_id in self._client_ids:
+            # A resend of a message already waiting here: once is enough.
+            return Accepted(self._client_ids[client_id], "duplicate")
+        entry = self._keep(room, username, text, client_id, sender_sid)
+        return Accepted(entry, "pending")
 
     def _keep(self, room, username, text, client_id, sender_sid) -> dict:
         size = len(text.encode()) + len(username) + 64
@@ -94,6 +106,7 @@ class MessageStore:
         # out did land in Redis after all.
         entry = pending_entry(username, text, client_id or uuid.uuid4().hex)
         self._waiting.append(_Waiting(room, entry, sender_sid, size))
+        self._client_ids[entry["clientId"]] = entry
         self._bytes += size
         if self._flusher is None:
             self._flusher = self._spawn(self._flush)
@@ -122,9 +135,10 @@ class MessageStore:
                 self._waiting.popleft()
                 self._bytes -= head.size
                 try:
-                    self.on_stored(head.room, stored, head.sender_sid)
+                    self.on_stored(head.room, stored, head.sender_sid, entry["ts"])
                 except Exception:
                     log.exception("announcing a stored message failed")
+                self._client_ids.pop(entry["clientId"], None)
             log.warning("outbox flushed")
         finally:
             self._flusher = None

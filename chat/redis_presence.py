@@ -118,6 +118,10 @@ class RedisPresence:
         self._last_error_at = -float(ttl_s)
         # Sessions whose join script may have run while the reply is not in.
         self._joining: set[str] = set()
+        # Instances seen registered at the last beat; set by the app: what
+        # to do when one has gone (its last publishes may be lost with it).
+        self._known_instances: set[bytes] = set()
+        self.on_instance_gone = lambda seconds_ago: None
         self.last_beat_attempt = time.monotonic()
         self._join = client.register_script(_JOIN)
         self._leave = client.register_script(_LEAVE)
@@ -324,7 +328,13 @@ class RedisPresence:
 
     def _reap_dead(self) -> list[tuple[str, str, int, int]]:
         left: list[tuple[str, str, int, int]] = []
-        for raw in self._r.smembers(self._instances_key):
+        registered = self._r.smembers(self._instances_key)
+        if self._known_instances - registered:
+            # Reaped here or elsewhere, or deregistered: what it published
+            # in its last moments may never have reached us.
+            self.on_instance_gone(self._ttl_s + 2 * self._heartbeat_s)
+        self._known_instances = registered
+        for raw in registered:
             other = raw.decode()
             if other == self.instance_id or self._r.exists(self._alive_key(other)):
                 continue

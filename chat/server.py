@@ -6,7 +6,9 @@ explicitly rather than left to library defaults.
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 
 from flask import Flask
 
@@ -57,28 +59,47 @@ REPLAY_SLACK_MS = 5000
 
 
 def replay_missed(state, gap_started_ms: int) -> None:
-    """Deliver, from the streams, what was published while unsubscribed."""
+    """Deliver, from the streams, what this instance may have missed.
+
+    After a lost subscription, or when another instance went away. Ids
+    already delivered here, and those a login's history had, are skipped.
+    """
     since = f"{gap_started_ms - REPLAY_SLACK_MS}-0"
     delivered = 0
     for room in {m.room for m in list(state.presence.local.values())}:
         for entry in state.history.after(room, since, state.replay_limit):
-            if state.delivery.first_time(room, entry["id"]):
-                socketio.emit("new message", entry, to=room, ignore_queue=True)
+            if state.messages.holds(entry.get("clientId")):
+                continue  # this instance's outbox announces it itself
+            if state.delivery.first_time(room, entry):
+                skip = state.delivery.already_sent(room, entry["id"])
+                socketio.emit(
+                    "new message", entry, to=room, skip_sid=skip, ignore_queue=True
+                )
                 delivered += 1
     if delivered:
-        log.warning("replayed %d messages missed while unsubscribed", delivered)
+        log.warning("replayed %d messages from the streams", delivered)
 
 
-def announce_stored(state, room: str, entry: dict, sender_sid: str) -> None:
+def announce_stored(
+    state, room: str, entry: dict, sender_sid: str, accepted_ms: int
+) -> None:
     """An outbox message now has its id: tell the others, and who saw it pending.
 
-    This instance's users saw it already (as pending), so its id is marked
-    delivered here first: the emit reaches only the other instances.
+    This instance's users who were in the room when it was accepted saw it
+    (pending): its id is marked delivered here first, so the emit reaches
+    the other instances, and they get ``message stored``. Users who logged
+    in here since never saw it: they get the message itself.
     """
-    state.delivery.first_time(room, entry["id"])
+    state.delivery.first_time(room, entry)
     socketio.emit("new message", entry, to=room, skip_sid=sender_sid)
     stored = {"clientId": entry["clientId"], "id": entry["id"], "ts": entry["ts"]}
-    socketio.emit("message stored", stored, to=room, ignore_queue=True)
+    late = set(state.delivery.logged_in_since(room, accepted_ms))
+    socketio.emit(
+        "message stored", stored, to=room, skip_sid=list(late), ignore_queue=True
+    )
+    late -= {sender_sid, *state.delivery.already_sent(room, entry["id"])}
+    for sid in late:
+        socketio.emit("new message", entry, to=sid, ignore_queue=True)
 
 
 def start_services(app: Flask) -> None:
@@ -97,9 +118,7 @@ def start_services(app: Flask) -> None:
         lambda: len(server.manager.rooms.get("/", {}).get(None, ()))
     )
     metrics.USERS.set_function(lambda: len(state.presence.local))
-    state.messages.on_stored = lambda room, entry, sender_sid: announce_stored(
-        state, room, entry, sender_sid
-    )
+    state.messages.on_stored = functools.partial(announce_stored, state)
     if app.config["REDIS_URL"] and not server.manager_initialized:
         server.manager.delivery = state.delivery
 
@@ -108,6 +127,11 @@ def start_services(app: Flask) -> None:
             state.presence.beat(announce)
             replay_missed(state, gap_started_ms)
 
+        # An instance that went away may have taken publishes with it; the
+        # streams have its messages.
+        state.presence.on_instance_gone = lambda seconds_ago: replay_missed(
+            state, int((time.time() - seconds_ago) * 1000)
+        )
         # Presence stays "degraded" from a lost subscription until a heartbeat
         # has written this instance's users back; that beat runs at once.
         server.manager.on_lost = state.presence.mark_degraded
