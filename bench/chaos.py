@@ -249,6 +249,7 @@ def run(seconds: int, seed: int, workdir: Path) -> int:
 def report(users: list[User], events: list[tuple], faults: list[str]) -> int:
     acked = {i: cid for u in users for cid, i in u.acked.items()}
     sent = sum(u.seq for u in users)
+    wall = time.time() - time.monotonic()
     missing = duplicated = out_of_order = delivered = dropped_told = 0
     details = []
     for user in users:
@@ -293,6 +294,7 @@ def report(users: list[User], events: list[tuple], faults: list[str]) -> int:
         subject = by_name.get(data.get("username"))
         if subject and subject.connected_long_before(at):
             falsely_left += 1
+            details.append(f"left {data} at {(at + wall) * 1000:.0f}")
     kinds = ", ".join(f"{k} {faults.count(k)}" for k in sorted(set(faults)))
     rows = {
         "faults": f"{len(faults)} ({kinds})",
@@ -306,7 +308,6 @@ def report(users: list[User], events: list[tuple], faults: list[str]) -> int:
         "stored after a later message of its sender (resent)": resent_late,
         "falsely-left": falsely_left,
     }
-    wall = time.time() - time.monotonic()
     for user in users:
         spans = [
             f"{(a + wall) * 1000:.0f}..{(b + wall) * 1000:.0f}"

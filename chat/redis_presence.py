@@ -116,6 +116,7 @@ class RedisPresence:
         # Reaping others needs a clear view: no Redis error of our own
         # within the TTL (a stall that hid their beats hid ours too).
         self._last_error_at = -float(ttl_s)
+        self._last_renewed = time.monotonic()
         # Sessions whose join script may have run while the reply is not in.
         self._joining: set[str] = set()
         # Instances seen registered at the last beat; set by the app: what
@@ -266,11 +267,17 @@ class RedisPresence:
         Never raises: the loop that calls it must outlive any error, or the
         lease lapses and the other instances reap every user of this one.
         """
-        self.last_beat_attempt = time.monotonic()
+        started = self.last_beat_attempt = time.monotonic()
         try:
             was_alive = self._r.set(
                 self._alive_key(self.instance_id), "1", ex=self._ttl_s, get=True
             )
+            if was_alive is None or self._stalled(started):
+                # Our own lease lapsed, or renewing it was slow: whatever
+                # held us up held the others' renewals up too. Reap no one
+                # until a whole TTL has passed without that.
+                self._last_error_at = time.monotonic()
+            self._last_renewed = time.monotonic()
             if was_alive is None or self._dirty:
                 self._rebuild(announce)
             self._sweep(announce)
@@ -285,6 +292,12 @@ class RedisPresence:
             self._dirty = True
             return
         self._mark_healthy()
+
+    def _stalled(self, started: float) -> bool:
+        """True if this renewal took long, or came long after the last one."""
+        took = time.monotonic() - started
+        late = started - self._last_renewed > 2 * self._heartbeat_s
+        return took > self._heartbeat_s / 2 or late
 
     def _rebuild(self, announce) -> None:
         members = list(self.local.values())  # a snapshot: logins go on meanwhile
