@@ -33,6 +33,8 @@ class Delivery:
         # room -> recent logins: [monotonic time, wall ms, sid, covered], where
         # covered is (newest id read from the stream, ids added meanwhile)
         self._logins: dict[str, collections.deque] = {}
+        # room -> (newest id any recent login read, ids any added meanwhile)
+        self._covered: dict[str, tuple] = {}
 
     def first_time(self, room: str, entry: dict) -> bool:
         """Record ``entry`` as delivered in ``room``; False if it already was."""
@@ -67,8 +69,15 @@ class Delivery:
         """A login joins ``room`` now; its catch-up is not read yet."""
         now = time.monotonic()
         logins = self._logins.setdefault(room, collections.deque())
-        while logins and now - logins[0][0] > LOGIN_MEMORY_S:
-            logins.popleft()
+        if logins and now - logins[0][0] > LOGIN_MEMORY_S:
+            while logins and now - logins[0][0] > LOGIN_MEMORY_S:
+                logins.popleft()
+            # What the remaining logins cover, for already_sent's fast path.
+            covered = [login[3] for login in logins if login[3] is not None]
+            self._covered[room] = (
+                max((c[0] for c in covered), default=(0, 0)),
+                frozenset().union(*(c[1] for c in covered)),
+            )
         logins.append([now, time.time() * 1000, sid, None])  # None: reading
 
     def note_catch_up(
@@ -84,7 +93,9 @@ class Delivery:
         for login in reversed(self._logins.get(room, ())):
             if login[2] == sid:
                 login[3] = (read_up_to, extra)
-                return
+                break
+        newest_read, extras = self._covered.get(room, ((0, 0), frozenset()))
+        self._covered[room] = (max(newest_read, read_up_to), extras | extra)
 
     def already_sent(self, room: str, msg_id: str) -> list[str]:
         """Sessions whose login history covered ``msg_id``: skip them.
@@ -93,10 +104,16 @@ class Delivery:
         stream (a delayed publish, an outbox flush, a replay from the
         streams on a restarted instance).
         """
+        logins = self._logins.get(room)
+        if not logins:
+            return []
         order = parse_id(msg_id)
+        newest_read, extras = self._covered.get(room, ((0, 0), frozenset()))
+        if order > newest_read and msg_id not in extras:
+            return []  # the usual case: newer than every login's history
         return [
             sid
-            for _, _, sid, covered in self._logins.get(room, ())
+            for _, _, sid, covered in logins
             if covered is not None and (order <= covered[0] or msg_id in covered[1])
         ]
 

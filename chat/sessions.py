@@ -25,7 +25,7 @@ import socketio
 from gevent.queue import JoinableQueue
 from socketio import packet
 
-from chat import metrics
+from chat import metrics, transport
 from chat.clientaddr import client_address, parse_networks
 from chat.transport import Budget
 
@@ -97,6 +97,9 @@ def _packet_bytes(item) -> int:
     return len(data) if isinstance(data, (str, bytes)) else 16
 
 
+_put = JoinableQueue.put
+
+
 class BoundedSendQueue(JoinableQueue):
     """A session's outgoing packets, capped in count and bytes.
 
@@ -123,9 +126,6 @@ class BoundedSendQueue(JoinableQueue):
         queued = self.qsize()
         if queued >= self.max_messages:
             return True
-        if queued < self.count_bytes_from:
-            self._counted = None
-            return False
         if self._counted is not None and self._counted[0] == queued:
             total = self._counted[1]
         else:  # something was sent since: count again
@@ -135,6 +135,11 @@ class BoundedSendQueue(JoinableQueue):
         return total > self.max_bytes
 
     def put(self, item, block=True, timeout=None):
+        # The common case (a short queue) in as few steps as possible: this
+        # runs once per delivery.
+        if self.qsize() < self.count_bytes_from and not self.overflowed:
+            self._counted = None
+            return _put(self, item, block, timeout)
         if item is not None:
             if self.overflowed:
                 return None
@@ -142,7 +147,7 @@ class BoundedSendQueue(JoinableQueue):
                 self.overflowed = True
                 self._on_overflow(self)
                 return None
-        return super().put(item, block, timeout)
+        return _put(self, item, block, timeout)
 
 
 def _plain(status: str, body: str, extra=()) -> tuple[str, list, list[bytes]]:
@@ -220,9 +225,11 @@ class ChatEngineIOServer(engineio.Server):
             self._connect_deadline[eio_sid] = (
                 gevent.get_hub().loop.now() + self.limits.connect_timeout_s
             )
+            transport.adopt(eio_sid, environ)
             self._start_sweeper()
         elif event == "disconnect":
             self._forget(args[0])
+            transport.close_when_session_ends(args[0], gevent.get_hub().loop.now())
         return super()._trigger_event(event, *args, **kwargs)
 
     def _forget(self, eio_sid: str) -> None:
@@ -258,6 +265,7 @@ class ChatEngineIOServer(engineio.Server):
     def sweep(self) -> None:
         """Close sessions that never connected in time or stopped reading."""
         now = gevent.get_hub().loop.now()
+        transport.cut_off_ended(now)
         for eio_sid, deadline in list(self._connect_deadline.items()):
             if self._sio.manager.sid_from_eio_sid(eio_sid, "/") is not None:
                 del self._connect_deadline[eio_sid]
