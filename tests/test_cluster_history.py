@@ -3,7 +3,7 @@
 import pytest
 import redis
 
-from tests.support import presence
+from tests.support import presence, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -121,3 +121,29 @@ def test_rooms_are_separate_across_the_cluster(cluster, clients):
     assert lobby.named("new message") == []
     assert lobby.named("typing") == [] and lobby.named("user joined") == []
     assert dev_a.named("new message") == [dev_a.named("new message")[0]]
+
+
+def test_history_survives_a_restart_of_a_redis_with_aof(gunicorn, clients, tmp_path):
+    from deploy.procs import RedisServer
+
+    store = RedisServer(tmp_path, persistent=True).start()
+    try:
+        server = gunicorn({"REDIS_URL": store.url, "PRESENCE_HEARTBEAT_S": "1"})
+        alice = clients(server.url)
+        alice.login("Alice")
+        ack = alice.sio.call("new message", "kept across restarts", timeout=5)
+        store.terminate(timeout=10)
+        store.start()
+        wait_until(
+            lambda: (r := server.ready()) is not None and r.status_code == 200,
+            15,
+            "the instance to be ready again",
+        )
+        bob = clients(server.url)
+        bob.login("Bob")
+        history = bob.wait_for("history")
+        assert [(m["id"], m["message"]) for m in history["messages"]] == [
+            (ack["id"], "kept across restarts")
+        ]
+    finally:
+        store.stop()
