@@ -155,17 +155,22 @@ def test_concurrent_logins_across_instances_end_with_the_true_count(cluster, cli
     )
 
 
-def test_messages_sent_while_redis_is_down_reach_everyone_when_it_returns(
-    cluster, clients, redis_server
-):
+@pytest.fixture
+def trio(cluster, clients):
+    """Alice and Anna on one instance, Bob on the other, all logged in."""
     a, b = cluster(2, **FAST)
-    alice = clients(a.url)
-    anna = clients(a.url)
-    bob = clients(b.url)
+    alice, anna, bob = clients(a.url), clients(a.url), clients(b.url)
     alice.login("Alice")
     anna.login("Anna")
     bob.login("Bob")
     alice.wait_for("user joined", lambda d: d["username"] == "Bob")
+    return alice, anna, bob
+
+
+def test_messages_sent_while_redis_is_down_reach_everyone_when_it_returns(
+    trio, redis_server
+):
+    alice, anna, bob = trio
     redis_server.kill()
     acks = [
         alice.sio.call("new message", (f"down {i}", {"clientId": f"c{i}"}), timeout=5)
@@ -217,15 +222,8 @@ def test_a_resend_with_the_same_client_id_is_stored_once(cluster, clients):
     assert [m["message"] for m in bob.named("new message")] == ["once", "after"]
 
 
-def test_a_hung_redis_stalls_no_sender(cluster, clients, redis_server):
-    a, b = cluster(2, **FAST)
-    alice = clients(a.url)
-    anna = clients(a.url)
-    bob = clients(b.url)
-    alice.login("Alice")
-    anna.login("Anna")
-    bob.login("Bob")
-    alice.wait_for("user joined", lambda d: d["username"] == "Bob")
+def test_a_hung_redis_stalls_no_sender(trio, redis_server):
+    alice, anna, bob = trio
     store = redis.Redis.from_url(redis_server.url)
     store.execute_command("CLIENT", "PAUSE", 5000, "ALL")
     started = time.monotonic()
