@@ -22,7 +22,11 @@
   const inputMessage = $(".inputMessage");
 
   const params = new URLSearchParams(window.location.search);
-  const room = params.get("room") || "lobby";
+  // The server's rule for room names: trimmed, lower-cased, then exactly
+  // [a-z0-9_-]{1,32} ("Dev" is "dev"; "café" is refused).
+  const ROOM_RULE = /^[a-z0-9_-]{1,32}$/;
+  const rawRoom = (params.get("room") || "lobby").trim();
+  const room = /^[\x00-\x7f]*$/.test(rawRoom) ? rawRoom.toLowerCase() : rawRoom;
   const storageKey = "chat:" + room;
 
   // A page may pass socket.io options in ?transports=polling (tests use it).
@@ -204,6 +208,10 @@
     loggedInBefore = true;
     addParticipantsMessage(data.numUsers);
   });
+
+  if (!ROOM_RULE.test(room)) {
+    showLogin("A room name is 1 to 32 of a-z, 0-9, - and _.");
+  }
 
   socket.on("login error", (data) => {
     username = null;

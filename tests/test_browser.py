@@ -304,3 +304,14 @@ def test_room_from_the_url_keeps_conversations_apart(gunicorn, open_page):
     assert logs(lobby).filter(has_text="joined").count() == 0
     expect(messages_from(dev2, "Lena")).to_have_count(0)
     shot(dev, "room")
+
+
+def test_room_names_follow_the_servers_rule_on_the_page(gunicorn, open_page):
+    server = gunicorn()
+    upper = open_page(f"{server.url}/?room=Dev", "Dora")
+    open_page(f"{server.url}/?room=dev", "Dirk")
+    # "Dev" is the room "dev": both are in one room.
+    expect(logs(upper).filter(has_text="Dirk joined")).to_have_count(1)
+    expect(logs(upper).filter(has_text="room dev")).to_have_count(1)
+    accented = open_page(f"{server.url}/?room=caf%C3%A9")
+    expect(accented.locator(".loginError")).to_contain_text("a-z, 0-9")
