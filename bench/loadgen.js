@@ -89,6 +89,9 @@ async function fanout() {
       latencies.push(now() - sentAt);
     });
   }
+  // The send window starts here: bench/run.py samples the servers' CPU
+  // between this line and the result, so the connect phase is left out.
+  print({ phase: "sending" });
   const cpuStart = process.cpuUsage();
   const started = now();
   const interval = 1000 / spec.rate;

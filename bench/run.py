@@ -29,9 +29,13 @@ from deploy.procs import (
 )
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-HOLD_STEPS = [200, 500] if QUICK else [500, 1000, 2000, 5000]
+HOLD_STEPS = [200, 500] if QUICK else [1000, 2000, 5000, 10000]
 FANOUT_USERS = 40 if QUICK else 200
-FANOUT_RATES = [5, 20] if QUICK else [5, 20, 80, 160, 320, 480, 640]
+SENDERS = 10
+FANOUT_RATES = [5, 20] if QUICK else [5, 20, 40, 80, 160, 320, 480, 640]
+# The unsaturated steps whose median is the CPU figure; never a saturated one.
+UNSATURATED = (5, 20) if QUICK else (20, 160)
+P99_RATE = 20 if QUICK else 160
 FANOUT_SECONDS = 2 if QUICK else 4
 MODERATE_RATE = 5
 CROSS_RECEIVERS = 10
@@ -168,49 +172,74 @@ def hold(kind: str, workdir: Path, progress: Progress) -> list[dict]:
 
 
 def fanout_run(spec: dict, servers: list[Process]) -> dict:
-    cpu0 = sum(cpu_seconds(s) for s in servers)
-    t0 = time.monotonic()
+    """One fan-out step; the servers' CPU counts from the first send to the end.
+
+    The generator says when it starts sending: the connect phase (logins,
+    history) is another workload (the storm scenario's), not delivery.
+    """
     gen = loadgen(spec)
-    out, _ = gen.communicate(timeout=300)
-    result = json.loads(out.strip().splitlines()[-1])
+    cpu0 = t0 = None
+    result = None
+    for line in gen.stdout:
+        answer = json.loads(line)
+        if answer.get("phase") == "sending":
+            cpu0, t0 = sum(cpu_seconds(s) for s in servers), time.monotonic()
+        else:
+            result = answer
+    gen.wait(300)
     result["server_cpu"] = (sum(cpu_seconds(s) for s in servers) - cpu0) / (
         time.monotonic() - t0
+    )
+    result["cpu_us_per_delivery"] = (
+        1e6 * result["server_cpu"] / result["deliveriesPerS"]
+        if result["deliveriesPerS"]
+        else None
     )
     return result
 
 
+def fanout_steps(servers: list[Process], progress: Progress, kind: str) -> list[dict]:
+    """Raise the rate into one room of FANOUT_USERS spread over ``servers``."""
+    per = FANOUT_USERS // len(servers)
+    senders = SENDERS // len(servers)
+    # Warm-up (JIT, caches, connection pools), not recorded.
+    warm_up = {
+        "mode": "fanout",
+        "rate": 20,
+        "duration": 1,
+        "senders": [{"url": servers[0].url, "count": 2}],
+        "receivers": [{"url": servers[-1].url, "count": 2}],
+    }
+    fanout_run(warm_up, servers)
+    steps = []
+    for rate in FANOUT_RATES:
+        spec = {
+            "mode": "fanout",
+            "rate": rate,
+            "duration": FANOUT_SECONDS,
+            "senders": [{"url": s.url, "count": senders} for s in servers],
+            "receivers": [{"url": s.url, "count": per - senders} for s in servers],
+        }
+        result = fanout_run(spec, servers)
+        steps.append({"rate": rate, **result})
+        progress.step(f"fan-out {kind} x{len(servers)} {rate}/s")
+        if result["complete"] < 0.95 or (result["p99"] or 0) > 2000:
+            break
+    return steps
+
+
 def fanout(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
-    """R users over two instances through Redis; raise the rate until it breaks."""
+    """The rate steps on one instance, then on two through Redis."""
+    results = {}
+    one = SERVERS[kind](free_port(), workdir, None).start()
+    try:
+        results["one"] = fanout_steps([one], progress, kind)
+    finally:
+        one.stop()
     a = SERVERS[kind](free_port(), workdir, redis_url).start()
     b = SERVERS[kind](free_port(), workdir, redis_url).start()
-    steps, cross = [], None
     try:
-        half = FANOUT_USERS // 2
-        # Warm-up (JIT, caches, connection pools), not recorded.
-        warm_up = {
-            "mode": "fanout",
-            "rate": 20,
-            "duration": 1,
-            "senders": [{"url": a.url, "count": 2}],
-            "receivers": [{"url": b.url, "count": 2}],
-        }
-        fanout_run(warm_up, [a, b])
-        for rate in FANOUT_RATES:
-            spec = {
-                "mode": "fanout",
-                "rate": rate,
-                "duration": FANOUT_SECONDS,
-                "senders": [{"url": a.url, "count": 5}, {"url": b.url, "count": 5}],
-                "receivers": [
-                    {"url": a.url, "count": half - 5},
-                    {"url": b.url, "count": half - 5},
-                ],
-            }
-            result = fanout_run(spec, [a, b])
-            steps.append({"rate": rate, **result})
-            progress.step(f"fan-out {kind} {rate}/s")
-            if result["complete"] < 0.95 or (result["p99"] or 0) > 2000:
-                break
+        results["steps"] = fanout_steps([a, b], progress, kind)
         spec = {
             "mode": "fanout",
             "rate": CROSS_RATE,
@@ -218,41 +247,105 @@ def fanout(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict
             "senders": [{"url": a.url, "count": 1}],
             "receivers": [{"url": b.url, "count": CROSS_RECEIVERS}],
         }
-        cross = fanout_run(spec, [a, b])
+        results["cross"] = fanout_run(spec, [a, b])
         progress.step(f"cross-instance {kind}")
     finally:
         a.stop()
         b.stop()
-    return {"steps": steps, "cross": cross}
+    return results
 
 
 # -- report ---------------------------------------------------------------------
+def median(values: list[float]) -> float | None:
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def unsaturated_cpu(steps: list[dict]) -> float | None:
+    """Median CPU µs per delivery over the unsaturated steps (UNSATURATED)."""
+    low, high = UNSATURATED
+    return median(
+        [
+            s["cpu_us_per_delivery"]
+            for s in steps
+            if low <= s["rate"] <= high and s["complete"] >= 0.95
+        ]
+    )
+
+
+def at_rate(steps: list[dict], rate: int, key: str) -> float | None:
+    return next((s[key] for s in steps if s["rate"] == rate), None)
+
+
+def memory_slope(held: list[dict]) -> float | None:
+    """kB per connection between the two largest steps held without errors."""
+    if len(held) < 2:
+        return None
+    small, large = held[-2], held[-1]
+    added = large["connections"] - small["connections"]
+    return (large["rss_kb"] - small["rss_kb"]) / added if added else None
+
+
 def summarize(results: dict) -> dict:
+    """The figures the README quotes; ratios are taken by ``markdown``."""
     figures = {}
+    low, high = UNSATURATED
     for kind in SERVERS:
         held = [r for r in results[kind]["hold"] if not r["errors"]]
-        steps = results[kind]["fanout"]["steps"]
-        moderate = next((s for s in steps if s["rate"] == MODERATE_RATE), steps[0])
-        ok_steps = [s for s in steps if s["complete"] >= 0.95] or steps
-        cross = results[kind]["fanout"]["cross"]
-        top = max(ok_steps, key=lambda s: s["rate"])
+        fan = results[kind]["fanout"]
+        one, two = fan["one"], fan["steps"]
+        ok_steps = [s for s in one + two if s["complete"] >= 0.95] or one + two
         figures[kind] = {
-            "kB per connection": held[-1]["kb_per_conn"] if held else None,
+            f"CPU µs per delivery, 1 instance (median {low}-{high} msg/s)": (
+                unsaturated_cpu(one)
+            ),
+            f"CPU µs per delivery, 2 instances (median {low}-{high} msg/s)": (
+                unsaturated_cpu(two)
+            ),
+            f"p99 ms at {P99_RATE} msg/s, 1 instance": at_rate(one, P99_RATE, "p99"),
+            f"p99 ms at {P99_RATE} msg/s, 2 instances": at_rate(two, P99_RATE, "p99"),
+            "kB per connection (slope, two largest steps)": memory_slope(held),
             "largest step held": held[-1]["connections"] if held else 0,
-            "deliveries/s at saturation": max(s["deliveriesPerS"] for s in ok_steps),
-            f"p50 ms at {MODERATE_RATE} msg/s": moderate["p50"],
-            f"p99 ms at {MODERATE_RATE} msg/s": moderate["p99"],
-            "cross-instance p50 ms": cross["p50"],
-            "cross-instance p99 ms": cross["p99"],
-            "server CPU µs per delivery": 1e6
-            * top["server_cpu"]
-            / top["deliveriesPerS"],
-            "generator CPU at saturation": max(s["generatorCpu"] for s in steps),
+            "deliveries/s at saturation (either topology)": max(
+                s["deliveriesPerS"] for s in ok_steps
+            ),
+            f"p50 ms at {MODERATE_RATE} msg/s, 2 instances": at_rate(
+                two, MODERATE_RATE, "p50"
+            ),
+            "cross-instance p50 ms": fan["cross"]["p50"],
+            "cross-instance p99 ms": fan["cross"]["p99"],
         }
     return figures
 
 
-def markdown(figures: dict, meta: dict) -> str:
+def step_table(results: dict) -> list[str]:
+    """Every fan-out step, both servers, so no figure hides its neighbours."""
+    lines = [
+        "",
+        "| instances | msg/s | ours µs/delivery | peer µs/delivery | ratio "
+        "| ours p99 ms | peer p99 ms |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for topology, count in (("one", 1), ("steps", 2)):
+        mine = {s["rate"]: s for s in results["ours"]["fanout"][topology]}
+        theirs = {s["rate"]: s for s in results["peer"]["fanout"][topology]}
+        for rate in FANOUT_RATES:
+            a, b = mine.get(rate), theirs.get(rate)
+            if not a or not b:
+                continue
+            ca, cb = a["cpu_us_per_delivery"], b["cpu_us_per_delivery"]
+            ratio = f"{ca / cb:.2f}" if ca and cb else "–"
+            lines.append(
+                f"| {count} | {rate} | {fmt(ca)} | {fmt(cb)} | {ratio} "
+                f"| {fmt(a['p99'])} | {fmt(b['p99'])} |"
+            )
+    return lines
+
+
+def markdown(figures: dict, meta: dict, results: dict) -> str:
     lines = [
         f"Run {meta['date']} on {meta['machine']}{' (BENCH_QUICK)' if QUICK else ''}.",
         "",
@@ -263,6 +356,7 @@ def markdown(figures: dict, meta: dict) -> str:
         mine, theirs = figures["ours"][name], figures["peer"][name]
         ratio = f"{mine / theirs:.2f}" if mine and theirs else "–"
         lines.append(f"| {name} | {fmt(mine)} | {fmt(theirs)} | {ratio} |")
+    lines += step_table(results)
     return "\n".join(lines) + "\n"
 
 
@@ -280,7 +374,7 @@ def plot(results: dict, path: Path) -> None:
 
     fig, (lat, mem) = plt.subplots(1, 2, figsize=(11, 4.2))
     for kind, style in (("ours", "o-"), ("peer", "s--")):
-        steps = results[kind]["fanout"]["steps"]
+        steps = results[kind]["fanout"]["one"]
         lat.plot(
             [s["rate"] for s in steps],
             [s["p50"] for s in steps],
@@ -302,7 +396,7 @@ def plot(results: dict, path: Path) -> None:
             label=kind,
         )
     lat.set(
-        xlabel=f"messages/s into a room of {FANOUT_USERS} (2 instances)",
+        xlabel=f"messages/s into a room of {FANOUT_USERS} (1 instance)",
         ylabel="latency ms",
         yscale="log",
         title="Fan-out latency",
@@ -324,7 +418,7 @@ def main() -> None:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
     workdir = RESULTS / f".work-{stamp}"
     workdir.mkdir(exist_ok=True)
-    total = 2 * (len(HOLD_STEPS) + len(FANOUT_RATES) + 1)
+    total = 2 * (len(HOLD_STEPS) + 2 * len(FANOUT_RATES) + 1)
     progress = Progress(total)
     redis_server = RedisServer(workdir).start()
     results = {}
@@ -346,7 +440,7 @@ def main() -> None:
     (RESULTS / f"{stamp}.json").write_text(
         json.dumps({"meta": meta, "figures": figures, "results": results}, indent=1)
     )
-    table = markdown(figures, meta)
+    table = markdown(figures, meta, results)
     (RESULTS / f"{stamp}.md").write_text(table)
     plot(results, RESULTS / f"{stamp}.png")
     print(table)

@@ -27,8 +27,12 @@ def test_quick_benchmark_reports_both_servers(tmp_path):
     figures = json.loads(report.read_text())["figures"]
     for kind in ("ours", "peer"):
         assert figures[kind]["largest step held"] == 500
-        assert figures[kind]["deliveries/s at saturation"] > 0
+        assert figures[kind]["deliveries/s at saturation (either topology)"] > 0
         assert figures[kind]["cross-instance p50 ms"] > 0
+        for instances in (1, 2):
+            cpu = f"CPU µs per delivery, {instances} instance"
+            [name] = [n for n in figures[kind] if n.startswith(cpu)]
+            assert figures[kind][name] > 0
     table = report.with_suffix(".md").read_text()
     assert "| figure | ours | peer (Node) | ours / peer |" in table
     assert report.with_suffix(".png").stat().st_size > 10_000
