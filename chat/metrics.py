@@ -6,6 +6,14 @@ from prometheus_client import Counter, Gauge, Histogram
 
 SOCKETS = Gauge("chat_connected_sockets", "socket.io connections open on this instance")
 USERS = Gauge("chat_logged_in_users", "logged-in users on this instance")
+CONNECTIONS = Gauge(
+    "chat_open_connections", "TCP connections open (one handler greenlet each)"
+)
+SESSIONS = Gauge("chat_engineio_sessions", "engine.io sessions open")
+FLUSHERS = Gauge(
+    "chat_websocket_flushers",
+    "websockets whose client is behind: a backlog and one flusher greenlet each",
+)
 MESSAGES_IN = Counter("chat_messages_in_total", "chat messages accepted from clients")
 MESSAGES_OUT = Counter(
     "chat_messages_out_total", "new message broadcasts sent by this instance"

@@ -12,7 +12,7 @@ import time
 
 from flask import Flask
 
-from chat import codec, metrics, socketio
+from chat import codec, metrics, socketio, transport
 from chat.broker import ChatRedisManager
 from chat.presence import presence_event
 from chat.sessions import close_session
@@ -118,6 +118,9 @@ def start_services(app: Flask) -> None:
         lambda: len(server.manager.rooms.get("/", {}).get(None, ()))
     )
     metrics.USERS.set_function(lambda: len(state.presence.local))
+    metrics.CONNECTIONS.set_function(lambda: transport.counts.connections)
+    metrics.FLUSHERS.set_function(lambda: transport.counts.flushers)
+    metrics.SESSIONS.set_function(lambda: len(server.eio.sockets))
     state.messages.on_stored = functools.partial(announce_stored, state)
     if app.config["REDIS_URL"] and not server.manager_initialized:
         server.manager.delivery = state.delivery

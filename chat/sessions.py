@@ -27,6 +27,7 @@ from socketio import packet
 
 from chat import metrics, transport
 from chat.clientaddr import client_address, parse_networks
+from chat.fastpath import ChatSocket
 from chat.transport import Budget
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class ChatEngineIOServer(engineio.Server):
         self._address_of: dict[str, str] = {}
         self._open_per_address: dict[str, int] = {}
         self._connect_deadline: dict[str, float] = {}
-        self._overflowed: list[BoundedSendQueue] = []
+        self._overflowed: list = []  # send queues and sockets
         self._sweeper = None
 
     # -- requests -----------------------------------------------------------
@@ -225,6 +226,10 @@ class ChatEngineIOServer(engineio.Server):
             self._connect_deadline[eio_sid] = (
                 gevent.get_hub().loop.now() + self.limits.connect_timeout_s
             )
+            sock = self.sockets.get(eio_sid)
+            if sock is not None:
+                # Before its first ping and first read (fastpath's docstring).
+                sock.__class__ = ChatSocket
             transport.adopt(eio_sid, environ)
             self._start_sweeper()
         elif event == "disconnect":
@@ -249,6 +254,10 @@ class ChatEngineIOServer(engineio.Server):
             self.limits.queue_max_bytes,
             self._overflowed.append,
         )
+
+    def note_overflow(self, sock) -> None:
+        """A websocket's backlog is full: the sweeper closes its session."""
+        self._overflowed.append(sock)
 
     def _start_sweeper(self) -> None:
         if self._sweeper is None:
@@ -275,7 +284,7 @@ class ChatEngineIOServer(engineio.Server):
         if self._overflowed:
             full, self._overflowed = set(map(id, self._overflowed)), []
             for eio_sid, sock in list(self.sockets.items()):
-                if id(sock.queue) in full:
+                if id(sock) in full or id(sock.queue) in full:
                     refuse_session(self, eio_sid, "send_queue_full", "not reading")
 
     # -- what goes into logs and answers ------------------------------------
@@ -351,6 +360,13 @@ class ChatSocketIOServer(socketio.Server):
             )
             return None
         return super()._handle_event(eio_sid, namespace, id, data)
+
+    def _send_eio_packet(self, eio_sid, eio_pkt):
+        """One recipient of a broadcast: to its socket without engine.io's
+        lookups and warning (this runs once per recipient)."""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is not None and not sock.closed:
+            sock.send(eio_pkt)
 
     def _reply(self, eio_sid: str, *args) -> None:
         """An event to one local session, straight to it: never through Redis."""

@@ -56,6 +56,19 @@ _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n" + (
 )
 
 
+class Counts:
+    """What this process holds, for /metrics (one instance per process)."""
+
+    __slots__ = ("connections", "flushers")
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.flushers = 0
+
+
+counts = Counts()
+
+
 @dataclass(frozen=True)
 class TransportLimits:
     """The transport settings of config.py, in the units this module uses."""
@@ -66,6 +79,8 @@ class TransportLimits:
     header_timeout_s: float
     max_connections_per_ip: int
     trusted_proxies: tuple[Network, ...] = ()
+    backlog_messages: int = 1000
+    backlog_bytes: int = 1024 * 1024
 
     @classmethod
     def from_config(cls, config) -> TransportLimits:
@@ -76,6 +91,8 @@ class TransportLimits:
             header_timeout_s=config["REQUEST_HEADER_TIMEOUT_S"],
             max_connections_per_ip=config["MAX_CONNECTIONS_PER_IP"],
             trusted_proxies=parse_networks(config["TRUSTED_PROXIES"]),
+            backlog_messages=config["SEND_QUEUE_MAX_MESSAGES"],
+            backlog_bytes=config["SEND_QUEUE_MAX_BYTES"],
         )
 
 
@@ -116,9 +133,33 @@ class Refusal(WebSocketError):
 
 
 class LimitedWebSocket(WebSocket):
-    """gevent-websocket's WebSocket with every limit checked on the header."""
+    """gevent-websocket's WebSocket with every limit checked on the header,
+    and an ordered writer that never blocks the greenlet that sends.
 
-    __slots__ = ("limits", "budget", "raw_socket", "yielded_at", "__weakref__")
+    Writing: a frame goes straight to the kernel with a non-blocking send
+    from whichever greenlet emits. What the kernel does not take (a client
+    reading slowly, a burst larger than the socket buffer) goes to a
+    backlog that one short-lived flusher greenlet drains in order; while it
+    is not empty every later frame queues behind it, so frames never
+    interleave. The backlog is bounded (``backlog_messages``/``_bytes``): past
+    it the frame is dropped and ``on_overflow`` is told once, so the session
+    can be closed. Every frame this class sends, close and pong included,
+    takes this one path.
+    """
+
+    __slots__ = (
+        "limits",
+        "budget",
+        "raw_socket",
+        "yielded_at",
+        "backlog",
+        "backlog_bytes",
+        "flusher",
+        "overflowed",
+        "on_overflow",
+        "shut_down",
+        "__weakref__",
+    )
 
     def __init__(self, environ, stream, handler, limits: TransportLimits) -> None:
         super().__init__(environ, stream, handler)
@@ -126,6 +167,81 @@ class LimitedWebSocket(WebSocket):
         self.budget = Budget(limits.packets_per_s, limits.bytes_per_s)
         self.raw_socket = handler.socket
         self.yielded_at = time.perf_counter()
+        self.backlog: collections.deque | None = None  # while a flusher runs
+        self.backlog_bytes = 0
+        self.flusher = None
+        self.overflowed = False
+        self.on_overflow = None
+        self.shut_down = False
+
+    # -- writing --------------------------------------------------------------
+    def write(self, frame: bytes) -> bool:
+        """Send one encoded frame in order, without blocking; False if dropped."""
+        if self.closed:
+            return False
+        return self._write(frame)
+
+    def _write(self, frame) -> bool:
+        if self.shut_down:
+            return False
+        if self.flusher is None:
+            try:
+                # gevent's send with timeout 0.0 raises instead of waiting.
+                sent = self.raw_socket.send(frame, 0, 0.0)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._shut_down()
+                return False
+            if sent == len(frame):
+                return True
+            frame = memoryview(frame)[sent:]
+            self.backlog = collections.deque((frame,))
+            self.backlog_bytes = len(frame)
+            counts.flushers += 1
+            self.flusher = gevent.spawn(self._flush)
+            return True
+        limits = self.limits
+        if (
+            len(self.backlog) >= limits.backlog_messages
+            or self.backlog_bytes + len(frame) > limits.backlog_bytes
+        ):
+            if not self.overflowed:
+                self.overflowed = True
+                if self.on_overflow is not None:
+                    self.on_overflow()
+            return False
+        self.backlog.append(frame)
+        self.backlog_bytes += len(frame)
+        return True
+
+    def _flush(self) -> None:
+        """Drain the backlog in order; the only greenlet that may block writing."""
+        backlog = self.backlog
+        try:
+            while backlog:
+                chunk = backlog[0]
+                self.raw_socket.sendall(chunk)
+                backlog.popleft()
+                self.backlog_bytes -= len(chunk)
+        except OSError:
+            self._shut_down()
+        finally:
+            counts.flushers -= 1
+            self.flusher = self.backlog = None
+            self.backlog_bytes = 0
+        if self.closed:
+            self._shut_down()
+
+    def send_frame(self, message, opcode):
+        """gevent-websocket's frame, written through the ordered writer."""
+        if self.closed:
+            raise WebSocketError("Connection is already closed")
+        if isinstance(message, str):
+            message = message.encode("utf-8")
+        elif not isinstance(message, (bytes, bytearray)):
+            message = str(message).encode("utf-8")
+        self._write(frame_of(message, opcode))
 
     def read_frame(self):
         """One frame; its size and the connection's budget checked before reading."""
@@ -212,19 +328,47 @@ class LimitedWebSocket(WebSocket):
         gevent-websocket's own ``close`` sends an empty close frame (the code
         never reaches the client) and leaves the socket open, so a reader
         blocked on a silent client would hold it until the idle timeout.
+        The close frame goes after what is already in the backlog; the TCP
+        connection ends once that is written, or ``ENDING_GRACE_S`` from now
+        if a client that does not read keeps the flusher waiting.
         """
         if self.closed:
             return
-        raw = self.raw_socket
-        try:
-            self.send_frame(struct.pack("!H", code) + message, self.OPCODE_CLOSE)
-        except (OSError, WebSocketError):
-            pass
-        finally:
-            self.closed = True
-            self.stream = self.raw_write = self.raw_read = self.environ = None
+        payload = struct.pack("!H", code) + (message or b"")
+        self._write(frame_of(payload, self.OPCODE_CLOSE))
+        self.closed = True
+        self.stream = self.raw_write = self.raw_read = self.environ = None
+        if self.flusher is None:
+            self._shut_down()
+        else:
+            _ending[self] = gevent.get_hub().loop.now() + ENDING_GRACE_S
+
+    def drain(self, timeout: float) -> None:
+        """Wait (in the connection's own greenlet) until the backlog is written,
+        at most ``timeout``, then end the TCP connection: the server closes
+        the socket once its handler returns, and would cut the backlog off."""
+        flusher = self.flusher
+        if flusher is not None:
+            flusher.join(timeout)
+        self._shut_down()
+
+    def _shut_down(self) -> None:
+        if not self.shut_down:
+            self.shut_down = True
             with contextlib.suppress(OSError):
-                raw.shutdown(socket.SHUT_RDWR)
+                self.raw_socket.shutdown(socket.SHUT_RDWR)
+
+
+def frame_of(payload: bytes, opcode: int = WebSocket.OPCODE_TEXT) -> bytes:
+    """One unmasked, unfragmented server frame."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, length)
+    elif length <= 0xFFFF:
+        header = struct.pack("!BBH", 0x80 | opcode, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
+    return header + payload
 
 
 class ChatWebSocketHandler(WebSocketHandler):
@@ -332,19 +476,18 @@ def close_when_session_ends(eio_sid: str, now: float) -> None:
     packets, then is cut off (``cut_off_ended``) if a client that does not
     read keeps it blocked in a send."""
     websocket = by_session.pop(eio_sid, None)
-    if websocket is not None and not websocket.closed:
-        _ending[websocket] = now + ENDING_GRACE_S
+    if websocket is not None and not websocket.shut_down:
+        _ending.setdefault(websocket, now + ENDING_GRACE_S)
 
 
 def cut_off_ended(now: float) -> None:
     """Shut down the TCP connection of ended sessions past their grace."""
     for websocket, deadline in list(_ending.items()):
-        if websocket.closed:
+        if websocket.shut_down:
             del _ending[websocket]
         elif now >= deadline:
             del _ending[websocket]
-            with contextlib.suppress(OSError):
-                websocket.raw_socket.shutdown(socket.SHUT_RDWR)
+            websocket._shut_down()
 
 
 def handler_class(config) -> type[ChatWebSocketHandler]:
@@ -385,9 +528,11 @@ class ChatWSGIServer(PyWSGIServer):
             return
         if counted:
             self.open_per_address[peer] += 1
+        counts.connections += 1
         try:
             self.handler_class(sock, address, self).handle()
         finally:
+            counts.connections -= 1
             if counted:
                 self.open_per_address[peer] -= 1
                 if self.open_per_address[peer] <= 0:

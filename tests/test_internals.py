@@ -5,19 +5,24 @@ python-engineio and python-socketio classes and override private methods;
 a new version may rename them and leave the app silently unguarded.
 """
 
+import inspect
+import socket
 from importlib.metadata import version
 
 import engineio
+import engineio.packet
+import engineio.socket
+import gevent.socket
 import pytest
 import socketio
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 from gunicorn.workers.ggevent import PyWSGIServer
 
-from chat import sessions, transport
+from chat import fastpath, sessions, transport
 from chat import socketio as chat_socketio
 
-PINNED = {**transport.PINNED, **sessions.PINNED}
+PINNED = {**transport.PINNED, **sessions.PINNED, **fastpath.PINNED}
 
 
 @pytest.mark.parametrize(("package", "pinned"), sorted(PINNED.items()))
@@ -75,15 +80,32 @@ def test_installed_versions_are_the_ones_the_guards_were_written_for(package, pi
             ],
         ),
         (PyWSGIServer, ["handle", "handler_class"]),
+        (
+            engineio.socket.Socket,
+            [
+                "send",
+                "close",
+                "receive",
+                "schedule_ping",
+                "_websocket_handler",
+                "last_ping",
+                "queue",
+                "upgrading",
+                "upgraded",
+                "connected",
+                "closing",
+                "closed",
+            ],
+        ),
     ],
 )
 def test_overridden_internals_still_exist(cls, names):
-    missing = [
-        n
-        for n in names
-        if not hasattr(cls, n) and n not in cls.__init__.__code__.co_names
-    ]
-    assert missing == []
+    defined = set(dir(cls))
+    for base in cls.__mro__:
+        init = base.__dict__.get("__init__")
+        if init is not None and hasattr(init, "__code__"):
+            defined |= set(init.__code__.co_names)
+    assert [n for n in names if n not in defined] == []
 
 
 def test_websocket_keeps_the_slots_the_limited_socket_extends():
@@ -99,3 +121,37 @@ def test_install_puts_the_guards_on_flask_socketios_server(app):
     handler = server.eio.handlers["message"]
     assert handler.__func__ is sessions.ChatSocketIOServer._handle_eio_message
     assert isinstance(server.eio.create_queue(), sessions.BoundedSendQueue)
+
+
+def test_engineio_swaps_in_the_fast_socket_before_its_first_ping_or_read():
+    """fastpath.ChatSocket replaces the socket class at the 'connect' event;
+    engine.io must build the socket, fire 'connect', then ping and read."""
+    source = inspect.getsource(engineio.Server._handle_connect)
+    built = source.index("socket.Socket(self, sid)")
+    connect = source.index("self._trigger_event('connect'")
+    ping = source.index("s.schedule_ping()")
+    read = source.index("s.handle_get_request(")
+    assert built < connect < ping < read
+
+
+def test_broadcasts_reach_each_recipient_through_send_eio_packet():
+    """One shared engine.io packet per broadcast is what lets the frame be
+    built once (fastpath.frame_for caches it on the packet)."""
+    source = inspect.getsource(socketio.Manager.emit)
+    assert "self.server._send_eio_packet(eio_sid, p)" in source
+    pkt = engineio.packet.Packet(engineio.packet.MESSAGE, data="2x")
+    assert fastpath.frame_for(pkt) == b"\x81\x03" + b"42x"
+    assert fastpath.frame_for(pkt) is fastpath.frame_for(pkt)
+
+
+def test_gevent_send_with_zero_timeout_raises_instead_of_waiting():
+    """LimitedWebSocket.write relies on it never to block the emitting greenlet."""
+    left, right = gevent.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        with pytest.raises(BlockingIOError), gevent.Timeout(5):
+            while True:
+                left.send(b"x" * 65536, 0, 0.0)
+    finally:
+        left.close()
+        right.close()
