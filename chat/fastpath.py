@@ -28,6 +28,7 @@ tests/test_internals.py fails when an upgrade moves what this relies on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -115,13 +116,17 @@ class ChatSocket(Socket):
 
     # -- pings ------------------------------------------------------------------
     def schedule_ping(self):
-        """The next ping in ``ping_interval``, from a timer rather than a greenlet."""
+        """The next ping in ``ping_interval``, from a timer rather than a greenlet.
+
+        A new libev timer each time: restarting one that has fired makes it
+        fire again at once (gevent 26.9.0's libev loop).
+        """
         if self.last_ping and not self.closed:
             self.last_ping = None
-            timer = self.ping_timer
-            if timer is None:
-                timer = gevent.get_hub().loop.timer(self.server.ping_interval)
-                self.ping_timer = timer
+            if self.ping_timer is not None:
+                self.ping_timer.close()
+            timer = gevent.get_hub().loop.timer(self.server.ping_interval)
+            self.ping_timer = timer
             timer.start(self._ping_due)
 
     def _ping_due(self) -> None:
@@ -152,12 +157,20 @@ class ChatSocket(Socket):
             self.connected = True
             self.upgraded = True
         self._go_direct(websocket)
+        # The rest runs from the top of the connection's greenlet, once the
+        # WSGI call stack has unwound (transport.ChatWebSocketHandler).
+        websocket.reader = functools.partial(self._read_forever, websocket)
+        return []
+
+    def _read_forever(self, websocket: LimitedWebSocket) -> None:
+        """Read packets until the session or the connection ends."""
+        receive = self.receive
         while not self.closed:
             data = websocket.receive()
             if data is None:
                 break  # closed by the client, a limit or a server close
             try:
-                self.receive(packet.Packet(encoded_packet=data))
+                receive(packet.Packet(encoded_packet=data))
             except exceptions.UnknownPacketError:
                 pass
             except (ValueError, IndexError, TypeError):
@@ -167,9 +180,11 @@ class ChatSocket(Socket):
                 log.exception("error handling a websocket packet")
                 break
         self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        # What engine.io's connect handler did when its websocket loop ended.
+        if self.server.sockets.get(self.sid) is self:
+            del self.server.sockets[self.sid]
         websocket.close()
         websocket.drain(transport.ENDING_GRACE_S)
-        return []
 
     def _upgrade(self, websocket: LimitedWebSocket) -> bool:
         """The probe exchange of engine.io's upgrade; False when it fails."""

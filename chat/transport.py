@@ -158,6 +158,7 @@ class LimitedWebSocket(WebSocket):
         "overflowed",
         "on_overflow",
         "shut_down",
+        "reader",
         "__weakref__",
     )
 
@@ -173,6 +174,9 @@ class LimitedWebSocket(WebSocket):
         self.overflowed = False
         self.on_overflow = None
         self.shut_down = False
+        # Set by the session that reads this websocket from the top of the
+        # connection's greenlet (``ChatWebSocketHandler.run_websocket``).
+        self.reader = None
 
     # -- writing --------------------------------------------------------------
     def write(self, frame: bytes) -> bool:
@@ -379,6 +383,8 @@ class ChatWebSocketHandler(WebSocketHandler):
 
     limits: TransportLimits
     read_buffer_bytes = 1024
+    # A websocket whose reading continues in ``ChatWSGIServer.handle``.
+    detached: LimitedWebSocket | None = None
 
     def __init__(self, sock, address, server, *args, **kwargs):
         super().__init__(sock, address, server, *args, **kwargs)
@@ -415,6 +421,32 @@ class ChatWebSocketHandler(WebSocketHandler):
             self._header_timer = None
 
     # -- the websocket -------------------------------------------------------
+    def run_websocket(self):
+        """Run the application on the websocket; let it go on reading higher up.
+
+        A session that sets ``websocket.reader`` returns from the
+        application at once; the connection then stays open and the reader
+        runs from the top of this greenlet (``ChatWSGIServer.handle``), so
+        an idle websocket does not keep the whole WSGI, Flask and engine.io
+        call stack alive while it waits. gevent-websocket's own version also
+        registers every client in ``server.clients``, which nothing here
+        reads.
+        """
+        websocket = self.websocket
+        try:
+            list(self.application(self.environ, _ignore_start_response))
+        finally:
+            self.websocket = None
+            self.environ["wsgi.websocket"] = None
+            if websocket.reader is not None and not websocket.closed:
+                self.detached = websocket
+                # pywsgi must neither read another request from this
+                # connection nor close it when this handler returns.
+                self.close_connection = True
+                self.socket = None
+            elif not websocket.closed:
+                websocket.close()
+
     def upgrade_connection(self):
         """RFC 6455 handshake, answered with a ``LimitedWebSocket``."""
         version = self.environ.get("HTTP_SEC_WEBSOCKET_VERSION")
@@ -455,6 +487,25 @@ class ChatWebSocketHandler(WebSocketHandler):
             ],
         )
         return None
+
+
+def _close(sock) -> None:
+    """Close a connection's descriptor now, as pywsgi does after a request.
+
+    ``sock.close()`` alone waits for the buffered reader made from it to be
+    collected (gevent counts its io references); pywsgi closes the native
+    socket underneath, and so does this.
+    """
+    native = getattr(sock, "_sock", None)
+    with contextlib.suppress(OSError):
+        if native is not None:
+            native.close()
+        sock.close()
+
+
+def _ignore_start_response(status, headers, exc_info=None):
+    """The application's answer on an upgraded connection is not sent."""
+    return None
 
 
 # engine.io session id -> its websocket, while both exist.
@@ -530,7 +581,16 @@ class ChatWSGIServer(PyWSGIServer):
             self.open_per_address[peer] += 1
         counts.connections += 1
         try:
-            self.handler_class(sock, address, self).handle()
+            handler = self.handler_class(sock, address, self)
+            handler.handle()
+            websocket = handler.detached
+            if websocket is not None:
+                handler = None
+                try:
+                    websocket.reader()
+                finally:
+                    websocket.reader = None
+                    _close(sock)
         finally:
             counts.connections -= 1
             if counted:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 
 import pytest
 import requests
@@ -215,3 +216,24 @@ def test_a_thousand_connections_leave_no_greenlet_or_descriptor_behind(gunicorn)
     # few may be in flight (this test's own /metrics request).
     wait_until(lambda: open_fds(server) <= baseline_fds + 2, 10, "descriptors to close")
     assert "Traceback" not in server.log()
+
+
+def test_pings_come_from_the_timer_and_a_client_that_answers_stays(gunicorn):
+    server = gunicorn({"PING_INTERVAL_S": "1", "PING_TIMEOUT_S": "1"})
+    alive = RawWebSocket(server.port)
+    alive.open_session()
+    silent = RawWebSocket(server.port, source="127.0.0.2")
+    silent.open_session()
+    pings = []
+    while len(pings) < 4:  # about four seconds: past the silent one's window
+        opcode, payload = alive.recv_frame()
+        assert opcode == 1
+        if payload == b"2":
+            pings.append(time.monotonic())
+            alive.send_text("3")
+    # One ping per interval, not one per answer.
+    assert all(b - a > 0.8 for a, b in zip(pings, pings[1:], strict=False))
+    # The one that never answered was dropped within its ping window; the
+    # one that did is still in session.
+    silent.wait_closed(timeout=2)
+    assert gauges(server.url)["chat_engineio_sessions"] == 1

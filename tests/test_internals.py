@@ -155,3 +155,20 @@ def test_gevent_send_with_zero_timeout_raises_instead_of_waiting():
     finally:
         left.close()
         right.close()
+
+
+def test_pywsgi_leaves_a_connection_alone_once_its_handler_lets_go():
+    """A detached websocket (transport.ChatWebSocketHandler.run_websocket)
+    relies on pywsgi neither reading another request nor closing the socket
+    once ``close_connection`` is set and ``socket`` is None."""
+    from gevent.pywsgi import WSGIHandler
+
+    handle = inspect.getsource(WSGIHandler.handle)
+    assert "while self.socket is not None:" in handle
+    assert "if self.socket is not None:" in handle
+    one_request = inspect.getsource(WSGIHandler.handle_one_request)
+    assert "if self.close_connection:" in one_request
+    # The descriptor is closed through the native socket, as pywsgi does.
+    assert "_sock.close()" in handle
+    with gevent.socket.socket() as sock:
+        assert hasattr(sock, "_sock")
