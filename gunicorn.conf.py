@@ -41,6 +41,26 @@ worker_class = ChatWorker
 # The gevent worker's default of 1000 would cap the container at 1000 users.
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
 timeout = 30
+
+
+def raise_descriptor_limit(wanted: int) -> None:
+    """Let the process open a descriptor per connection, up to the hard limit.
+
+    Most shells and containers start processes with a soft limit of 1024
+    open files: the instance would refuse connections long before
+    ``worker_connections``. The soft limit may be raised up to the hard one
+    without privileges.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+# Each connection is one descriptor; Redis, logs and listeners need a few more.
+raise_descriptor_limit(worker_connections + 1024)
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT_S", "20"))
 keepalive = 5
 

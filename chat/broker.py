@@ -17,6 +17,7 @@ import redis
 import socketio
 
 from chat.delivery import Delivery
+from chat.fastpath import FastEmitManager
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,11 @@ def _with(message: dict, sids: list[str]) -> list[str]:
     return [*(skip if isinstance(skip, list) else [skip]), *sids]
 
 
-class ChatRedisManager(socketio.RedisManager):
+class ChatRedisManager(socketio.RedisManager, FastEmitManager):
     """RedisManager that reconnects quickly and says whether it is listening.
+
+    Local deliveries (python-socketio's ``Manager.emit``, below the pub/sub
+    layer) take ``FastEmitManager``'s loop.
 
     The listener gets its own connection without a read timeout: pub/sub waits
     for messages indefinitely, and a read timeout there would drop it.

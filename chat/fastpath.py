@@ -33,19 +33,45 @@ import logging
 import time
 
 import gevent
+import socketio
 from engineio import exceptions, packet
 from engineio.socket import Socket
 from geventwebsocket.websocket import WebSocket
+from socketio import packet as sio_packet
 
 from chat import transport
 from chat.transport import LimitedWebSocket, frame_of
 
 log = logging.getLogger(__name__)
 
-PINNED = {"python-engineio": "4.15.1", "gevent-websocket": "0.10.1"}
+PINNED = {
+    "python-engineio": "4.15.1",
+    "python-socketio": "5.18.1",
+    "gevent-websocket": "0.10.1",
+    "bidict": "0.24.1",
+}
 
 # Shared by every socket: its encoding and frame are computed once.
 _PING = packet.Packet(packet.PING)
+
+
+class _NoQueue:
+    """The send queue of a socket that writes directly: what engine.io's
+    ``close`` still puts there (its end marker) is dropped."""
+
+    __slots__ = ()
+
+    def put(self, item, block=True, timeout=None) -> None:
+        return None
+
+    def qsize(self) -> int:
+        return 0
+
+    def join(self, timeout=None) -> None:
+        return None
+
+
+_NO_QUEUE = _NoQueue()
 
 
 def frame_for(pkt: packet.Packet) -> bytes:
@@ -209,6 +235,8 @@ class ChatSocket(Socket):
             if pkt is not None:
                 websocket.write(frame_for(pkt))
         self.direct = websocket
+        # Nothing reads the queue from now on; a socket would keep ~2.5 kB.
+        self.queue = _NO_QUEUE
         if self.closed:
             websocket.close()
 
@@ -218,3 +246,73 @@ class ChatSocket(Socket):
         note = getattr(self.server, "note_overflow", None)
         if note is not None:
             note(self)
+
+
+class FastEmitManager(socketio.Manager):
+    """``Manager.emit`` with a broadcast loop that does the least per recipient.
+
+    python-socketio's loop goes through a generator, ``_send_eio_packet``,
+    engine.io's ``send_packet`` and ``_get_socket`` for each recipient. Here
+    the packet is encoded and framed once, and each websocket recipient
+    costs a dictionary lookup and one ``write``; polling recipients get
+    ``ChatSocket.send``. Callbacks, several rooms at once and binary
+    payloads take python-socketio's own path. Subclass it behind a pub/sub
+    manager (``class M(socketio.RedisManager, FastEmitManager)``) so that
+    deliveries from other instances take this loop too.
+    """
+
+    def emit(
+        self,
+        event,
+        data,
+        namespace,
+        room=None,
+        skip_sid=None,
+        callback=None,
+        to=None,
+        **kwargs,
+    ):
+        room = to or room
+        members = self.rooms.get(namespace, {}).get(room)
+        if callback is not None or not isinstance(room, (str, type(None))):
+            return super().emit(
+                event, data, namespace, room, skip_sid, callback, **kwargs
+            )
+        if not members:
+            return None
+        if isinstance(data, tuple):
+            data = list(data)
+        elif data is not None:
+            data = [data]
+        else:
+            data = []
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *data]
+        ).encode()
+        if isinstance(encoded, list):  # binary attachments
+            return super().emit(
+                event, data, namespace, room, skip_sid, callback, **kwargs
+            )
+        eio_pkt = packet.Packet(packet.MESSAGE, encoded)
+        frame = frame_for(eio_pkt)
+        skip = skip_sid if isinstance(skip_sid, list) else (skip_sid,)
+        sockets = self.server.eio.sockets
+        gone_before = time.time() - self.server.eio.ping_timeout
+        # A copy: a write can end a session, which leaves its rooms.
+        for sid, eio_sid in members._fwdm.copy().items():
+            if sid in skip:
+                continue
+            sock = sockets.get(eio_sid)
+            if sock is None:
+                # Not an engine.io socket of this server (Flask-SocketIO's
+                # test client hooks in here): the server's own path.
+                self.server._send_eio_packet(eio_sid, eio_pkt)
+                continue
+            if sock.closed:
+                continue
+            direct = sock.direct
+            if direct is None:
+                sock.send(eio_pkt)
+            elif not sock.last_ping or sock.last_ping > gone_before:
+                direct.write(frame)
+        return None

@@ -14,6 +14,7 @@ from flask import Flask
 
 from chat import codec, metrics, socketio, transport
 from chat.broker import ChatRedisManager
+from chat.fastpath import FastEmitManager
 from chat.presence import presence_event
 from chat.sessions import close_session
 
@@ -44,6 +45,8 @@ def socketio_options(config) -> dict:
             on_publish_error=metrics.PUBLISH_FAILURES.inc,
             publish_queue_max=config.PUBLISH_QUEUE_MAX,
         )
+    else:
+        options["client_manager"] = FastEmitManager()
     return options
 
 

@@ -444,6 +444,11 @@ class ChatWebSocketHandler(WebSocketHandler):
                 # connection nor close it when this handler returns.
                 self.close_connection = True
                 self.socket = None
+                # The websocket reads through the handler's buffered reader
+                # (kept by its stream) and needs nothing else of the HTTP
+                # request: the handler, its headers and environ can go.
+                websocket.handler = websocket.stream.handler = None
+                websocket.environ = None
             elif not websocket.closed:
                 websocket.close()
 

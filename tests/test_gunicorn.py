@@ -1,8 +1,12 @@
 """The real server: gunicorn with the gevent-websocket worker, real clients."""
 
+import resource
+from pathlib import Path
+
 import pytest
 import requests
 
+from deploy.procs import Instance, free_port
 from tests.support import polling_session, presence
 
 pytestmark = pytest.mark.e2e
@@ -104,3 +108,32 @@ def test_polling_session_upgrades_to_websocket_as_browsers_do(gunicorn, clients)
     bob.login("Bob")
     alice.say("upgraded")
     assert bob.wait_for("new message")["message"] == "upgraded"
+
+
+def test_descriptor_limit_is_raised_to_hold_worker_connections(tmp_path):
+    """Started with the common soft limit of 1024 open files, the worker can
+    still hold WORKER_CONNECTIONS websockets (10,000 by default)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = 65536 if hard == resource.RLIM_INFINITY else hard
+
+    class SoftLimited(Instance):
+        def start(self):
+            gunicorn = str(self.python_bin / "gunicorn")
+            self._spawn(
+                ["prlimit", f"--nofile=1024:{hard}", gunicorn, "-c", "gunicorn.conf.py"]
+                + ["wsgi:app"],
+                env=self.env,
+                cwd=self.cwd,
+            )
+            self.wait_healthy()
+            return self
+
+    server = SoftLimited(free_port(), tmp_path).start()
+    try:
+        [pid] = server.worker_pids()
+        limits = Path(f"/proc/{pid}/limits").read_text()
+        [line] = [x for x in limits.splitlines() if x.startswith("Max open files")]
+        soft = int(line.split()[3])
+        assert soft >= min(10000 + 1024, hard)
+    finally:
+        server.stop()

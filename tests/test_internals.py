@@ -172,3 +172,20 @@ def test_pywsgi_leaves_a_connection_alone_once_its_handler_lets_go():
     assert "_sock.close()" in handle
     with gevent.socket.socket() as sock:
         assert hasattr(sock, "_sock")
+
+
+def test_rooms_are_bidicts_with_the_forward_map_the_broadcast_loop_copies():
+    manager = socketio.Manager()
+    manager.set_server(socketio.Server())
+    manager.basic_enter_room("sid1", "/", "lobby", eio_sid="eio1")
+    members = manager.rooms["/"]["lobby"]
+    assert members._fwdm == {"sid1": "eio1"}
+    assert inspect.signature(socketio.Manager.emit).parameters.keys() >= {
+        "event",
+        "data",
+        "namespace",
+        "room",
+        "skip_sid",
+        "callback",
+        "to",
+    }
