@@ -28,7 +28,6 @@ tests/test_internals.py fails when an upgrade moves what this relies on.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
@@ -185,7 +184,7 @@ class ChatSocket(Socket):
         self._go_direct(websocket)
         # The rest runs from the top of the connection's greenlet, once the
         # WSGI call stack has unwound (transport.ChatWebSocketHandler).
-        websocket.reader = functools.partial(self._read_forever, websocket)
+        websocket.reader = self._read_forever
         return []
 
     def _read_forever(self, websocket: LimitedWebSocket) -> None:

@@ -38,6 +38,8 @@ PINNED = {"python-engineio": "4.15.1", "python-socketio": "5.18.1"}
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})
 SWEEP_INTERVAL_S = 1.0
 MALFORMED = "The server could not decode that packet."
+# Environ keys that belong to one HTTP request, not to a session.
+_REQUEST_ONLY = frozenset({"wsgi.input", "gunicorn.socket", "wsgi.websocket"})
 
 
 def close_session(eio, eio_sid: str, reconnect: bool = False) -> None:
@@ -373,6 +375,19 @@ class ChatSocketIOServer(socketio.Server):
         self._send_packet(
             eio_sid, self.packet_class(packet.EVENT, namespace="/", data=list(args))
         )
+
+    def _handle_eio_connect(self, eio_sid, environ):
+        """Keep the session's environ without the request's body and socket.
+
+        python-socketio keeps the environ of a session's first request for
+        its whole life (Flask-SocketIO builds each event's request context
+        from it). Its ``wsgi.input`` would keep that request's buffered
+        reader alive, and ``gunicorn.socket`` the socket, long after the
+        request ended; events never read either.
+        """
+        slim = {k: v for k, v in environ.items() if k not in _REQUEST_ONLY}
+        slim["wsgi.input"] = io.BytesIO()
+        return super()._handle_eio_connect(eio_sid, slim)
 
     def _handle_eio_disconnect(self, eio_sid, reason):
         self._budgets.pop(eio_sid, None)

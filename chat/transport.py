@@ -159,6 +159,7 @@ class LimitedWebSocket(WebSocket):
         "on_overflow",
         "shut_down",
         "reader",
+        "inbuf",
         "__weakref__",
     )
 
@@ -175,8 +176,15 @@ class LimitedWebSocket(WebSocket):
         self.on_overflow = None
         self.shut_down = False
         # Set by the session that reads this websocket from the top of the
-        # connection's greenlet (``ChatWebSocketHandler.run_websocket``).
+        # connection's greenlet (``ChatWebSocketHandler.run_websocket``):
+        # called with the websocket. A bound method, not a partial: a call
+        # through C code would add a C-level frame to the stack that every
+        # waiting connection keeps a copy of.
         self.reader = None
+        # Bytes read from the socket and not yet parsed, once the websocket
+        # reads its socket itself (``read_socket_directly``); before that it
+        # reads through the HTTP handler's buffered reader.
+        self.inbuf: bytes | None = None
 
     # -- writing --------------------------------------------------------------
     def write(self, frame: bytes) -> bool:
@@ -247,9 +255,42 @@ class LimitedWebSocket(WebSocket):
             message = str(message).encode("utf-8")
         self._write(frame_of(message, opcode))
 
+    # -- reading ------------------------------------------------------------
+    def read_socket_directly(self, rfile) -> None:
+        """Read the socket itself from now on, not through ``rfile``.
+
+        A buffered reader costs its buffer, and a C-level frame on the stack
+        of every connection waiting in it. Whatever ``rfile`` holds already
+        is taken over first, without waiting: a client may have sent frames
+        in the same packet as the last one read through it.
+        """
+        sock = self.raw_socket
+        sock.settimeout(0.0)
+        try:
+            pending = rfile.read1(self.limits.max_message_bytes + 14)
+        except OSError:
+            pending = b""
+        finally:
+            sock.settimeout(None)
+        self.inbuf = pending or b""
+        self.stream = self.raw_read = None
+
+    def read(self, n: int) -> bytes:
+        """``n`` bytes (fewer only at the end of the connection)."""
+        inbuf = self.inbuf
+        if inbuf is None:
+            return self.raw_read(n)
+        while len(inbuf) < n:
+            chunk = self.raw_socket.recv(max(n - len(inbuf), 4096))
+            if not chunk:
+                break
+            inbuf += chunk
+        self.inbuf = inbuf[n:]
+        return inbuf[:n]
+
     def read_frame(self):
         """One frame; its size and the connection's budget checked before reading."""
-        header = Header.decode_header(self.stream)
+        header = Header.decode_header(self)
         if header.flags:
             raise ProtocolError("reserved bits set")
         if header.length > self.limits.max_message_bytes:
@@ -258,7 +299,7 @@ class LimitedWebSocket(WebSocket):
             raise Refusal(CLOSE_POLICY, "transport_rate")
         if not header.length:
             return header, b""
-        payload = self.raw_read(header.length)
+        payload = self.read(header.length)
         if len(payload) != header.length:
             raise WebSocketError("Unexpected EOF reading frame payload")
         if header.mask:
@@ -444,11 +485,10 @@ class ChatWebSocketHandler(WebSocketHandler):
                 # connection nor close it when this handler returns.
                 self.close_connection = True
                 self.socket = None
-                # The websocket reads through the handler's buffered reader
-                # (kept by its stream) and needs nothing else of the HTTP
-                # request: the handler, its headers and environ can go.
-                websocket.handler = websocket.stream.handler = None
-                websocket.environ = None
+                # The websocket needs nothing else of the HTTP request: the
+                # handler, its buffered reader, headers and environ can go.
+                websocket.read_socket_directly(self.rfile)
+                websocket.handler = websocket.environ = None
             elif not websocket.closed:
                 websocket.close()
 
@@ -592,7 +632,7 @@ class ChatWSGIServer(PyWSGIServer):
             if websocket is not None:
                 handler = None
                 try:
-                    websocket.reader()
+                    websocket.reader(websocket)
                 finally:
                     websocket.reader = None
                     _close(sock)

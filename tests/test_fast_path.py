@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.rawws import RawWebSocket
-from tests.support import ChatClient, wait_until
+from tests.support import ChatClient, polling_session, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -237,3 +237,29 @@ def test_pings_come_from_the_timer_and_a_client_that_answers_stays(gunicorn):
     # one that did is still in session.
     silent.wait_closed(timeout=2)
     assert gauges(server.url)["chat_engineio_sessions"] == 1
+
+
+def test_frames_sent_in_one_packet_with_the_upgrade_are_not_lost(gunicorn, clients):
+    """The upgrade's probe is read through the HTTP handler's buffer; what
+    came in the same TCP packet must survive the switch to direct reads."""
+    server = gunicorn()
+    alice = clients(server.url)
+    alice.login("Alice")
+    session = polling_session(server.url)
+    sid = session.rsplit("sid=", 1)[1]
+    raw = RawWebSocket(
+        server.port, path=f"/socket.io/?EIO=4&transport=websocket&sid={sid}"
+    )
+    login = "42" + json.dumps(["add user", "Pip"])
+    raw.sock.sendall(
+        RawWebSocket.frame(b"2probe")
+        + RawWebSocket.frame(b"5")
+        + RawWebSocket.frame(login.encode())
+    )
+    assert raw.recv_text() == "3probe"
+    while not (packet := raw.recv_text()).startswith('42["login"'):
+        pass
+    assert json.loads(packet[2:])[1]["numUsers"] == 2
+    alice.wait_for("user joined", lambda d: d["username"] == "Pip")
+    alice.say("hello Pip")
+    assert chat_messages(raw, 1) == ["hello Pip"]

@@ -189,3 +189,23 @@ def test_rooms_are_bidicts_with_the_forward_map_the_broadcast_loop_copies():
         "callback",
         "to",
     }
+
+
+def test_buffered_reader_hands_over_what_it_holds_without_waiting():
+    """LimitedWebSocket.read_socket_directly takes what the HTTP handler's
+    buffered reader holds with the socket's timeout at zero: it must return
+    the buffered bytes, or nothing, and never wait."""
+    left, right = gevent.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        rfile = right.makefile("rb", 1024)
+        left.sendall(b"abcdef")
+        assert rfile.read(2) == b"ab"  # the rest now sits in rfile's buffer
+        right.settimeout(0.0)
+        with gevent.Timeout(2):
+            assert rfile.read1(100) == b"cdef"
+            assert rfile.read1(100) in (b"", None)
+        right.settimeout(None)
+        rfile.close()
+    finally:
+        left.close()
+        right.close()
