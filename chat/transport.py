@@ -6,9 +6,13 @@ yields while the kernel holds more data, so one client can freeze or bloat
 the process before engine.io's ``max_http_buffer_size`` is ever looked at.
 ``LimitedWebSocket`` checks every frame header first (size, opcode, budget),
 caps a fragmented message as it grows, unmasks with wsaccel's C code and
-yields before each message. ``ChatWebSocketHandler`` bounds the HTTP side:
-request headers within a deadline, and a websocket whose session ended is
-closed at the TCP level; ``ChatWSGIServer`` caps connections per address.
+yields after a few milliseconds of work. It also writes: frames go out in
+order from whichever greenlet sends them, without ever blocking it, through
+a bounded backlog (``LimitedWebSocket.write``). ``ChatWebSocketHandler``
+bounds the HTTP side (request headers within a deadline) and lets a session
+read its websocket from the top of the connection's greenlet once the WSGI
+call stack has unwound; a websocket whose session ended is closed at the
+TCP level; ``ChatWSGIServer`` caps connections per address.
 
 Written against gevent 26.9.0, gevent-websocket 0.10.1 and wsaccel 0.6.7
 (``PINNED``; requirements.txt pins the same). tests/test_internals.py fails

@@ -1,8 +1,9 @@
 """Fails loudly when an upgrade moves the library internals chat/ relies on.
 
-chat/transport.py and chat/sessions.py subclass gevent-websocket,
-python-engineio and python-socketio classes and override private methods;
-a new version may rename them and leave the app silently unguarded.
+chat/transport.py, chat/fastpath.py and chat/sessions.py subclass
+gevent-websocket, python-engineio and python-socketio classes, override
+private methods and rely on the order in which engine.io builds a socket; a
+new version may rename them and leave the app silently unguarded or slow.
 """
 
 import inspect
