@@ -119,6 +119,7 @@ class ChatSocket(Socket):
                 self.ping_timer.close()
                 self.ping_timer = None
             if direct is not None:
+                direct.on_overflow = None  # a cycle through this socket
                 direct.close()
 
     # -- receiving --------------------------------------------------------------

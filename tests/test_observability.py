@@ -82,3 +82,26 @@ def test_gunicorn_logs_json_lines_without_message_text(gunicorn, clients):
     assert any(e["msg"] == "login" and e.get("sid") for e in found)
     assert any(e["msg"] == "disconnect" and e.get("sid") for e in found)
     assert "private words" not in server.log()
+
+
+@pytest.mark.parametrize(
+    "upgrade", [{}, {"HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade"}]
+)
+def test_event_request_contexts_match_a_rule_and_keep_no_exception(app, upgrade):
+    """Flask-SocketIO builds a request context from the session's first
+    request for every event. A path without a rule makes Flask keep a
+    NotFound (or WebsocketMismatch) and its traceback on each: a reference
+    cycle per event, which the full garbage collection then pauses for."""
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(
+        path="/socket.io/", query_string="EIO=4&transport=websocket"
+    ).get_environ()
+    environ.update(upgrade)
+    with app.request_context(environ):
+        from flask import request
+
+        assert request.routing_exception is None
+    with app.test_client() as web:
+        # The rule never answers HTTP: the socket.io middleware does.
+        assert web.get("/socket.io/?EIO=4&transport=polling").status_code == 200
