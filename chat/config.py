@@ -104,6 +104,9 @@ class Config:
         self.ALLOWED_HOSTS = _list("ALLOWED_HOSTS", "localhost,127.0.0.1,::1")
         self.PRESENCE_HEARTBEAT_S = _float("PRESENCE_HEARTBEAT_S", 5.0)
         self.PRESENCE_TTL_S = _int("PRESENCE_TTL_S", 15)
+        # On SIGTERM, how long this instance's users stay online while their
+        # pages reconnect elsewhere (0: announce them as left at once).
+        self.PRESENCE_GRACE_S = _float("PRESENCE_GRACE_S", 10.0)
         self.HISTORY_LENGTH = _int("HISTORY_LENGTH", 50)
         # ``login`` lists who is online only in rooms up to this size.
         self.MAX_USERS_LISTED = _int("MAX_USERS_LISTED", 100)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 
 import redis
@@ -113,6 +114,9 @@ class RedisPresence:
         self._ttl_s = ttl_s
         self._dirty = True
         self._running = False
+        # Set on a graceful shutdown: members stay in Redis for the grace.
+        self._handing_over = False
+        self._beaten = False
         # Reaping others needs a clear view: no Redis error of our own
         # within the TTL (a stall that hid their beats hid ours too).
         self._last_error_at = -float(ttl_s)
@@ -192,9 +196,13 @@ class RedisPresence:
         return JoinResult(True, count, holder.sid if holder else None)
 
     def leave(self, sid: str) -> tuple[Member | None, int, int | None]:
-        """Release the session's name if it still holds it: (member, count, seq)."""
+        """Release the session's name if it still holds it: (member, count, seq).
+
+        While handing over (``hand_over``) the name stays in Redis for the
+        grace period: nothing is released and nobody is told.
+        """
         member = self.local.pop(sid, None)
-        if member is None:
+        if member is None or self._handing_over:
             return None, 0, None
         try:
             removed, count, seq = self._release(member)
@@ -272,11 +280,14 @@ class RedisPresence:
             was_alive = self._r.set(
                 self._alive_key(self.instance_id), "1", ex=self._ttl_s, get=True
             )
-            if was_alive is None or self._stalled(started):
+            lapsed = was_alive is None and self._beaten
+            if lapsed or self._stalled(started):
                 # Our own lease lapsed, or renewing it was slow: whatever
                 # held us up held the others' renewals up too. Reap no one
-                # until a whole TTL has passed without that.
+                # until a whole TTL has passed without that. (A first beat
+                # finds no lease: that is a start, not a lapse.)
                 self._last_error_at = time.monotonic()
+            self._beaten = True
             self._last_renewed = time.monotonic()
             if was_alive is None or self._dirty:
                 self._rebuild(announce)
@@ -368,6 +379,32 @@ class RedisPresence:
             )
             left.extend(found)
         return left
+
+    def hand_over(self, grace_s: float) -> None:
+        """Leave the cluster quietly: this instance's users stay online for
+        ``grace_s``.
+
+        On a graceful restart the pages of this instance's users reconnect
+        through the load balancer to another instance within seconds and
+        reclaim their names with their tokens, which is silent. The lease is
+        shortened to the grace and no longer renewed; once it expires another
+        instance reaps whoever did not come back and announces them as left,
+        once (the same path as an instance that died).
+        """
+        self._running = False
+        self._handing_over = True
+        try:
+            self._r.set(
+                self._alive_key(self.instance_id), "1", ex=max(1, math.ceil(grace_s))
+            )
+        except redis.RedisError as exc:
+            log.error("could not shorten the lease for the hand-over: %s", exc)
+        log.info(
+            "handing over %d users: kept online for %.0f s",
+            len(self.local),
+            grace_s,
+            extra={"instance": self.instance_id},
+        )
 
     def stop(self) -> list[tuple[Member, int, int | None]]:
         """Leave the cluster: release every local member and the lease."""

@@ -155,10 +155,19 @@ def drain(app: Flask) -> None:
     """
     state = app.extensions["chat"]
     state.draining = True
+    grace_s = app.config["PRESENCE_GRACE_S"]
+    # Quiet: with other instances to take the users over, nobody is
+    # announced as left now; those who do not come back within the grace
+    # are, once, by another instance.
+    quiet = grace_s > 0 and hasattr(state.presence, "hand_over")
+    if quiet:
+        state.presence.hand_over(grace_s)
     eio = socketio.server.eio
     log.info("draining: closing %d connections", len(eio.sockets))
     for eio_sid in list(eio.sockets):
         close_session(eio, eio_sid, reconnect=True)
+    if quiet:
+        return
     with app.app_context():
         for member, count, seq in state.presence.stop():
             announce("user left", member.room, member.name, count, seq)

@@ -92,8 +92,35 @@ def test_killed_instance_users_leave_within_the_ttl(cluster, clients):
     assert clients(a.url).login("Bob")["numUsers"] == 2
 
 
-def test_sigterm_removes_the_instance_users_at_once(cluster, clients):
-    a, b = cluster(2, PRESENCE_TTL_S="60")
+def test_sigterm_is_quiet_for_users_who_come_back_within_the_grace(cluster, clients):
+    """A graceful restart: Bob's page reconnects elsewhere and reclaims his
+    name (nobody sees him leave or join); Carol never comes back and is
+    announced as left once, after the grace."""
+    a, b = cluster(2, PRESENCE_TTL_S="60", PRESENCE_GRACE_S="4")
+    alice = clients(a.url)
+    alice.login("Alice")
+    token = clients(b.url).login("Bob")["token"]
+    clients(b.url).login("Carol")
+    alice.wait_for("user joined", count_is(3))
+    stopped_at = time.monotonic()
+    assert b.terminate(timeout=15) == 0
+    bob = clients(a.url, auth={"username": "Bob", "token": token})
+    assert bob.wait_for("login")["numUsers"] == 3
+    left = alice.wait_for("user left", lambda d: d["username"] == "Carol", timeout=10)
+    # Not before the grace, long before the 60 s TTL.
+    assert time.monotonic() - stopped_at >= 4
+    assert presence(left) == {"username": "Carol", "numUsers": 2}
+    alice.say("still here?")
+    bob.wait_for("new message", lambda m: m["message"] == "still here?")
+    assert [d["username"] for d in alice.named("user left")] == ["Carol"]
+    assert [d["username"] for d in alice.named("user joined")] == ["Bob", "Carol"]
+    # Bob never sees himself leave or join; he does see Carol go.
+    assert [d["username"] for d in bob.named("user left")] == ["Carol"]
+    assert bob.named("user joined") == []
+
+
+def test_sigterm_with_no_grace_announces_the_instance_users_at_once(cluster, clients):
+    a, b = cluster(2, PRESENCE_TTL_S="60", PRESENCE_GRACE_S="0")
     alice = clients(a.url)
     alice.login("Alice")
     clients(b.url).login("Bob")
