@@ -145,3 +145,14 @@ def nginx(tmp_path):
     yield start
     for balancer in started:
         balancer.stop()
+
+
+@pytest.fixture(autouse=True)
+def close_raw_sockets():
+    """Every raw websocket a test opened is closed, also on failure."""
+    yield
+    from tests.rawws import RawWebSocket
+
+    for raw in RawWebSocket.opened:
+        raw.close()
+    RawWebSocket.opened.clear()

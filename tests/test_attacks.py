@@ -25,15 +25,6 @@ from tests.support import wait_until
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(autouse=True)
-def close_raw_sockets():
-    """Every raw websocket a test opened is closed, also on failure."""
-    yield
-    for raw in RawWebSocket.opened:
-        raw.close()
-    RawWebSocket.opened.clear()
-
-
 def worker_rss_mb(server) -> float:
     [pid] = server.worker_pids()
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

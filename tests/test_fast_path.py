@@ -37,14 +37,6 @@ UNLIMITED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def close_raw_sockets():
-    yield
-    for raw in RawWebSocket.opened:
-        raw.close()
-    RawWebSocket.opened.clear()
-
-
 def gauges(url: str) -> dict[str, float]:
     """The instance's own gauges from /metrics."""
     text = requests.get(f"{url}/metrics", timeout=5).text
@@ -71,24 +63,29 @@ def chat_messages(raw: RawWebSocket, count: int) -> list[str]:
     return texts
 
 
-def test_burst_larger_than_the_socket_buffer_arrives_whole_and_in_order(
-    gunicorn, clients
-):
+@pytest.fixture
+def behind(gunicorn, clients):
+    """An instance, Alice, and a raw client that has not read while Alice
+    sent 8 MB: past every kernel buffer, part of it waits in the server's
+    backlog, with its flusher running. Returns (server, alice, raw)."""
     server = gunicorn({**UNLIMITED, **BIG_BACKLOG})
     alice = clients(server.url)
     alice.login("Alice")
     bob = clients(server.url)
     bob.login("Bob")
-    reader = RawWebSocket(server.port, rcvbuf=4096)
-    reader.open_session({"username": "Reader"})
-    alice.wait_for("user joined", lambda d: d["username"] == "Reader")
-    # 8 MB while the reader reads nothing: past every kernel buffer, part
-    # of it waits in the server's backlog.
+    raw = RawWebSocket(server.port, rcvbuf=4096)
+    raw.open_session({"username": "Slow"})
+    alice.wait_for("user joined", lambda d: d["username"] == "Slow")
     for i in range(BURST):
         alice.say(f"{i:04d} {FILLER}")
     alice.say("last")
     bob.wait_for("new message", lambda m: m["message"] == "last", timeout=30)
     assert gauges(server.url)["chat_websocket_flushers"] >= 1
+    return server, alice, raw
+
+
+def test_burst_larger_than_the_socket_buffer_arrives_whole_and_in_order(behind):
+    server, alice, reader = behind
     texts = chat_messages(reader, BURST + 1)
     assert [t[:4] for t in texts[:-1]] == [f"{i:04d}" for i in range(BURST)]
     assert texts[-1] == "last"
@@ -102,22 +99,10 @@ def test_burst_larger_than_the_socket_buffer_arrives_whole_and_in_order(
     assert chat_messages(reader, 1) == ["after"]
 
 
-def test_close_during_a_flush_sends_the_backlog_then_the_close(gunicorn, clients):
-    server = gunicorn({**UNLIMITED, **BIG_BACKLOG})
-    alice = clients(server.url)
-    alice.login("Alice")
-    bob = clients(server.url)
-    bob.login("Bob")
-    leaver = RawWebSocket(server.port, rcvbuf=4096)
-    leaver.open_session({"username": "Leaver"})
-    alice.wait_for("user joined", lambda d: d["username"] == "Leaver")
-    for i in range(BURST):
-        alice.say(f"{i:04d} {FILLER}")
-    alice.say("last")
-    bob.wait_for("new message", lambda m: m["message"] == "last", timeout=30)
-    assert gauges(server.url)["chat_websocket_flushers"] >= 1
+def test_close_during_a_flush_sends_the_backlog_then_the_close(behind):
+    server, alice, leaver = behind
     leaver.send_text("1")  # engine.io CLOSE while the backlog is in flight
-    alice.wait_for("user left", lambda d: d["username"] == "Leaver")
+    alice.wait_for("user left", lambda d: d["username"] == "Slow")
     # Every frame still parses: the backlog, whole and in order, then the
     # close frame, then the end of the connection.
     texts = []
