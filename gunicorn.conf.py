@@ -79,6 +79,25 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
+def _log_formats():
+    """chat/logs.py loaded on its own: importing the ``chat`` package here, in
+    the master, would import Flask and socket.io before the worker's gevent
+    monkey-patching."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "chat" / "logs.py"
+    spec = importlib.util.spec_from_file_location("chat_log_formats", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+if os.environ.get("LOG_FORMAT") == "json":
+    # gunicorn's own lines (start, workers, signals, access) as JSON too.
+    logconfig_dict = _log_formats().gunicorn_logconfig(loglevel)
+
+
 # -- server hooks -------------------------------------------------------------
 def post_worker_init(worker):
     """On SIGTERM, close our sockets and release our users before gunicorn waits.

@@ -14,18 +14,20 @@ def create_app(config=None) -> Flask:
     from chat.broker import require_redis
     from chat.config import Config
     from chat.guards import guard
-    from chat.logs import configure_logging
-    from chat.server import socketio_options, start_services
+    from chat.logs import InstanceFilter, configure_logging
+    from chat.server import log_start, socketio_options, start_services
     from chat.sessions import install
     from chat.state import build_state
 
     config = config or Config()
-    configure_logging(config.LOG_FORMAT, config.LOG_LEVEL)
+    handler = configure_logging(config.LOG_FORMAT, config.LOG_LEVEL)
     if config.REDIS_URL:
         require_redis(config.REDIS_URL)
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config.from_object(config)
     app.extensions["chat"] = build_state(config)
+    if handler is not None:
+        handler.addFilter(InstanceFilter(app.extensions["chat"].instance_id))
     app.register_blueprint(views.bp)
     socketio.init_app(app, **socketio_options(config))
     install(socketio.server, config)
@@ -36,4 +38,5 @@ def create_app(config=None) -> Flask:
         socketio.server.eio.refusal,
     )
     start_services(app)
+    log_start(app)
     return app

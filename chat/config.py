@@ -118,6 +118,9 @@ class Config:
         # Rooms with users or history at once (cluster-wide with Redis).
         self.MAX_ROOMS = _int("MAX_ROOMS", 1000)
         self.LOG_FORMAT = os.environ.get("LOG_FORMAT") or "text"
+        # What is deployed: the deploy tooling sets the commit; logged at
+        # start and exported as chat_build_info.
+        self.RELEASE = os.environ.get("RELEASE") or "dev"
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"
         self.TESTING = False
 

@@ -94,7 +94,8 @@ def guarded(event: str, limiter: str = "limiter"):
 def on_connect(auth=None):
     """Log the connection; log in at once if the client sent a name in ``auth``."""
     log.info(
-        "connect sid=%s transport=%s", request.sid, request.args.get("transport", "?")
+        "connect",
+        extra={"sid": request.sid, "transport": request.args.get("transport", "?")},
     )
     if isinstance(auth, dict) and auth.get("username") is not None:
         try:

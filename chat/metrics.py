@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 SOCKETS = Gauge("chat_connected_sockets", "socket.io connections open on this instance")
 USERS = Gauge("chat_logged_in_users", "logged-in users on this instance")
@@ -28,4 +28,8 @@ EVENT_SECONDS = Histogram(
     "time to handle one client event",
     ["event"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+BUILD = Info("chat_build", "the release this instance runs")
+DEGRADED = Gauge(
+    "chat_degraded", "1 while this instance cannot serve the whole cluster (Redis)"
 )

@@ -28,12 +28,17 @@ log = logging.getLogger(__name__)
 # KEYS: room users, this instance's members, room sequence, reaped sids.
 # Returns {ok, count, replaced sid, seq, rejoined}: ``rejoined`` is 1 when the
 # room was told this session had left (a reaping), so it must hear a join.
+# A name held on an instance that is handing its users over (a graceful
+# restart) is reclaimed without the token too: clients that never got one
+# (the stock example page) come back under their name as before.
 _JOIN = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local replaced = ''
 if cur then
   local holder = cjson.decode(cur)
-  if holder.token ~= ARGV[3] then
+  local handing_over = redis.call(
+    'EXISTS', ARGV[5] .. 'instance:' .. holder.instance .. ':handover') == 1
+  if holder.token ~= ARGV[3] and not handing_over then
     return {0, redis.call('HLEN', KEYS[1]), '', 0, 0}
   end
   replaced = holder.sid
@@ -393,10 +398,12 @@ class RedisPresence:
         """
         self._running = False
         self._handing_over = True
+        seconds = max(1, math.ceil(grace_s))
         try:
-            self._r.set(
-                self._alive_key(self.instance_id), "1", ex=max(1, math.ceil(grace_s))
-            )
+            pipe = self._r.pipeline(transaction=False)
+            pipe.set(self._alive_key(self.instance_id), "1", ex=seconds)
+            pipe.set(f"{self._p}instance:{self.instance_id}:handover", "1", ex=seconds)
+            pipe.execute()
         except redis.RedisError as exc:
             log.error("could not shorten the lease for the hand-over: %s", exc)
         log.info(

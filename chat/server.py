@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
+import tomllib
+from pathlib import Path
 
 from flask import Flask
 
@@ -105,6 +108,44 @@ def announce_stored(
         socketio.emit("new message", entry, to=sid, ignore_queue=True)
 
 
+def degraded_reason(state) -> str | None:
+    """Why this instance cannot serve the whole cluster now, or None."""
+    reason = state.presence.degraded_reason
+    manager = socketio.server.manager
+    if reason is None and getattr(manager, "listening", True) is False:
+        reason = "redis: not subscribed to the message queue"
+    return reason
+
+
+def _version() -> str:
+    """The project's version, from pyproject.toml."""
+    path = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    try:
+        return tomllib.loads(path.read_text())["project"]["version"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+def log_start(app: Flask) -> None:
+    """One line that maps this instance's id to a host, port and process."""
+    config = app.config
+    state = app.extensions["chat"]
+    fields = {
+        "instance": state.instance_id,
+        "host": os.environ.get("HOST", "127.0.0.1"),
+        "port": os.environ.get("PORT", "5050"),
+        "pid": os.getpid(),
+        "release": config["RELEASE"],
+        "mode": "cluster" if config["REDIS_URL"] else "single",
+    }
+    log.info(
+        "instance %(instance)s started on %(host)s:%(port)s, pid %(pid)s, "
+        "release %(release)s, %(mode)s",
+        fields,
+        extra={**fields, "event": "start"},
+    )
+
+
 def start_services(app: Flask) -> None:
     """Subscribe to the message queue and start the presence heartbeat now.
 
@@ -124,6 +165,8 @@ def start_services(app: Flask) -> None:
     metrics.CONNECTIONS.set_function(lambda: transport.counts.connections)
     metrics.FLUSHERS.set_function(lambda: transport.counts.flushers)
     metrics.SESSIONS.set_function(lambda: len(server.eio.sockets))
+    metrics.DEGRADED.set_function(lambda: 1 if degraded_reason(state) else 0)
+    metrics.BUILD.info({"release": app.config["RELEASE"], "version": _version()})
     state.messages.on_stored = functools.partial(announce_stored, state)
     if app.config["REDIS_URL"] and not server.manager_initialized:
         server.manager.delivery = state.delivery

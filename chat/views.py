@@ -9,6 +9,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chat.clientaddr import client_address, in_networks, parse_networks
+from chat.server import degraded_reason
 
 bp = Blueprint("chat", __name__)
 
@@ -52,10 +53,7 @@ def readyz() -> tuple[dict, int]:
     """Readiness: 200 when this instance serves the whole cluster, 503 if not."""
     body = _details()
     state = current_app.extensions["chat"]
-    manager = current_app.extensions["socketio"].server.manager
-    reason = state.presence.degraded_reason
-    if reason is None and getattr(manager, "listening", True) is False:
-        reason = "redis: not subscribed to the message queue"
+    reason = degraded_reason(state)
     if state.draining:
         body.update(status="draining", reason="shutting down")
     elif reason:
@@ -101,4 +99,5 @@ def metrics() -> Response:
     """Prometheus text format: counts and timings; INTERNAL_NETWORKS only."""
     if not _internal():
         abort(404)
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    # ``mimetype=`` would append a second charset to Prometheus' type.
+    return Response(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -50,7 +50,12 @@ class Supervisor:
 
     def _instance(self, port: int, release: Path) -> Instance:
         # nginx on this host is the only peer; the client is in X-Forwarded-For.
-        env = {"TRUSTED_PROXIES": "127.0.0.1", **self.settings, "REUSE_PORT": "1"}
+        env = {
+            "TRUSTED_PROXIES": "127.0.0.1",
+            **self.settings,
+            "REUSE_PORT": "1",
+            "RELEASE": release.name,
+        }
         return Instance(
             port,
             self.root / "logs",

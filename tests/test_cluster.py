@@ -101,19 +101,28 @@ def test_sigterm_is_quiet_for_users_who_come_back_within_the_grace(cluster, clie
     alice.login("Alice")
     token = clients(b.url).login("Bob")["token"]
     clients(b.url).login("Carol")
-    alice.wait_for("user joined", count_is(3))
+    clients(b.url).login("Dave")
+    alice.wait_for("user joined", count_is(4))
     stopped_at = time.monotonic()
     assert b.terminate(timeout=15) == 0
     bob = clients(a.url, auth={"username": "Bob", "token": token})
-    assert bob.wait_for("login")["numUsers"] == 3
+    assert bob.wait_for("login")["numUsers"] == 4
+    # A client that never kept its token (the stock example page) gets its
+    # name back during the hand-over too.
+    dave = clients(a.url)
+    assert dave.login("Dave")["numUsers"] == 4
     left = alice.wait_for("user left", lambda d: d["username"] == "Carol", timeout=10)
     # Not before the grace, long before the 60 s TTL.
     assert time.monotonic() - stopped_at >= 4
-    assert presence(left) == {"username": "Carol", "numUsers": 2}
+    assert presence(left) == {"username": "Carol", "numUsers": 3}
     alice.say("still here?")
     bob.wait_for("new message", lambda m: m["message"] == "still here?")
     assert [d["username"] for d in alice.named("user left")] == ["Carol"]
-    assert [d["username"] for d in alice.named("user joined")] == ["Bob", "Carol"]
+    assert [d["username"] for d in alice.named("user joined")] == [
+        "Bob",
+        "Carol",
+        "Dave",
+    ]
     # Bob never sees himself leave or join; he does see Carol go.
     assert [d["username"] for d in bob.named("user left")] == ["Carol"]
     assert bob.named("user joined") == []

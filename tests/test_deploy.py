@@ -89,8 +89,8 @@ def test_push_deploys_then_rolls_to_a_new_release_without_losing_the_room(
     assert page_title(url) == "Socket.IO Chat"
 
     alice = clients(url, auth={"username": "Alice"}, reconnection=True)
-    bob = clients(url, auth={"username": "Bob"}, reconnection=True)
     alice.wait_for("login")
+    bob = clients(url, auth={"username": "Bob"}, reconnection=True)
     bob.wait_for("login", lambda d: d["numUsers"] == 2)
 
     commit_change(

@@ -58,8 +58,8 @@ def test_json_log_format_is_one_object_per_line():
 
 
 @pytest.mark.e2e
-def test_gunicorn_logs_json_lines_without_message_text(gunicorn, clients):
-    server = gunicorn({"LOG_FORMAT": "json"})
+def test_every_line_is_json_with_fields_and_no_message_text(gunicorn, clients):
+    server = gunicorn({"LOG_FORMAT": "json", "RELEASE": "abc1234"})
     alice = clients(server.url)
     alice.login("Alice")
     alice.say("private words")
@@ -67,21 +67,37 @@ def test_gunicorn_logs_json_lines_without_message_text(gunicorn, clients):
     from tests.support import wait_until
 
     def entries():
-        lines = [line for line in server.log().splitlines() if line.startswith("{")]
-        return [json.loads(line) for line in lines]
+        return [json.loads(line) for line in server.log().splitlines() if line]
 
     wait_until(
         lambda: any(e["msg"] == "disconnect" for e in entries()),
         10,
         "the disconnect log",
     )
-    found = entries()
-    messages = [e["msg"] for e in found]
-    assert any(m.startswith("connect sid=") for m in messages)
-    # The session id is a field of its own, not part of the message.
-    assert any(e["msg"] == "login" and e.get("sid") for e in found)
+    found = entries()  # every line parses, gunicorn's own included
+    assert any(e["logger"].startswith("gunicorn") for e in found)
+    [start] = [e for e in found if e.get("event") == "start"]
+    assert start["port"] == str(server.port) and start["release"] == "abc1234"
+    assert start["mode"] == "single" and start["pid"] in server.worker_pids()
+    # Fields of their own, never inside the message; the instance on each.
+    connect = next(e for e in found if e["msg"] == "connect")
+    assert connect["sid"] and connect["transport"] == "websocket"
+    assert connect["instance"] == start["instance"]
+    assert any(e["msg"] == "login" and e.get("room") == "lobby" for e in found)
     assert any(e["msg"] == "disconnect" and e.get("sid") for e in found)
     assert "private words" not in server.log()
+
+
+@pytest.mark.e2e
+def test_metrics_name_the_release_and_whether_the_instance_is_degraded(gunicorn):
+    import requests
+
+    server = gunicorn({"RELEASE": "abc1234"})
+    answer = requests.get(f"{server.url}/metrics", timeout=5)
+    assert answer.headers["Content-Type"].count("charset") == 1
+    lines = answer.text.splitlines()
+    assert 'chat_build_info{release="abc1234",version="0.1.0"} 1.0' in lines
+    assert "chat_degraded 0.0" in lines
 
 
 @pytest.mark.parametrize(
