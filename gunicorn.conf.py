@@ -42,6 +42,20 @@ class ChatWorker(GeventWebSocketWorker):
         gc.collect()
         gc.freeze()
 
+    def handle_quit(self, sig, frame):
+        """Ctrl-C (SIGINT) and SIGQUIT: drain and stop, without a traceback.
+
+        gunicorn's gevent worker calls ``sys.exit`` in a new greenlet here,
+        which gevent's hub reports as a failure with a traceback, and the
+        open websockets would hold the worker until it is killed.
+        """
+        import gevent
+
+        from chat.server import drain
+
+        gevent.spawn(drain, self.wsgi)
+        self.alive = False
+
 
 worker_class = ChatWorker
 # The gevent worker's default of 1000 would cap the container at 1000 users.

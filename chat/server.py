@@ -139,10 +139,7 @@ def log_start(app: Flask) -> None:
         "mode": "cluster" if config["REDIS_URL"] else "single",
     }
     log.info(
-        "instance %(instance)s started on %(host)s:%(port)s, pid %(pid)s, "
-        "release %(release)s, %(mode)s",
-        fields,
-        extra={**fields, "event": "start"},
+        "instance %s started", state.instance_id, extra={**fields, "event": "start"}
     )
 
 
@@ -197,6 +194,8 @@ def drain(app: Flask) -> None:
     reconnect, through the load balancer, to a live instance.
     """
     state = app.extensions["chat"]
+    if state.draining:
+        return  # Ctrl-C reaches the worker twice: from the terminal and the master
     state.draining = True
     grace_s = app.config["PRESENCE_GRACE_S"]
     # Quiet: with other instances to take the users over, nobody is

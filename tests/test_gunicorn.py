@@ -1,6 +1,8 @@
 """The real server: gunicorn with the gevent-websocket worker, real clients."""
 
+import os
 import resource
+import signal
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,14 @@ def test_descriptor_limit_is_raised_to_hold_worker_connections(tmp_path):
         assert soft >= min(10000 + 1024, hard)
     finally:
         server.stop()
+
+
+def test_ctrl_c_stops_the_server_quietly(gunicorn, clients):
+    """Ctrl-C on ``make run`` reaches the master and the worker (one process
+    group): both stop within seconds, without a traceback."""
+    server = gunicorn()
+    clients(server.url).login("Alice")
+    os.killpg(server.proc.pid, signal.SIGINT)
+    assert server.proc.wait(10) == 0
+    log = server.log()
+    assert "Traceback" not in log and "SystemExit" not in log
