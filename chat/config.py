@@ -121,6 +121,9 @@ class Config:
         # What is deployed: the deploy tooling sets the commit; logged at
         # start and exported as chat_build_info.
         self.RELEASE = os.environ.get("RELEASE") or "dev"
+        # /readyz fails when handlers failed (raised) more often than this in
+        # the last minute: a release whose handlers are broken is not ready.
+        self.READY_MAX_FAILURES_PER_MIN = _int("READY_MAX_FAILURES_PER_MIN", 10)
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"
         self.TESTING = False
 

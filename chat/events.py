@@ -331,8 +331,12 @@ def on_unknown(event, *_):
 @socketio.on_error_default
 def on_handler_error(exc):
     """A bug must not kill the connection: log it and tell the client."""
-    log.exception("handler failed sid=%s", getattr(request, "sid", "?"))
+    log.exception(
+        "handler failed",
+        extra={"sid": getattr(request, "sid", "?"), "reason": "server_error"},
+    )
     metrics.REFUSED.labels("server_error").inc()
+    _state().failures.add()
     reply(
         "chat error",
         {

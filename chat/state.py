@@ -6,6 +6,8 @@ unset, Redis-backed ones otherwise.
 
 from __future__ import annotations
 
+import collections
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -37,6 +39,29 @@ class ChatState:
     # Most messages one room's replay after a lost subscription delivers.
     replay_limit: int = 1000
     login_locks: dict = field(default_factory=dict)
+    # Handler failures (bugs) of the last minute, for /readyz.
+    failures: RecentEvents = field(default_factory=lambda: RecentEvents(60.0, 1000))
+
+
+class RecentEvents:
+    """How many times something happened within the last ``window_s``.
+
+    Keeps at most ``keep`` timestamps: enough to compare with any threshold
+    below it, bounded whatever happens.
+    """
+
+    def __init__(self, window_s: float, keep: int) -> None:
+        self.window_s = window_s
+        self._times: collections.deque = collections.deque(maxlen=keep)
+
+    def add(self) -> None:
+        self._times.append(time.monotonic())
+
+    def count(self) -> int:
+        since = time.monotonic() - self.window_s
+        while self._times and self._times[0] < since:
+            self._times.popleft()
+        return len(self._times)
 
 
 def build_state(config) -> ChatState:

@@ -50,14 +50,25 @@ def healthz() -> tuple[dict, int]:
 
 @bp.get("/readyz")
 def readyz() -> tuple[dict, int]:
-    """Readiness: 200 when this instance serves the whole cluster, 503 if not."""
+    """Readiness: 200 when this instance can serve a chat, 503 if not.
+
+    Not ready: draining, Redis unusable or not subscribed (degraded), or
+    handlers failing more than READY_MAX_FAILURES_PER_MIN times a minute
+    (a broken release). Liveness stays in /healthz: restarting would not fix
+    any of these.
+    """
     body = _details()
     state = current_app.extensions["chat"]
     reason = degraded_reason(state)
+    failures = state.failures.count()
     if state.draining:
         body.update(status="draining", reason="shutting down")
     elif reason:
         body.update(status="degraded", reason=reason)
+    elif failures > current_app.config["READY_MAX_FAILURES_PER_MIN"]:
+        body.update(
+            status="failing", reason=f"{failures} handler failures in the last minute"
+        )
     else:
         body.update(status="ok")
     return _public(body), 200 if body["status"] == "ok" else 503

@@ -121,3 +121,25 @@ def test_event_request_contexts_match_a_rule_and_keep_no_exception(app, upgrade)
     with app.test_client() as web:
         # The rule never answers HTTP: the socket.io middleware does.
         assert web.get("/socket.io/?EIO=4&transport=polling").status_code == 200
+
+
+@pytest.mark.settings(READY_MAX_FAILURES_PER_MIN=2)
+def test_readiness_fails_while_handlers_keep_failing(client, connect, monkeypatch):
+    """A release whose login raises is alive but not ready: /readyz says so."""
+    import chat.events
+
+    assert client.get("/readyz").status_code == 200
+
+    def broken(*args):
+        raise RuntimeError("a bug in login")
+
+    monkeypatch.setattr(chat.events, "_login_serialised", broken)
+    sock = connect()
+    for _ in range(3):
+        sock.emit("add user", "Alice")
+    errors = [e for e in sock.get_received() if e["name"] == "chat error"]
+    assert [e["args"][0]["reason"] for e in errors] == ["server_error"] * 3
+    answer = client.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.get_json()["status"] == "failing"
+    assert client.get("/healthz").status_code == 200
