@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
-VENDOR := static/vendor/socket.io.min.js
+VENDOR := static/vendor/socket.io.js
 PEER_MODULES := bench/peer/node_modules/.package-lock.json
 N ?= 3
 
@@ -67,8 +67,10 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 $(VENDOR): node_modules/.package-lock.json
 	@mkdir -p static/vendor
-	cp node_modules/socket.io-client/dist/socket.io.min.js \
-	   node_modules/socket.io-client/dist/socket.io.min.js.map static/vendor/
+	cp node_modules/socket.io-client/dist/socket.io.js \
+	   node_modules/socket.io-client/dist/socket.io.js.map \
+	   node_modules/socket.io-client/dist/socket.io.min.js.map \
+	   node_modules/socket.io-client/dist/socket.io.min.js static/vendor/
 
 $(STAMPS)/node-dev: node_modules/.package-lock.json
 	@mkdir -p $(STAMPS)

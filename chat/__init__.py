@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Flask
 from flask_socketio import SocketIO
 
@@ -12,6 +14,7 @@ def create_app(config=None) -> Flask:
     """Build the app from ``config`` (default: the environment, see config.py)."""
     from chat import events, views  # noqa: F401  (handlers register on import)
     from chat.broker import require_redis
+    from chat.clientjs import client_files
     from chat.config import Config
     from chat.guards import guard
     from chat.logs import InstanceFilter, configure_logging
@@ -31,8 +34,9 @@ def create_app(config=None) -> Flask:
     app.register_blueprint(views.bp)
     socketio.init_app(app, **socketio_options(config))
     install(socketio.server, config)
+    vendor = Path(app.static_folder) / "vendor"
     app.wsgi_app = guard(
-        app.wsgi_app,
+        client_files(app.wsgi_app, vendor),
         app.extensions["chat"],
         config.ALLOWED_HOSTS,
         socketio.server.eio.refusal,

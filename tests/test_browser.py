@@ -315,3 +315,40 @@ def test_room_names_follow_the_servers_rule_on_the_page(gunicorn, open_page):
     expect(logs(upper).filter(has_text="room dev")).to_have_count(1)
     accented = open_page(f"{server.url}/?room=caf%C3%A9")
     expect(accented.locator(".loginError")).to_contain_text("a-z, 0-9")
+
+
+# A page written for the Node socket.io server: it loads the client from the
+# server's own path, and speaks the example's contract.
+NODE_STYLE_PAGE = """<!doctype html><html><body><ul id="log"></ul>
+<script src="/socket.io/socket.io.js"></script>
+<script>
+  const socket = io();
+  const say = (text) =>
+    document.getElementById("log").insertAdjacentHTML("beforeend", `<li>${text}</li>`);
+  socket.on("login", (data) => {
+    say(`login ${data.numUsers}`);
+    socket.emit("new message", "hello from a Node-style page");
+  });
+  socket.emit("add user", "Nodey");
+</script></body></html>"""
+
+
+def test_a_page_written_for_the_node_server_loads_the_client_and_chats(
+    gunicorn, browser, clients
+):
+    server = gunicorn()
+    alice = clients(server.url)
+    alice.login("Alice")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.route(
+            f"{server.url}/node-style",
+            lambda route: route.fulfill(body=NODE_STYLE_PAGE, content_type="text/html"),
+        )
+        page.goto(f"{server.url}/node-style")
+        sync_api.expect(page.locator("#log li")).to_have_text(["login 2"])
+        message = alice.wait_for("new message", lambda m: m["username"] == "Nodey")
+        assert message["message"] == "hello from a Node-style page"
+    finally:
+        context.close()
