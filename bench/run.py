@@ -1,11 +1,14 @@
 """Benchmark ours against the Node socket.io peer, side by side, in one run.
 
-    make bench                  # about 5 minutes
+    make bench                  # about 6 minutes
     BENCH_QUICK=1 make bench    # under a minute, smaller steps
 
 Both servers run on this machine with the same private Redis, one process per
 instance, and are driven by the same Node load generator (bench/loadgen.js)
-over websocket on 127.0.0.1. Writes bench/results/<date>.json, .md and .png.
+over websocket on 127.0.0.1. Writes bench/results/<date>.json, .md and .png:
+CPU per delivery as the median of the unsaturated steps (UNSATURATED), on
+one instance and on two, counted from the first send; p99 at P99_RATE;
+memory per connection as the slope between the two largest steps held.
 """
 
 from __future__ import annotations
