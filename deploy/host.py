@@ -112,7 +112,7 @@ def init(root: Path) -> None:
     env = root / "env"
     if not env.exists():
         env.write_text(ENV_TEMPLATE.format(secret=secrets.token_hex(32)))
-    say(f"ready: git remote add deploy {repo}; edit {env}; git push deploy main")
+    say(f"ready: git remote add prod {repo}; edit {env}; git push prod main")
 
 
 # -- build ----------------------------------------------------------------------
