@@ -134,6 +134,12 @@ class Delivery:
         if seq >= self._presence.get(room, (-1, 0))[0]:
             self._presence[room] = (seq, count)
 
+    def count_now(self, room: str, seq: int, count: int) -> int:
+        """``count`` (told at ``seq``), unless a later presence event of
+        ``room`` already came in: then that one's count."""
+        self.note_count(room, seq, count)
+        return self._presence[room][1]
+
     def presence_view(self, room: str, payload: dict) -> dict:
         """``payload`` with the newest count known for ``room``."""
         seq = payload.get("seq")

@@ -193,13 +193,17 @@ def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
     # its history was read, so every later message reaches it live, after
     # the history and never also in it.
     join_room(room)
+    count = result.count
     if result.seq is not None:
-        state.delivery.note_count(room, result.seq, result.count)
+        # Joins and leaves that reached this instance while the history was
+        # read were not delivered to this socket (it was not in the room yet):
+        # the login says the newest count instead of the one of its own join.
+        count = state.delivery.count_now(room, result.seq, result.count)
     log.info("login", extra={"sid": request.sid, "room": room, "event": "add user"})
     reply(
         "login",
         {
-            "numUsers": result.count,
+            "numUsers": count,
             "username": name,
             "room": room,
             "token": token,
