@@ -97,6 +97,10 @@ class MemoryPresence:
     def start(self, on_left, spawn, sleep) -> None:
         """Nothing to watch on one instance."""
 
+    def hand_over(self, grace_s: float) -> bool:
+        """No other instance can take the users over: nothing to keep."""
+        return False
+
     def stop(self) -> list[tuple[Member, int, int | None]]:
         """Forget every local member; returns them with the room's remaining count."""
         return [pair for sid in list(self.local) if (pair := self.leave(sid))[0]]

@@ -385,7 +385,7 @@ class RedisPresence:
             left.extend(found)
         return left
 
-    def hand_over(self, grace_s: float) -> None:
+    def hand_over(self, grace_s: float) -> bool:
         """Leave the cluster quietly: this instance's users stay online for
         ``grace_s``.
 
@@ -394,7 +394,7 @@ class RedisPresence:
         reclaim their names with their tokens, which is silent. The lease is
         shortened to the grace and no longer renewed; once it expires another
         instance reaps whoever did not come back and announces them as left,
-        once (the same path as an instance that died).
+        once (the same path as an instance that died). True: handed over.
         """
         self._running = False
         self._handing_over = True
@@ -412,6 +412,7 @@ class RedisPresence:
             grace_s,
             extra={"instance": self.instance_id},
         )
+        return True
 
     def stop(self) -> list[tuple[Member, int, int | None]]:
         """Leave the cluster: release every local member and the lease."""

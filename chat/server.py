@@ -201,9 +201,7 @@ def drain(app: Flask) -> None:
     # Quiet: with other instances to take the users over, nobody is
     # announced as left now; those who do not come back within the grace
     # are, once, by another instance.
-    quiet = grace_s > 0 and hasattr(state.presence, "hand_over")
-    if quiet:
-        state.presence.hand_over(grace_s)
+    quiet = grace_s > 0 and state.presence.hand_over(grace_s)
     eio = socketio.server.eio
     log.info("draining: closing %d connections", len(eio.sockets))
     for eio_sid in list(eio.sockets):
