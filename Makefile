@@ -14,7 +14,7 @@ N ?= 3
 run: $(STAMPS)/venv $(VENDOR)
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: $(STAMPS)/venv-bench $(VENDOR) $(STAMPS)/node-dev $(PEER_MODULES) system-deps
+test: $(STAMPS)/venv-bench $(STAMPS)/venv-deploy $(VENDOR) $(STAMPS)/node-dev $(PEER_MODULES) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -27,7 +27,7 @@ format: $(STAMPS)/venv-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-cluster: $(STAMPS)/venv $(VENDOR) system-deps
+cluster: $(STAMPS)/venv-deploy $(VENDOR) system-deps
 	$(BIN)/python -m deploy.cluster --instances $(N)
 
 bench: $(STAMPS)/venv-bench $(PEER_MODULES) system-deps
@@ -51,6 +51,10 @@ $(STAMPS)/venv: requirements.txt
 
 $(STAMPS)/venv-dev: $(STAMPS)/venv requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+$(STAMPS)/venv-deploy: $(STAMPS)/venv deploy/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
 	@touch $@
 
 $(STAMPS)/venv-bench: $(STAMPS)/venv-dev bench/requirements.txt
@@ -82,6 +86,7 @@ system-deps:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -13,9 +13,6 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 # -- server socket ----------------------------------------------------------
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5050')}"
 backlog = 2048
-# A rolling restart starts the new instance on the port the old one still
-# holds (deploy/supervisor.py sets REUSE_PORT=1).
-reuse_port = os.environ.get("REUSE_PORT") == "1"
 
 # -- worker processes ---------------------------------------------------------
 # socket.io sessions live in one process: never more than one worker, even

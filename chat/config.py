@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,12 @@ class Config:
         # What is deployed: the deploy tooling sets the commit; logged at
         # start and exported as chat_build_info.
         self.RELEASE = os.environ.get("RELEASE") or "dev"
+        # Put at the start of every engine.io session id ("<ROUTE_ID>."), so
+        # a load balancer can send a session's requests to this instance by
+        # its ``sid`` alone, without a cookie; empty: plain ids.
+        self.ROUTE_ID = os.environ.get("ROUTE_ID", "")
+        if self.ROUTE_ID and not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", self.ROUTE_ID):
+            raise ValueError("ROUTE_ID must be 1-32 of A-Z a-z 0-9 _ -")
         # /readyz fails when handlers failed (raised) more often than this in
         # the last minute: a release whose handlers are broken is not ready.
         self.READY_MAX_FAILURES_PER_MIN = _int("READY_MAX_FAILURES_PER_MIN", 10)

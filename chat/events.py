@@ -208,6 +208,8 @@ def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
             "room": room,
             "token": token,
             "users": users,
+            # The page compares it with its own: a new release offers a reload.
+            "release": current_app.config["RELEASE"],
         },
     )
     if not result.replaced_sid:

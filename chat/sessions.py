@@ -80,6 +80,7 @@ class SessionLimits:
     queue_max_messages: int
     queue_max_bytes: int
     trusted_proxies: tuple
+    route_id: str = ""
 
     @classmethod
     def from_config(cls, config) -> SessionLimits:
@@ -92,6 +93,7 @@ class SessionLimits:
             queue_max_messages=config.SEND_QUEUE_MAX_MESSAGES,
             queue_max_bytes=config.SEND_QUEUE_MAX_BYTES,
             trusted_proxies=parse_networks(config.TRUSTED_PROXIES),
+            route_id=config.ROUTE_ID,
         )
 
 
@@ -171,6 +173,16 @@ class ChatEngineIOServer(engineio.Server):
         self._connect_deadline: dict[str, float] = {}
         self._overflowed: list = []  # send queues and sockets
         self._sweeper = None
+
+    def generate_id(self) -> str:
+        """engine.io's random id, after ``ROUTE_ID.`` when one is set.
+
+        Every request of a session after its handshake carries the id in
+        ``?sid=``: a load balancer that maps the prefix to this instance
+        keeps the session here, and spreads new sessions as it likes.
+        """
+        sid = super().generate_id()
+        return f"{self.limits.route_id}.{sid}" if self.limits.route_id else sid
 
     # -- requests -----------------------------------------------------------
     def refusal(self, environ) -> tuple[str, list, list[bytes]] | None:

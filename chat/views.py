@@ -79,8 +79,8 @@ def _details() -> dict:
     return {
         "instance": state.instance_id,
         "mode": "cluster" if current_app.config["REDIS_URL"] else "single",
+        "release": current_app.config["RELEASE"],
         "localUsers": len(state.presence.local),
-        # Tells which process answered when two share a port in a rolling restart.
         "pid": os.getpid(),
     }
 

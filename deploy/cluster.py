@@ -2,9 +2,11 @@
 
     python -m deploy.cluster --instances 3
 
-Starts a password-protected redis-server on its own port (never the shared
-6379), gunicorn instances on 5051.., and nginx with sticky sessions on 5050.
-Ctrl-C stops everything it started.
+The same supervisord configuration as a deployed host (deploy/host.py),
+run in the foreground from ``.cluster/``: a password-protected
+redis-server on its own port (never the shared 6379), gunicorn instances on
+5051.. and nginx on 5050. Kill an instance and watch its users fail over
+and supervisord start it again; Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -12,11 +14,36 @@ from __future__ import annotations
 import argparse
 import secrets
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
-from deploy.nginx import Nginx
-from deploy.procs import ROOT, Instance, RedisServer, free_port
+from deploy.host import Host, point_current, ready
+from deploy.procs import BIN, ROOT, RedisServer, free_port, wait_until
+from deploy.supervisord import Layout, redis_program
+
+
+def release_name() -> str:
+    """The checked-out commit, marked when the work tree has changes."""
+    try:
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "local"
+
+
+def write_env(workdir: Path, instances: int, port: int, redis_url: str) -> None:
+    (workdir / "env").write_text(
+        "# Written by make cluster at every start.\n"
+        f"INSTANCES={instances}\nBASE_PORT={port + 1}\nLB_PORT={port}\n"
+        f"HOST=127.0.0.1\nREDIS_URL={redis_url}\nSECRET_KEY=local-cluster\n"
+        f"RELEASE={release_name()}\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,37 +54,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / ".cluster")
     args = parser.parse_args(argv)
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
+    workdir = args.workdir.resolve()
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
     redis_server = RedisServer(
-        args.workdir, args.redis_port or free_port(), password=secrets.token_urlsafe(16)
+        workdir, args.redis_port or free_port(), password=secrets.token_urlsafe(16)
     )
-    started = [redis_server.start()]
+    write_env(workdir, args.instances, args.port, redis_server.url)
+    point_current(workdir, ROOT)
+    redis = redis_program(Layout(workdir), redis_server.argv())
+    host = Host(workdir, tools=BIN, extra=(redis,))
+    host.write_conf()
+    supervisord = subprocess.Popen(
+        [str(BIN / "supervisord"), "-n", "-c", str(host.layout.conf)],
+        cwd=workdir,
+        start_new_session=True,
+    )
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
     try:
-        # Behind nginx every peer is 127.0.0.1; the client is in X-Forwarded-For.
-        env = {"REDIS_URL": redis_server.url, "TRUSTED_PROXIES": "127.0.0.1"}
-        for i in range(args.instances):
-            started.append(Instance(args.port + 1 + i, args.workdir, env).start())
-        balancer = Nginx(args.workdir, [i.port for i in started[1:]], args.port)
-        started.append(balancer.start())
-        print(
-            f"chat cluster of {args.instances} on {balancer.url}  "
-            f"(instances {started[1].port}..{started[-2].port}, "
-            f"redis on {redis_server.port}, logs in {args.workdir})"
+        for port in host.ports:
+            if not ready(host.url(port), 30):
+                print(f"the instance on {port} did not start; see {workdir}/logs")
+                return 1
+        wait_until(
+            lambda: ready(f"http://127.0.0.1:{args.port}", 0.5), 10, "nginx to answer"
         )
-        print("Ctrl-C stops it.", flush=True)
-        stopped = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stopped.set())
+        print(
+            f"chat cluster of {args.instances} on http://127.0.0.1:{args.port}  "
+            f"(instances {host.ports[0]}..{host.ports[-1]}, redis on "
+            f"{redis_server.port}, logs in {workdir}/logs)\n"
+            f"supervisorctl: {BIN}/supervisorctl -c {host.layout.conf} status\n"
+            "Kill an instance and supervisord starts it again. Ctrl-C stops it.",
+            flush=True,
+        )
         while not stopped.wait(1.0):
-            dead = [p for p in started if not p.running()]
-            if dead:
-                print(f"a process stopped; see {dead[0].log_path}")
+            if supervisord.poll() is not None:
+                print(f"supervisord exited; see {workdir}/logs/supervisord.log")
                 return 1
         return 0
     finally:
         print("stopping...", flush=True)
-        for process in reversed(started):
-            process.stop()
+        if supervisord.poll() is None:
+            supervisord.terminate()
+            supervisord.wait(60)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,34 @@
-"""Deploy with ``git push``: a bare repository whose hooks build and roll out.
+"""Deploy with ``git push``: a bare repository whose hook builds, checks and rolls.
 
     python3 deploy/host.py init /srv/chat        # once, on the host
     git remote add prod ssh://host/srv/chat/repo.git
     git push prod main                           # every deploy
+    python3 /srv/chat/current/deploy/host.py rollback /srv/chat [SHA]
 
 Layout of the host directory:
 
-    repo.git/         bare repository; hooks/pre-receive builds, post-receive switches
-    env               settings of every release (REDIS_URL, SECRET_KEY, INSTANCES...)
-    releases/<sha>/   one checkout per pushed commit, with .venv and static/vendor
-    venvs/<hash>/     virtual environments, shared by releases with the same
-                      requirements.txt
-    current           symlink to the release being served
-    logs/             supervisor, instance and nginx logs
+    repo.git/          bare repository; hooks/pre-receive does the whole deploy
+    env                settings of every release (REDIS_URL, SECRET_KEY, INSTANCES...)
+    releases/<sha>/    one checkout per pushed commit, with .venv and static/vendor
+    venvs/<hash>/      virtual environments, shared by releases with the same
+                       requirements.txt
+    tools/             supervisord's own virtual environment
+    current            symlink to the release being served
+    served             the releases served, oldest first (what rollback reads)
+    supervisord.conf   written from env at every deploy; nginx/ likewise
+    logs/              supervisord, instance and nginx logs, rotated
 
-pre-receive checks the pushed commit out, installs its dependencies and runs a
-smoke check (the release answers /readyz and serves its page); if any step
-fails the push is refused, saying why, and the old release keeps serving.
-post-receive points ``current`` at the new release and asks the supervisor
-for a rolling restart, one instance at a time, and waits for it to finish.
+The pre-receive hook checks the pushed commit out, installs its
+dependencies and smoke-checks it: the release starts on a spare port and
+two socket.io clients chat on it in a room of their own. Then it rolls:
+``current`` moves to the release and supervisord restarts one instance at a
+time, each of which must answer /readyz within ``DEPLOY_READY_TIMEOUT_S``
+before the next. If one does not, every switched instance goes back to the
+previous release and the push is refused, so ``main`` always names what
+serves. (A post-receive hook could not refuse anything: the ref has moved.)
+
+Every instance start, by a deploy or after a crash, goes through
+``host.py instance``, which reads ``env`` and ``current`` at that moment.
 
 Only the standard library is used here: this runs before any venv exists.
 """
@@ -26,10 +36,8 @@ Only the standard library is used here: this runs before any venv exists.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -37,22 +45,39 @@ from pathlib import Path
 
 # Run as a script from a release's checkout: make ``deploy`` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from deploy.procs import free_port, http_get  # noqa: E402  (standard library only)
+from deploy.nginx import nginx_argv, nginx_conf  # noqa: E402  (stdlib only)
+from deploy.procs import free_port, http_get, route_id  # noqa: E402
+from deploy.supervisord import (  # noqa: E402
+    Layout,
+    instance_program,
+    nginx_program,
+    supervisord_conf,
+)
 
 ENV_TEMPLATE = """\
 # Settings for every release of the chat on this host; never in the repository.
+# A push applies changes: every instance restarts with them.
 INSTANCES=2
 BASE_PORT=5051
-LB_PORT=5050
 HOST=127.0.0.1
+# nginx, the public side: LB_HOST=0.0.0.0 to serve other machines.
+LB_HOST=127.0.0.1
+LB_PORT=5050
+# With both, nginx serves HTTPS on LB_TLS_PORT and redirects LB_PORT to it.
+LB_TLS_CERT=
+LB_TLS_KEY=
+LB_TLS_PORT=443
 # Required when INSTANCES > 1: redis://:password@host:port/0
 REDIS_URL=
 SECRET_KEY={secret}
+# How long each switched instance has to answer /readyz before the deploy
+# rolls back.
+DEPLOY_READY_TIMEOUT_S=60
 """
 
 PRE_RECEIVE = """\
 #!/bin/sh
-# Build and smoke-check a pushed main before accepting it.
+# Build, smoke-check and roll out a pushed main; refuse the push if any fails.
 while read old new ref; do
   [ "$ref" = "refs/heads/main" ] || continue
   [ "$new" = "0000000000000000000000000000000000000000" ] && continue
@@ -60,20 +85,11 @@ while read old new ref; do
   rel="{root}/releases/$new"
   rm -rf "$rel" && mkdir -p "$rel"
   git archive "$new" | tar -x -C "$rel" || exit 1
-  python3 "$rel/deploy/host.py" build "{root}" "$new" || exit 1
+  python3 "$rel/deploy/host.py" deploy "{root}" "$new" || exit 1
 done
 """
 
-POST_RECEIVE = """\
-#!/bin/sh
-# Switch the instances to the accepted main, one at a time.
-while read old new ref; do
-  [ "$ref" = "refs/heads/main" ] || continue
-  python3 "{root}/releases/$new/deploy/host.py" switch "{root}" "$new"
-done
-"""
-
-SWITCH_TIMEOUT_S = 180
+SMOKE_ROOM = "deploy-smoke"
 
 
 def say(text: str) -> None:
@@ -92,9 +108,15 @@ def read_env(root: Path) -> dict[str, str]:
     return settings
 
 
+def clean_environ() -> dict[str, str]:
+    """This process's environment without git's hook variables (quarantine
+    object paths must not leak into supervisord and the instances)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+
+
 # -- init ---------------------------------------------------------------------
 def init(root: Path) -> None:
-    """Create the bare repository, its hooks and an env file to edit."""
+    """Create the bare repository, its hook, supervisord's venv and an env file."""
     import secrets
 
     root = root.resolve()
@@ -105,14 +127,34 @@ def init(root: Path) -> None:
         subprocess.run(
             ["git", "init", "--bare", "-q", "-b", "main", str(repo)], check=True
         )
-    for name, text in (("pre-receive", PRE_RECEIVE), ("post-receive", POST_RECEIVE)):
-        hook = repo / "hooks" / name
-        hook.write_text(text.format(root=root))
-        hook.chmod(0o755)
+    hook = repo / "hooks" / "pre-receive"
+    hook.write_text(PRE_RECEIVE.format(root=root))
+    hook.chmod(0o755)
+    (repo / "hooks" / "post-receive").unlink(missing_ok=True)
     env = root / "env"
     if not env.exists():
         env.write_text(ENV_TEMPLATE.format(secret=secrets.token_hex(32)))
+    install_tools(root)
     say(f"ready: git remote add prod {repo}; edit {env}; git push prod main")
+    say(
+        "start at boot (the first push starts it too): "
+        f"{root}/tools/bin/supervisord -c {root}/supervisord.conf"
+    )
+
+
+def install_tools(root: Path) -> None:
+    """supervisord in its own venv, at the version deploy/requirements.txt pins."""
+    tools = root / "tools"
+    requirements = Path(__file__).resolve().parent / "requirements.txt"
+    if (tools / "bin" / "supervisord").exists():
+        return
+    run([sys.executable, "-m", "venv", str(tools)], root, "python -m venv tools")
+    run(
+        [str(tools / "bin/pip"), "install", "--quiet", "--disable-pip-version-check"]
+        + ["-r", str(requirements)],
+        root,
+        "pip install supervisor",
+    )
 
 
 # -- build ----------------------------------------------------------------------
@@ -135,14 +177,8 @@ def venv_for(root: Path, release: Path) -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         run([sys.executable, "-m", "venv", str(venv)], release, "python -m venv")
         run(
-            [
-                str(venv / "bin/pip"),
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-                "requirements.txt",
-            ],
+            [str(venv / "bin/pip"), "install", "--quiet", "--disable-pip-version-check"]
+            + ["-r", "requirements.txt"],
             release,
             "pip install -r requirements.txt",
         )
@@ -150,8 +186,8 @@ def venv_for(root: Path, release: Path) -> Path:
     return venv
 
 
-def build(root: Path, sha: str) -> None:
-    """Install a release's dependencies and smoke-check it; exit non-zero if bad."""
+def build(root: Path, sha: str) -> Path:
+    """Install a release's dependencies; exit non-zero if that fails."""
     release = root / "releases" / sha
     say(f"building {sha[:12]}")
     venv = venv_for(root, release)
@@ -159,16 +195,35 @@ def build(root: Path, sha: str) -> None:
     run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], release, "npm ci")
     vendor = release / "static" / "vendor"
     vendor.mkdir(parents=True, exist_ok=True)
-    shutil.copy(release / "node_modules/socket.io-client/dist/socket.io.min.js", vendor)
-    smoke_check(root, release)
-    say(f"built {sha[:12]}: smoke check passed")
+    dist = release / "node_modules" / "socket.io-client" / "dist"
+    for name in ("socket.io.js", "socket.io.js.map", "socket.io.min.js"):
+        shutil.copy(dist / name, vendor)
+    shutil.copy(dist / "socket.io.min.js.map", vendor)
+    return release
 
 
 def smoke_check(root: Path, release: Path) -> None:
-    """Start the release on a spare port: /readyz, the page and its script answer."""
+    """Start the release on a spare port; the page is served and the chat works.
+
+    Two socket.io clients (deploy/smoke.js) log in, see each other join, type,
+    exchange a message and leave, in a room of their own: the check never
+    posts into a room people use.
+    """
     port = free_port()
-    env = {**os.environ, **read_env(root), "PORT": str(port), "HOST": "127.0.0.1"}
+    env = {
+        **clean_environ(),
+        **read_env(root),
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "RELEASE": release.name,
+    }
     log_path = root / "logs" / f"smoke-{release.name[:12]}.log"
+
+    def fail(why: str) -> None:
+        for line in log_path.read_text(errors="replace").splitlines()[-15:]:
+            say(f"  {line}")
+        raise SystemExit(f"[deploy] build failed: smoke check, {why}")
+
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(release / ".venv/bin/gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
@@ -179,114 +234,280 @@ def smoke_check(root: Path, release: Path) -> None:
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
-
-    def status(path: str) -> int:
-        answer = http_get(url + path)
-        return answer.status_code if answer else 0
-
     try:
-        deadline = time.monotonic() + 30
-        while status("/readyz") != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                for line in log_path.read_text(errors="replace").splitlines()[-15:]:
-                    say(f"  {line}")
-                raise SystemExit(
-                    "[deploy] build failed: smoke check, the release "
-                    "is not ready (/readyz)"
-                )
-            time.sleep(0.1)
+        if not ready(url, 30, proc):
+            fail("the release is not ready (/readyz)")
         page = http_get(f"{url}/")
-        script = status("/static/vendor/socket.io.min.js")
         if not page or page.status_code != 200 or "socket.io.min.js" not in page.text:
-            raise SystemExit(
-                "[deploy] build failed: smoke check, the page is not served"
-            )
-        if script != 200:
-            raise SystemExit(
-                "[deploy] build failed: smoke check, the socket.io client is not served"
-            )
+            fail("the page is not served")
+        script = http_get(f"{url}/socket.io/socket.io.min.js")
+        if not script or script.status_code != 200:
+            fail("the socket.io client is not served")
+        chat = subprocess.run(
+            ["node", str(release / "deploy" / "smoke.js"), url, SMOKE_ROOM],
+            cwd=release,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if chat.returncode != 0:
+            lines = (chat.stdout + chat.stderr).strip().splitlines()
+            fail(f"two clients cannot chat ({lines[-1] if lines else 'no output'})")
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.terminate()
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, 9)
 
 
-# -- switch -------------------------------------------------------------------
-def read_state(root: Path) -> dict:
-    try:
-        return json.loads((root / "state.json").read_text())
-    except (OSError, ValueError):
-        return {}
+def ready(url: str, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    """Whether ``url/readyz`` answers 200 within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = http_get(f"{url}/readyz")
+        if answer is not None and answer.status_code == 200:
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
 
 
-def supervisor_pid(root: Path) -> int | None:
-    try:
-        pid = int((root / "supervisor.pid").read_text())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
+# -- supervisord ----------------------------------------------------------------
+class Host:
+    """The processes of one host, as supervisord runs them from ``root/env``."""
+
+    def __init__(
+        self, root: Path, tools: Path | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
+        self.root = root
+        self.layout = Layout(root)
+        self.settings = read_env(root)
+        count = int(self.settings.get("INSTANCES", "1"))
+        base = int(self.settings.get("BASE_PORT", "5051"))
+        self.ports = [base + i for i in range(count)]
+        self.ready_timeout = float(self.settings.get("DEPLOY_READY_TIMEOUT_S", "60"))
+        self.tools = tools or root / "tools" / "bin"
+        self.extra = list(extra)  # more programs (make cluster's redis-server)
+
+    def write_conf(self) -> None:
+        """supervisord.conf and nginx.conf from the current env."""
+        s = self.settings
+        tls = None
+        if s.get("LB_TLS_CERT") and s.get("LB_TLS_KEY"):
+            tls = (
+                Path(s["LB_TLS_CERT"]),
+                Path(s["LB_TLS_KEY"]),
+                int(s.get("LB_TLS_PORT") or 443),
+            )
+        nginx_dir = self.layout.nginx_dir
+        nginx_dir.mkdir(parents=True, exist_ok=True)
+        conf = nginx_dir / "nginx.conf"
+        conf.write_text(
+            nginx_conf(
+                int(s.get("LB_PORT", "5050")),
+                self.ports,
+                nginx_dir,
+                host=s.get("LB_HOST") or "127.0.0.1",
+                tls=tls,
+            )
+        )
+        programs = [*self.extra]
+        programs += [instance_program(self.layout, p) for p in self.ports]
+        programs.append(nginx_program(self.layout, nginx_argv(conf)))
+        self.layout.conf.write_text(supervisord_conf(self.layout, programs))
+
+    def ctl(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(
+            [str(self.tools / "supervisorctl"), "-c", str(self.layout.conf), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise SystemExit(
+                f"[deploy] supervisorctl {' '.join(args)} failed: "
+                f"{(result.stdout + result.stderr).strip()}"
+            )
+        return result.stdout
+
+    def running(self) -> bool:
+        """Whether supervisord answers on its socket."""
+        if not self.layout.socket.exists():
+            return False
+        result = subprocess.run(
+            [str(self.tools / "supervisorctl"), "-c", str(self.layout.conf), "pid"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return result.stdout.strip().isdigit()
+
+    def start_supervisord(self) -> None:
+        say("starting supervisord")
+        with open(self.layout.logs / "supervisord.out", "ab") as out:
+            subprocess.run(
+                [str(self.tools / "supervisord"), "-c", str(self.layout.conf)],
+                cwd=self.root,
+                env=clean_environ(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}"
+
+    def serves(self, port: int) -> bool:
+        """The instance answers /readyz and supervisord counts it as started
+        (RUNNING), within the deploy's readiness timeout."""
+        deadline = time.monotonic() + self.ready_timeout
+        if not ready(self.url(port), self.ready_timeout):
+            return False
+        while time.monotonic() < deadline:
+            if self.ctl("status", f"chat-{port}", check=False).split()[1:2] == [
+                "RUNNING"
+            ]:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def roll(self, release: Path, previous: Path | None) -> None:
+        """Serve ``release``: one instance at a time, each ready before the next.
+
+        If an instance is not ready in time, every switched instance goes back
+        to ``previous`` and this exits non-zero, saying why.
+        """
+        point_current(self.root, release)
+        self.write_conf()
+        if not self.running():
+            self.start_supervisord()
+            late = [p for p in self.ports if not self.serves(p)]
+            if late:
+                self._give_up(release, previous, self.ports, late[0])
+            return
+        # Instances added to or removed from env; nginx reads its new config.
+        self.ctl("update")
+        self.ctl("signal", "HUP", "nginx", check=False)
+        switched = []
+        for port in self.ports:
+            say(f"restarting the instance on {port}")
+            switched.append(port)
+            self.ctl("restart", f"chat-{port}", check=False)
+            if not self.serves(port):
+                self._give_up(release, previous, switched, port)
+
+    def _give_up(self, release, previous, switched, port) -> None:
+        why = (
+            f"the instance on {port} was not ready (/readyz) within "
+            f"{self.ready_timeout:g}s; see {self.layout.logs}/chat-{port}.log"
+        )
+        if previous is None:
+            self.ctl("stop", "all", check=False)
+            raise SystemExit(f"[deploy] roll failed: {why}; nothing was serving before")
+        say(f"{why}: rolling back to {previous.name[:12]}")
+        point_current(self.root, previous)
+        for back in switched:
+            self.ctl("restart", f"chat-{back}", check=False)
+            self.serves(back)
+        raise SystemExit(
+            f"[deploy] roll failed: {why}; {previous.name[:12]} serves again"
+        )
 
 
-def switch(root: Path, sha: str) -> None:
-    """Point ``current`` at the release and roll the instances over to it."""
-    release = root / "releases" / sha
+def point_current(root: Path, release: Path) -> None:
+    """Atomically point ``root/current`` at ``release``."""
     link = root / "current.new"
     link.unlink(missing_ok=True)
     link.symlink_to(release)
     link.replace(root / "current")
-    pid = supervisor_pid(root)
-    started = None
-    if pid is None:
-        say("starting the supervisor")
-        with open(root / "logs" / "supervisor.log", "ab") as log:
-            started = subprocess.Popen(
-                [
-                    str(release / ".venv/bin/python"),
-                    "-m",
-                    "deploy.supervisor",
-                    str(root),
-                ],
-                cwd=release,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-    else:
-        say(f"rolling restart to {sha[:12]}")
-        os.kill(pid, signal.SIGHUP)
-    deadline = time.monotonic() + SWITCH_TIMEOUT_S
-    while True:
-        state = read_state(root)
-        if state.get("release") == sha and state.get("status") == "serving":
-            say(f"serving {sha[:12]} on port {state.get('port')}")
-            return
-        if state.get("status") == "failed" and state.get("release") == sha:
-            raise SystemExit(f"[deploy] switch failed: {state.get('reason')}")
-        if started is not None and started.poll() is not None:
-            log = (root / "logs" / "supervisor.log").read_text(errors="replace")
-            for line in log.splitlines()[-10:]:
-                say(f"  {line}")
-            raise SystemExit("[deploy] switch failed: the supervisor exited")
-        if time.monotonic() > deadline:
-            raise SystemExit("[deploy] switch did not finish in time; see logs/")
-        time.sleep(0.2)
+
+
+def serving(root: Path) -> Path | None:
+    current = root / "current"
+    return current.resolve() if current.exists() else None
+
+
+def note_served(root: Path, sha: str) -> None:
+    with open(root / "served", "a") as served:
+        served.write(f"{sha} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+
+
+def deploy(root: Path, sha: str) -> None:
+    """pre-receive: build, smoke-check and roll; any failure refuses the push."""
+    started = time.monotonic()
+    release = build(root, sha)
+    smoke_check(root, release)
+    say(f"built {sha[:12]}: smoke check passed (two clients chatted)")
+    previous = serving(root)
+    say(f"rolling restart to {sha[:12]}")
+    Host(root).roll(release, previous)
+    note_served(root, sha)
+    port = read_env(root).get("LB_PORT", "5050")
+    say(f"serving {sha[:12]} on port {port} ({time.monotonic() - started:.0f} s)")
+
+
+def rollback(root: Path, sha: str | None) -> None:
+    """Serve an earlier release again (default: the one before the current one),
+    and move ``main`` to it so the next push builds on what serves."""
+    current = serving(root)
+    if sha is None:
+        lines = (root / "served").read_text().split("\n") if current else []
+        shas = [line.split()[0] for line in lines if line.strip()]
+        earlier = [s for s in shas if current is None or s != current.name]
+        if not earlier:
+            raise SystemExit("[deploy] nothing to roll back to")
+        sha = earlier[-1]
+    matches = [p for p in (root / "releases").iterdir() if p.name.startswith(sha)]
+    if len(matches) != 1 or not (matches[0] / ".venv").exists():
+        raise SystemExit(f"[deploy] no built release {sha}")
+    release = matches[0]
+    say(f"rolling back to {release.name[:12]}")
+    Host(root).roll(release, current)
+    note_served(root, release.name)
+    subprocess.run(
+        ["git", "update-ref", "refs/heads/main", release.name],
+        cwd=root / "repo.git",
+        check=True,
+    )
+    say(f"serving {release.name[:12]}; main names it")
+
+
+# -- one instance (supervisord's command) -----------------------------------------
+def instance(root: Path, port: int) -> None:
+    """Replace this process by gunicorn of the current release on ``port``."""
+    release = (root / "current").resolve()
+    env = {
+        **clean_environ(),
+        # nginx on this host is the only peer; the client is in X-Forwarded-For.
+        "TRUSTED_PROXIES": "127.0.0.1",
+        "RELEASE": release.name,
+        **read_env(root),
+        "PORT": str(port),
+        "ROUTE_ID": route_id(port),
+    }
+    os.chdir(release)
+    gunicorn = release / ".venv" / "bin" / "gunicorn"
+    os.execve(gunicorn, [str(gunicorn), "-c", "gunicorn.conf.py", "wsgi:app"], env)
 
 
 def main(argv: list[str]) -> None:
     command, root = argv[0], Path(argv[1]).resolve()
     if command == "init":
         init(root)
-    elif command == "build":
-        build(root, argv[2])
-    elif command == "switch":
-        switch(root, argv[2])
+    elif command == "deploy":
+        deploy(root, argv[2])
+    elif command == "rollback":
+        rollback(root, argv[2] if len(argv) > 2 else None)
+    elif command == "instance":
+        instance(root, int(argv[2]))
     else:
-        raise SystemExit(f"unknown command {command!r}: init, build or switch")
+        raise SystemExit(
+            f"unknown command {command!r}: init, deploy, rollback or instance"
+        )
 
 
 if __name__ == "__main__":

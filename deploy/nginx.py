@@ -1,15 +1,38 @@
-"""nginx in front of the instances: sticky sessions for long-polling.
+"""nginx in front of the instances: sessions routed by their id, new ones spread.
 
-New sessions are spread round-robin; nginx then sets a ``chat_backend``
-cookie naming the instance that answered, and routes every later request of
-that browser there, falling back to the others when it is gone.
+Every instance starts its engine.io session ids with ``<ROUTE_ID>.``
+(``p<port>``): nginx sends each request that names a session (``?sid=``)
+to the instance holding it, falling back to the others when it is gone,
+and spreads new sessions to the instance with the fewest connections. No
+cookie pins a browser: after a rolling deploy, reconnecting users spread
+over the instances again.
+
+Open-source nginx has no active health checks, so failover is passive: a
+request that an instance refuses, times out on (``proxy_connect_timeout``)
+or answers 502/503 (an instance shutting down refuses new sessions with
+503) is retried on another (``proxy_next_upstream``). Instances are never
+marked failed (``max_fails=0``): nginx clears a mark only when a later
+connection to that instance closes, which for a websocket can be hours,
+so a restarted instance would get no new sessions; a refused connection to
+a local instance costs well under a millisecond.
+
+With a certificate and key, nginx listens with TLS and redirects plain HTTP
+to HTTPS; websockets are upgraded over TLS and the instances learn the
+scheme from ``X-Forwarded-Proto``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from deploy.procs import Process, find_tool, free_port, http_get, wait_until
+from deploy.procs import (
+    Process,
+    find_tool,
+    free_port,
+    http_get,
+    route_id,
+    wait_until,
+)
 
 NGINX_CONF = """\
 worker_processes 1;
@@ -37,22 +60,24 @@ http {{
   client_header_timeout 5s;
   client_body_timeout 10s;
 
-  # New sessions are spread round-robin; the chat_backend cookie then pins a
-  # browser to its instance (long-polling needs every request on the same
-  # one). A dead instance's sessions fall back to the others.
+  # New sessions (and the page) go to the instance with the fewest open
+  # connections: a websocket opened without a sid (the page's first try)
+  # counts here for its whole life. Never marked failed: nginx forgets a
+  # failure only when a later connection to the peer closes, which for a
+  # websocket may be hours; a refused connect moves on to the next at once.
   upstream chat_any {{
+    {balance}
 {any_servers}
   }}
 {pinned_upstreams}
-  map $cookie_chat_backend $chat_upstream {{
+  # A session's requests carry ?sid=<ROUTE_ID>.<id>: back to its instance.
+  map $arg_sid $chat_upstream {{
     default chat_any;
-{cookie_map}
+{sid_map}
   }}
-  # After a fallback $upstream_addr lists every address tried; keep the last.
-  map $upstream_addr $chat_served_by {{ "~(?<last>[^, ]+)$" $last; }}
-
+{plain_server}
   server {{
-    listen 127.0.0.1:{port};
+{listen}
     limit_conn chat_conn 200;
     limit_req zone=chat_req burst=200 nodelay;
     location / {{
@@ -62,42 +87,74 @@ http {{
       proxy_set_header Connection $connection_upgrade;
       proxy_set_header Host $http_host;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
       proxy_buffering off;
       proxy_read_timeout 1h;
+      proxy_connect_timeout 2s;
       # An instance shutting down answers new sessions with 503: try another.
       proxy_next_upstream error timeout http_502 http_503;
-{cookie_header}
     }}
   }}
 }}
 """
 
+TLS_LISTEN = """\
+    listen {host}:{tls_port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:chat_tls:10m;"""
+
+REDIRECT_SERVER = """
+  # Plain HTTP only redirects to HTTPS.
+  server {{
+    listen {host}:{port};
+    return 301 https://$host{port_suffix}$request_uri;
+  }}
+"""
+
 
 def nginx_conf(
-    port: int, backends: list[int], workdir: Path, sticky: bool = True
+    port: int,
+    backends: list[int],
+    workdir: Path,
+    sticky: bool = True,
+    host: str = "127.0.0.1",
+    tls: tuple[Path, Path, int] | None = None,
 ) -> str:
-    """An nginx.conf for ``backends``; ``sticky=False`` shows why stickiness matters."""
+    """An nginx.conf for ``backends``; ``sticky=False`` shows why routing matters.
+
+    ``tls``: (certificate, key, port) to serve HTTPS there and redirect
+    ``port`` to it.
+    """
     addr = "127.0.0.1:{}".format
-    any_servers = "\n".join(
-        f"    server {addr(p)} max_fails=1 fail_timeout=5s;" for p in backends
-    )
-    pinned, cookie_map = [], []
+    any_servers = "\n".join(f"    server {addr(p)} max_fails=0;" for p in backends)
+    pinned, sid_map = [], []
     for p in backends:
         backups = "".join(f"    server {addr(o)} backup;\n" for o in backends if o != p)
-        pinned.append(f"  upstream chat_{p} {{\n    server {addr(p)};\n{backups}  }}")
-        cookie_map.append(f'    "{addr(p)}" chat_{p};')
-    cookie = (
-        "      add_header Set-Cookie "
-        '"chat_backend=$chat_served_by; Path=/; HttpOnly; SameSite=Lax" always;'
-    )
+        # Never marked failed here: a session's instance that restarted must
+        # get its new sessions' requests at once (if it is down, the backup
+        # answers "Invalid session" and the client opens a new one).
+        pinned.append(
+            f"  upstream chat_{p} {{\n    server {addr(p)} max_fails=0;\n{backups}  }}"
+        )
+        sid_map.append(f'    "~^{route_id(p)}\\." chat_{p};')
+    if tls:
+        cert, key, tls_port = tls
+        listen = TLS_LISTEN.format(host=host, tls_port=tls_port, cert=cert, key=key)
+        suffix = "" if tls_port == 443 else f":{tls_port}"
+        plain = REDIRECT_SERVER.format(host=host, port=port, port_suffix=suffix)
+    else:
+        listen, plain = f"    listen {host}:{port};", ""
     return NGINX_CONF.format(
         dir=workdir,
-        port=port,
+        balance="least_conn;" if sticky else "",
         any_servers=any_servers,
         pinned_upstreams="\n".join(pinned),
-        cookie_map="\n".join(cookie_map),
+        sid_map="\n".join(sid_map),
+        plain_server=plain,
+        listen=listen,
         target="$chat_upstream" if sticky else "chat_any",
-        cookie_header=cookie if sticky else "",
     )
 
 
@@ -110,6 +167,7 @@ class Nginx(Process):
         backends: list[int],
         port: int | None = None,
         sticky: bool = True,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         super().__init__(workdir / "nginx.log")
         self.workdir = workdir / ("nginx" if sticky else "nginx-plain")
@@ -117,22 +175,22 @@ class Nginx(Process):
         self.url = f"http://127.0.0.1:{self.port}"
         self.backends = backends
         self.sticky = sticky
+        self.tls = None
+        if tls:
+            self.tls = (*tls, free_port())
+            self.https_url = f"https://127.0.0.1:{self.tls[2]}"
 
-    def start(self) -> Nginx:
+    def write_conf(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "nginx.conf"
-        conf.write_text(nginx_conf(self.port, self.backends, self.workdir, self.sticky))
-        self._spawn(
-            [
-                find_tool("nginx"),
-                "-c",
-                str(conf),
-                "-p",
-                str(self.workdir),
-                "-e",
-                str(self.workdir / "nginx-error.log"),
-            ]
+        text = nginx_conf(
+            self.port, self.backends, self.workdir, self.sticky, tls=self.tls
         )
+        conf.write_text(text)
+        return conf
+
+    def start(self) -> Nginx:
+        self._spawn(nginx_argv(self.write_conf()))
         wait_until(self._answers, 10, f"nginx on {self.port}")
         return self
 
@@ -143,5 +201,19 @@ class Nginx(Process):
                 f"nginx exited:\n{self.log()}\n"
                 f"{error_log.read_text() if error_log.exists() else ''}"
             )
-        answer = http_get(f"{self.url}/healthz")
+        url = self.https_url if self.tls else self.url
+        answer = http_get(f"{url}/healthz", verify=False)
         return answer is not None and answer.status_code == 200
+
+
+def nginx_argv(conf: Path) -> list[str]:
+    """nginx in the foreground with everything it writes next to ``conf``."""
+    return [
+        find_tool("nginx"),
+        "-c",
+        str(conf),
+        "-p",
+        str(conf.parent),
+        "-e",
+        str(conf.parent / "nginx-error.log"),
+    ]

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -43,6 +44,12 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
         time.sleep(0.05)
 
 
+def route_id(port: int) -> str:
+    """The ROUTE_ID of the instance on ``port``: its session ids start with it,
+    and the generated nginx config routes them back to it by that."""
+    return f"p{port}"
+
+
 @dataclass
 class Answer:
     """An HTTP answer: what the health checks need of one, from the stdlib."""
@@ -54,10 +61,18 @@ class Answer:
         return json.loads(self.text)
 
 
-def http_get(url: str, timeout: float = 2.0) -> Answer | None:
-    """GET ``url`` on a fresh connection; None when nothing answers."""
+def http_get(url: str, timeout: float = 2.0, verify: bool = True) -> Answer | None:
+    """GET ``url`` on a fresh connection; None when nothing answers.
+
+    ``verify=False`` accepts any TLS certificate (a test's self-signed one).
+    """
+    context = None
+    if not verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return Answer(response.status, response.read().decode(errors="replace"))
     except urllib.error.HTTPError as exc:
         return Answer(exc.code, exc.read().decode(errors="replace"))
@@ -153,7 +168,8 @@ class RedisServer(Process):
         query = f"?password={self.password}" if self.password else ""
         return f"unix://{self.socket_path}{query}"
 
-    def start(self) -> RedisServer:
+    def argv(self) -> list[str]:
+        """The redis-server command line (also supervisord's, in make cluster)."""
         argv = [
             find_tool("redis-server"),
             "--port",
@@ -173,6 +189,10 @@ class RedisServer(Process):
             argv += ["--requirepass", self.password]
         if self.socket_path:
             argv += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        return argv
+
+    def start(self) -> RedisServer:
+        argv = self.argv()
         self._spawn(argv)
         wait_until(self._answers, 10, f"redis-server on {self.port}")
         return self
@@ -209,6 +229,7 @@ class Instance(Process):
             "PORT": str(port),
             "HOST": "127.0.0.1",
             "SECRET_KEY": os.environ.get("SECRET_KEY", "local-cluster"),
+            "ROUTE_ID": route_id(port),
             **(env or {}),
         }
 
@@ -235,22 +256,6 @@ class Instance(Process):
             return {int(pid) for pid in children.read_text().split()}
         except OSError:
             return set()
-
-    def serves_itself(self) -> bool:
-        """True once this instance's own worker answers /readyz on the port.
-
-        With SO_REUSEPORT an older instance may share the port; /readyz says
-        which process answered, and a fresh connection per try lets the kernel
-        spread them over both.
-        """
-        if not self.running():
-            raise AssertionError(f"gunicorn exited:\n{self.log()}")
-        response = self.ready()
-        return (
-            response is not None
-            and response.status_code == 200
-            and response.json().get("pid") in self.worker_pids()
-        )
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
         def up():

@@ -30,7 +30,9 @@
   const storageKey = "chat:" + room;
 
   // A page may pass socket.io options in ?transports=polling (tests use it).
-  const transports = (params.get("transports") || "polling,websocket").split(",");
+  // Websocket first: one round trip fewer, and the load balancer counts the
+  // connection where it spreads new sessions; long-polling if it fails.
+  const transports = (params.get("transports") || "websocket,polling").split(",");
 
   let username = null;   // set once the server accepted a name
   let token = null;      // lets this page reclaim its name after a reconnect
@@ -48,6 +50,7 @@
   // reconnect no queued message can reach the server before the login.
   const socket = io({
     transports,
+    tryAllTransports: true,
     reconnectionDelayMax: 3000, // ms: back soon after a deploy or restart
     auth: (cb) => cb(username ? { username, token, room, lastId } : {}),
   });

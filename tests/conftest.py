@@ -132,19 +132,36 @@ def cluster(redis_server, gunicorn):
 
 @pytest.fixture
 def nginx(tmp_path):
-    """``nginx(instances, sticky=True)``: a load balancer in front of them."""
+    """``nginx(instances, sticky=True, tls=None)``: a load balancer in front of
+    them; ``tls=(cert, key)`` serves HTTPS and redirects HTTP to it."""
     from deploy.nginx import Nginx
 
     started = []
 
-    def start(instances, sticky=True):
-        balancer = Nginx(tmp_path, [i.port for i in instances], sticky=sticky)
+    def start(instances, sticky=True, tls=None):
+        balancer = Nginx(tmp_path, [i.port for i in instances], sticky=sticky, tls=tls)
         started.append(balancer)
         return balancer.start()
 
     yield start
     for balancer in started:
         balancer.stop()
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed certificate for 127.0.0.1 made with openssl: (cert, key)."""
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
 
 
 @pytest.fixture(autouse=True)

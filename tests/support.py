@@ -21,17 +21,39 @@ class ChatClient:
     """A python-socketio client that records every event it receives."""
 
     def __init__(
-        self, url: str, transports=("websocket",), auth=None, reconnection: bool = False
+        self,
+        url: str,
+        transports=("websocket",),
+        auth=None,
+        reconnection: bool = False,
+        resume: bool = False,
+        ssl_verify: bool = True,
     ) -> None:
         self.events: list[tuple[str, object]] = []
         self._cond = threading.Condition()
         self.sio = socketio.Client(
-            reconnection=reconnection, reconnection_delay=0.2, reconnection_delay_max=1
+            reconnection=reconnection,
+            reconnection_delay=0.2,
+            reconnection_delay_max=1,
+            ssl_verify=ssl_verify,
         )
         self.sio.on("*", self._record)
         self.sio.on("connect", lambda: self._record("connect"))
         self.sio.on("disconnect", lambda *a: self._record("disconnect"))
+        if resume:
+            # As the page does: every (re)connect logs in again and asks for
+            # what was missed since the newest message seen.
+            fixed = dict(auth or {})
+            auth = lambda: {**fixed, "lastId": self.last_id()}  # noqa: E731
         self.sio.connect(url, transports=list(transports), auth=auth, wait_timeout=10)
+
+    def last_id(self) -> str | None:
+        """The id of the newest message received, live or in a ``history``."""
+        ids = [m.get("id") for m in self.named("new message")]
+        for history in self.named("history"):
+            ids += [m.get("id") for m in history["messages"]]
+        ids = [i for i in ids if isinstance(i, str)]
+        return max(ids, key=lambda i: tuple(map(int, i.split("-")))) if ids else None
 
     def _record(self, event, *args):
         with self._cond:

@@ -5,7 +5,7 @@ import json
 import pytest
 import requests
 
-from tests.support import presence
+from tests.support import presence, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -44,13 +44,15 @@ def test_conversation_across_instances_through_nginx(
     )
 
 
-def test_sticky_cookie_pins_a_polling_session_to_one_instance(cluster, nginx):
+def test_a_session_id_routes_every_request_to_its_instance(cluster, nginx):
     a, b = cluster(2)
     balancer = nginx([a, b])
     with requests.Session() as browser:
         handshake = browser.get(f"{balancer.url}/socket.io/?EIO=4&transport=polling")
-        pinned = browser.cookies["chat_backend"]
         sid = json.loads(handshake.text[1:])["sid"]
+        # The sid names its instance (ROUTE_ID); no cookie is involved.
+        assert sid.split(".")[0] in {f"p{a.port}", f"p{b.port}"}
+        assert not browser.cookies
         url = f"{balancer.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
         assert browser.post(url, data="40").status_code == 200
         assert browser.get(url, timeout=5).text.startswith("40")
@@ -59,7 +61,52 @@ def test_sticky_cookie_pins_a_polling_session_to_one_instance(cluster, nginx):
             # answers an event sent before login with a chat error.
             assert browser.post(url, data='42["typing"]').status_code == 200
             assert "not_logged_in" in browser.get(url, timeout=5).text
-            assert browser.cookies["chat_backend"] == pinned
+
+
+def test_new_sessions_go_to_the_instance_with_the_fewest_users(
+    cluster, nginx, clients, gunicorn
+):
+    """After a restart (a deploy) everyone sits on the instance that stayed;
+    new sessions, such as reloaded pages, fill the restarted one first."""
+    a, b = cluster(2)
+    balancer = nginx([a, b])
+    env = b.env
+    b.terminate()
+    for i in range(4):
+        clients(balancer.url).login(f"early{i}")
+    assert local_users(a) == 4
+    b = gunicorn(env, port=b.port)
+    # nginx marked b as failed while it was down; it tries it again after
+    # fail_timeout (2 s), on a new session.
+    late = iter(range(100))
+    wait_until(
+        lambda: clients(balancer.url).login(f"late{next(late)}") and local_users(b),
+        10,
+        "a new session to reach the restarted instance",
+    )
+    on_a = local_users(a)
+    for i in range(3):
+        clients(balancer.url).login(f"reloaded{i}")
+    assert (local_users(a), local_users(b)) == (on_a, 4)
+
+
+def test_tls_at_the_balancer_redirects_http_and_carries_websockets(
+    cluster, nginx, clients, certificate
+):
+    a, b = cluster(2)
+    balancer = nginx([a, b], tls=certificate)
+    plain = requests.get(f"{balancer.url}/?room=dev", allow_redirects=False, timeout=5)
+    assert plain.status_code == 301
+    assert plain.headers["Location"] == f"{balancer.https_url}/?room=dev"
+    page = requests.get(balancer.https_url, verify=str(certificate[0]), timeout=5)
+    assert "socket.io" in page.text
+    alice = clients(balancer.https_url, ssl_verify=False)
+    bob = clients(balancer.https_url, ssl_verify=False)
+    alice.login("Alice")
+    assert bob.login("Bob")["numUsers"] == 2
+    assert alice.sio.transport() == "websocket"
+    bob.say("over TLS")
+    assert alice.wait_for("new message")["message"] == "over TLS"
 
 
 def test_without_sticky_sessions_polling_is_refused_with_400(cluster, nginx):
