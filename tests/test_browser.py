@@ -151,6 +151,21 @@ def test_two_users_chat_across_instances_through_nginx(cluster, nginx, open_page
     expect(logs(alice).filter(has_text="Bob left")).to_have_count(1)
 
 
+def test_two_users_chat_over_https_through_nginx(
+    cluster, nginx, open_page, certificate
+):
+    a, b = cluster(2)
+    balancer = nginx([a, b], tls=certificate)
+    alice = open_page(balancer.url, "Alice", ignore_https_errors=True)
+    assert alice.url.startswith(balancer.https_url)
+    bob = open_page(balancer.https_url, "Bob", ignore_https_errors=True)
+    converse(alice, bob)
+    transports = alice.evaluate(
+        "() => performance.getEntriesByType('resource').map(r => r.name)"
+    )
+    assert not [t for t in transports if t.startswith("http://")]
+
+
 def test_long_polling_only_through_nginx(cluster, nginx, open_page):
     a, b = cluster(2)
     balancer = nginx([a, b])

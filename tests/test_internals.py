@@ -7,6 +7,7 @@ new version may rename them and leave the app silently unguarded or slow.
 """
 
 import inspect
+import json
 import socket
 from importlib.metadata import version
 
@@ -210,3 +211,11 @@ def test_buffered_reader_hands_over_what_it_holds_without_waiting():
     finally:
         left.close()
         right.close()
+
+
+@pytest.mark.settings(ROUTE_ID="p5051")
+def test_session_ids_start_with_the_route_id(client):
+    """chat.sessions overrides engine.io's ``generate_id``: nginx routes by it."""
+    handshake = client.get("/socket.io/?EIO=4&transport=polling")
+    sid = json.loads(handshake.get_data(as_text=True)[1:])["sid"]
+    assert sid.startswith("p5051.") and len(sid) > len("p5051.") + 10
