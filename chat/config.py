@@ -108,6 +108,9 @@ class Config:
         # On SIGTERM, how long this instance's users stay online while their
         # pages reconnect elsewhere (0: announce them as left at once).
         self.PRESENCE_GRACE_S = _float("PRESENCE_GRACE_S", 10.0)
+        # A dropped connection's user stays online this long (a reload or a
+        # network change comes back silently); a logout leaves at once.
+        self.LEAVE_GRACE_S = _float("LEAVE_GRACE_S", 5.0)
         self.HISTORY_LENGTH = _int("HISTORY_LENGTH", 50)
         # ``login`` lists who is online only in rooms up to this size.
         self.MAX_USERS_LISTED = _int("MAX_USERS_LISTED", 100)

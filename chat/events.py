@@ -14,8 +14,9 @@ import logging
 import secrets
 import time
 
+import gevent
 from flask import current_app, request
-from flask_socketio import emit, join_room
+from flask_socketio import SocketIO, emit, join_room
 from gevent.lock import Semaphore
 
 from chat import metrics, socketio
@@ -78,7 +79,9 @@ def guarded(event: str, limiter: str = "limiter"):
                 return handler(*args)
             except Refused as refusal:
                 _refuse(event, refusal)
-                return None
+                # A client that asked for an acknowledgement learns which of
+                # its messages was refused, and why.
+                return {"error": refusal.reason, "message": refusal.detail}
             finally:
                 metrics.EVENT_SECONDS.labels(event).observe(
                     time.perf_counter() - started
@@ -109,21 +112,55 @@ def on_connect(auth=None):
             _refuse("add user", refusal)
 
 
+# A connection that dropped rather than logged out (a reload, a network
+# change, a restarted instance): its user may be back within seconds.
+DROPPED = {
+    SocketIO.reason.TRANSPORT_CLOSE,
+    SocketIO.reason.TRANSPORT_ERROR,
+    SocketIO.reason.PING_TIMEOUT,
+}
+
+
 @socketio.on("disconnect")
-def on_disconnect(*_reason):
+def on_disconnect(reason=None, *_):
     """Release the user's name and tell the room, unless a newer login took it.
 
+    A dropped connection keeps its user online for LEAVE_GRACE_S first: a
+    reloaded page or a phone changing networks logs in again with its token
+    and takes the name back, and the room sees neither a leave nor a join.
+    A logout (the client's own disconnect) or a server close leaves at once.
     Waits for a login of this session still in flight, so the name it is
     claiming is released too instead of staying behind as a ghost.
     """
     state = _state()
-    state.limiter.forget(request.sid)
-    state.typing_limiter.forget(request.sid)
-    with _serialised(state, request.sid):
-        member, count, seq = state.presence.leave(request.sid)
-    log.info("disconnect", extra={"sid": request.sid})
+    sid = request.sid
+    state.limiter.forget(sid)
+    state.typing_limiter.forget(sid)
+    grace = current_app.config["LEAVE_GRACE_S"]
+    if grace > 0 and reason in DROPPED and sid in state.presence.local:
+        log.info("disconnect", extra={"sid": sid, "reason": reason})
+        app = current_app._get_current_object()
+        gevent.spawn_later(grace, _leave_later, app, sid)
+        return
+    _leave(state, sid)
+    log.info("disconnect", extra={"sid": sid, "reason": reason})
+
+
+def _leave(state, sid: str) -> None:
+    with _serialised(state, sid):
+        member, count, seq = state.presence.leave(sid)
     if member is not None:
         announce("user left", member.room, member.name, count, seq)
+
+
+def _leave_later(app, sid: str) -> None:
+    """The end of a dropped connection's grace: leave, unless the name was
+    taken back meanwhile (then presence no longer holds this session)."""
+    with app.app_context():
+        try:
+            _leave(app.extensions["chat"], sid)
+        except Exception:
+            log.exception("leaving after the grace failed", extra={"sid": sid})
 
 
 @contextlib.contextmanager
@@ -219,8 +256,14 @@ def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
     if config["REDIS_URL"]:
         state.delivery.note_catch_up(room, request.sid, read_up_to, meanwhile)
     if result.replaced_sid:
-        # The same person's older connection (a page that lost its network)
-        # is closed; the room never saw them leave, so no "user joined".
+        # The same person's older connection (a page that lost its network,
+        # or the tab this one was duplicated from) is told and closed; the
+        # room never saw them leave, so no "user joined".
+        socketio.emit(
+            "taken over",
+            {"message": "Your name is now in use in another tab or window."},
+            to=result.replaced_sid,
+        )
         socketio.server.disconnect(result.replaced_sid, namespace="/")
 
 
