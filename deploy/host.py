@@ -192,7 +192,11 @@ def build(root: Path, sha: str) -> Path:
     say(f"building {sha[:12]}")
     venv = venv_for(root, release)
     (release / ".venv").symlink_to(venv)
-    run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], release, "npm ci")
+    run(
+        ["npm", "ci", "--omit=dev", "--no-audit", "--no-fund", "--loglevel=error"],
+        release,
+        "npm ci",
+    )
     vendor = release / "static" / "vendor"
     vendor.mkdir(parents=True, exist_ok=True)
     dist = release / "node_modules" / "socket.io-client" / "dist"

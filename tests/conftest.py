@@ -164,6 +164,46 @@ def certificate(tmp_path):
     return cert, key
 
 
+# -- browser tests (tests/pages.py) ------------------------------------------
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """One headless Chromium (Debian's) for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.pages import ARTIFACTS, CHROMIUM_ARGS, chromium_path
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(browser):
+    """``open_page(url, name=None, **context)``: a page in its own context."""
+    contexts = []
+
+    def open_(url, name=None, **options):
+        context = browser.new_context(**options)
+        contexts.append(context)
+        page = context.new_page()
+        page.dialogs = []
+        page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+        page.goto(url)
+        if name is not None:
+            from tests.pages import log_in
+
+            log_in(page, name)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
 @pytest.fixture(autouse=True)
 def close_raw_sockets():
     """Every raw websocket a test opened is closed, also on failure."""

@@ -6,99 +6,21 @@ test-artifacts/.
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
-from deploy.procs import ROOT, Instance, free_port, wait_until
+from deploy.procs import Instance, free_port, wait_until
+from tests.pages import (
+    SocketIOBlock,
+    connection,
+    expect,
+    log_in,
+    logs,
+    messages_from,
+    send,
+    shot,
+)
 
 pytestmark = pytest.mark.e2e
-
-sync_api = pytest.importorskip("playwright.sync_api")
-expect = sync_api.expect
-# Generous: CI shares two cores between Chromium, gunicorn, Redis and nginx.
-expect.set_options(timeout=10_000)
-
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not os.path.exists(path):
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (make system-deps installs it)")
-        pytest.skip("chromium is not installed")
-    return path
-
-
-@pytest.fixture(scope="session")
-def browser(tmp_path_factory):
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def open_page(browser):
-    """``open_page(url, name=None, **context)``: a page in its own context."""
-    contexts = []
-
-    def open_(url, name=None, **options):
-        context = browser.new_context(**options)
-        contexts.append(context)
-        page = context.new_page()
-        page.dialogs = []
-        page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-        page.goto(url)
-        if name is not None:
-            log_in(page, name)
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-
-
-def log_in(page, name):
-    page.fill(".usernameInput", name)
-    page.press(".usernameInput", "Enter")
-    expect(page.locator(".chat.page")).to_be_visible()
-
-
-def send(page, text):
-    page.fill(".inputMessage", text)
-    page.press(".inputMessage", "Enter")
-
-
-def logs(page):
-    return page.locator(".messages .log")
-
-
-def messages_from(page, name):
-    return page.locator(f'.messages .message:not(.typing)[data-username="{name}"]')
-
-
-def shot(page, name):
-    """A screenshot once every line has faded in."""
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.messages li')]"
-        ".every(e => getComputedStyle(e).opacity === '1')"
-    )
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def converse(alice, bob):
@@ -218,14 +140,14 @@ def test_page_reconnects_and_logs_in_again_after_a_server_restart(tmp_path, open
         bob = open_page(server.url, "Bob")
         expect(logs(alice).filter(has_text="Bob joined")).to_have_count(1)
         assert server.terminate(timeout=15) == 0
-        expect(logs(alice).filter(has_text="you have been disconnected")).to_have_count(
-            1
-        )
+        # The header says so; the conversation gets no lines about it.
+        expect(connection(alice)).to_have_attribute("data-state", "reconnecting")
+        expect(connection(alice)).to_contain_text("Reconnecting")
         server = Instance(port, tmp_path).start()
         for page in (alice, bob):
-            expect(
-                logs(page).filter(has_text="you have been reconnected")
-            ).to_have_count(1, timeout=15000)
+            expect(connection(page)).to_have_attribute(
+                "data-state", "connected", timeout=15000
+            )
         wait_until(
             lambda: server.health().json()["localUsers"] == 2,
             10,
@@ -284,14 +206,14 @@ def test_dropped_connection_sees_every_message_once_in_order(
     expect(messages_from(alice, "Bob")).to_have_count(1)
 
     # Alice's instance goes away and, for a while, so does her network.
-    alice.context.route("**/socket.io/**", lambda route: route.abort())
+    block = SocketIOBlock(alice.context)
     assert home.terminate(timeout=15) == 0
-    expect(logs(alice).filter(has_text="you have been disconnected")).to_have_count(1)
+    expect(connection(alice)).to_have_attribute("data-state", "reconnecting")
     for i in range(3):
         bob.say(f"while away {i}")
-    alice.context.unroute("**/socket.io/**")
+    block.lift()
 
-    expect(logs(alice).filter(has_text="you have been reconnected")).to_have_count(1)
+    expect(connection(alice)).to_have_attribute("data-state", "connected")
     expected = ["before the drop"] + [f"while away {i}" for i in range(3)]
     expect(messages_from(alice, "Bob").locator(".messageBody")).to_have_text(expected)
     bob.say("after the return")
@@ -328,8 +250,18 @@ def test_room_names_follow_the_servers_rule_on_the_page(gunicorn, open_page):
     # "Dev" is the room "dev": both are in one room.
     expect(logs(upper).filter(has_text="Dirk joined")).to_have_count(1)
     expect(logs(upper).filter(has_text="room dev")).to_have_count(1)
+    # An invalid room is explained where another can be picked.
     accented = open_page(f"{server.url}/?room=caf%C3%A9")
-    expect(accented.locator(".loginError")).to_contain_text("a-z, 0-9")
+    picker = accented.locator(".roomForm")
+    expect(picker).to_be_visible()
+    expect(picker.locator("label")).to_contain_text("a-z, 0-9")
+    expect(accented.locator(".usernameInput")).to_be_hidden()
+    accented.fill(".roomInput", "Cafe")
+    accented.press(".roomInput", "Enter")
+    accented.wait_for_url("**/?room=cafe")
+    expect(accented.locator(".roomHint")).to_have_text("You are joining room cafe.")
+    log_in(accented, "Carla")
+    expect(accented.locator(".roomName")).to_have_text("Room cafe")
 
 
 # A page written for the Node socket.io server: it loads the client from the
@@ -362,7 +294,7 @@ def test_a_page_written_for_the_node_server_loads_the_client_and_chats(
             lambda route: route.fulfill(body=NODE_STYLE_PAGE, content_type="text/html"),
         )
         page.goto(f"{server.url}/node-style")
-        sync_api.expect(page.locator("#log li")).to_have_text(["login 2"])
+        expect(page.locator("#log li")).to_have_text(["login 2"])
         message = alice.wait_for("new message", lambda m: m["username"] == "Nodey")
         assert message["message"] == "hello from a Node-style page"
     finally:

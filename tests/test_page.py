@@ -1,0 +1,280 @@
+"""The page people chat in, driven as people do: what each of them sees.
+
+Message states, the outbox, a duplicated tab, who is online, the header, a
+phone, the keyboard, accessibility (axe-core) and a new release.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deploy.procs import ROOT, Instance, free_port
+from tests.pages import (
+    SocketIOBlock,
+    connection,
+    expect,
+    log_in,
+    logs,
+    messages_from,
+    send,
+    shot,
+)
+
+pytestmark = pytest.mark.e2e
+
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "is_mobile": True,
+    "has_touch": True,
+}
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def own(page):
+    return page.locator(".messages .message.own")
+
+
+def people(page):
+    return page.locator(".peopleList .person")
+
+
+def test_a_flood_of_messages_arrives_in_order_and_each_shows_as_sent(
+    gunicorn, open_page
+):
+    # A small budget, so that the burst outruns it: the page waits and
+    # sends again rather than losing or failing a message.
+    server = gunicorn({"RATE_BURST": "5", "RATE_PER_S": "5"})
+    alice = open_page(server.url, "Alice")
+    bob = open_page(server.url, "Bob")
+    texts = [f"quick {i}" for i in range(25)]
+    for text in texts[:3]:
+        # Typed key by key: typing notices have their own budget.
+        alice.locator(".inputMessage").press_sequentially(text)
+        alice.press(".inputMessage", "Enter")
+    for text in texts[3:]:
+        send(alice, text)
+    expect(own(alice)).to_have_count(25)
+    expect(own(alice).locator(".messageBody")).to_have_text(texts)
+    expect(own(alice).and_(alice.locator('[data-state="stored"]'))).to_have_count(
+        25, timeout=20_000
+    )
+    expect(messages_from(bob, "Alice").locator(".messageBody")).to_have_text(texts)
+    assert logs(alice).filter(has_text="not").count() == 0
+    # Every message shows its time, one's own included.
+    for page in (alice, bob):
+        times = page.locator(".messages .message:not(.typing) .time")
+        assert all(t.strip() for t in times.all_inner_texts())
+
+
+def test_an_over_long_message_is_never_shown_as_sent(gunicorn, open_page):
+    server = gunicorn()
+    alice = open_page(server.url, "Alice")
+    bob = open_page(server.url, "Bob")
+    pasted = "x" * 2001
+    alice.fill(".inputMessage", pasted)
+    expect(alice.locator(".messageHint")).to_contain_text("1 character too long")
+    alice.press(".inputMessage", "Enter")
+    # Kept, whole, for the user to shorten; nothing went out.
+    assert alice.input_value(".inputMessage") == pasted
+    expect(own(alice)).to_have_count(0)
+
+    # If the server refuses anyway (its limit is what counts), the refusal is
+    # on that message, and nobody else saw it.
+    alice.evaluate(
+        "() => document.querySelector('meta[name=max-message-chars]').content = '5000'"
+    )
+    alice.press(".inputMessage", "Enter")
+    expect(own(alice)).to_have_attribute("data-state", "failed")
+    expect(own(alice).locator(".status")).to_have_text(
+        "not sent: A message is at most 2000 characters."
+    )
+    send(alice, "short one")
+    expect(messages_from(bob, "Alice").locator(".messageBody")).to_have_text(
+        ["short one"]
+    )
+
+
+def test_messages_typed_offline_wait_survive_a_reload_and_go_out_in_order(
+    gunicorn, open_page
+):
+    # Alice's name is kept for her while she is away (LEAVE_GRACE_S).
+    server = gunicorn({"LEAVE_GRACE_S": "60"})
+    alice = open_page(server.url, "Alice")
+    bob = open_page(server.url, "Bob")
+    alice.context.set_offline(True)
+    expect(connection(alice)).to_have_attribute("data-state", "offline")
+    send(alice, "typed offline 1")
+    send(alice, "typed offline 2")
+    expect(own(alice).locator(".status")).to_have_text(
+        ["waiting for the connection"] * 2
+    )
+    # Back online, but socket.io still cannot get through; then a reload.
+    block = SocketIOBlock(alice.context)
+    alice.context.set_offline(False)
+    alice.reload()
+    expect(alice.locator(".chat.page")).to_be_visible()
+    expect(own(alice).locator(".messageBody")).to_have_text(
+        ["typed offline 1", "typed offline 2"]
+    )
+    expect(own(alice).and_(alice.locator('[data-state="pending"]'))).to_have_count(2)
+    shot(alice, "outbox-pending")
+    block.lift()
+    # The blocked attempt is abandoned after the page's 8 s connect timeout.
+    expect(connection(alice)).to_have_attribute(
+        "data-state", "connected", timeout=20_000
+    )
+    expect(own(alice).and_(alice.locator('[data-state="stored"]'))).to_have_count(2)
+    expect(messages_from(bob, "Alice").locator(".messageBody")).to_have_text(
+        ["typed offline 1", "typed offline 2"]
+    )
+    # Alice came back within the grace: nobody was told she left or joined.
+    assert logs(bob).filter(has_text="Alice left").count() == 0
+    assert logs(bob).filter(has_text="Alice joined").count() == 0
+
+
+def test_a_duplicated_tab_pauses_the_original_which_can_take_the_name_back(
+    gunicorn, open_page
+):
+    server = gunicorn()
+    first = open_page(server.url, "Alice")
+    bob = open_page(server.url, "Bob")
+    # A duplicated tab starts with a copy of the original's sessionStorage.
+    storage = first.evaluate("() => JSON.stringify(Object.entries(sessionStorage))")
+    second = first.context.new_page()
+    second.add_init_script(
+        f"for (const [k, v] of {storage}) sessionStorage.setItem(k, v);"
+    )
+    second.goto(server.url)
+    expect(connection(second)).to_have_attribute("data-state", "connected")
+    expect(first.locator(".takenOver")).to_be_visible()
+    expect(first.locator(".takenOver")).to_contain_text("another tab or window")
+    expect(first.locator(".inputMessage")).to_be_disabled()
+    expect(connection(first)).to_have_attribute("data-state", "paused")
+    send(second, "from the new tab")
+    expect(messages_from(bob, "Alice").locator(".messageBody")).to_have_text(
+        ["from the new tab"]
+    )
+    shot(first, "taken-over")
+
+    first.click(".takeBack")
+    expect(connection(first)).to_have_attribute("data-state", "connected")
+    expect(first.locator(".inputMessage")).to_be_enabled()
+    expect(second.locator(".takenOver")).to_be_visible()
+    send(first, "back in the first tab")
+    expect(messages_from(bob, "Alice").locator(".messageBody")).to_have_text(
+        ["from the new tab", "back in the first tab"]
+    )
+    assert logs(bob).filter(has_text="Alice").count() == 0
+
+
+def test_who_is_online_follows_the_room_and_a_reload_is_silent(gunicorn, open_page):
+    server = gunicorn({"LEAVE_GRACE_S": "3"})
+    alice = open_page(f"{server.url}/?room=Team", "Alice")
+    expect(alice.locator(".roomName")).to_have_text("Room team")
+    bob = open_page(f"{server.url}/?room=team", "Bob")
+    carol = open_page(f"{server.url}/?room=team", "Carol")
+    expect(people(alice)).to_have_text(["Alice (you)", "Bob", "Carol"])
+    expect(people(carol)).to_have_text(["Alice", "Bob", "Carol (you)"])
+    expect(alice.locator(".peopleCount")).to_have_text("(3)")
+
+    bob.reload()
+    expect(connection(bob)).to_have_attribute("data-state", "connected")
+    expect(people(bob)).to_have_text(["Alice", "Bob (you)", "Carol"])
+    carol.context.close()  # the tab is closed: gone after the grace
+    expect(logs(alice).filter(has_text="Carol left")).to_have_count(1)
+    expect(people(alice)).to_have_text(["Alice (you)", "Bob"])
+    # Bob's reload showed nobody a leave or a join.
+    assert logs(alice).filter(has_text="Bob left").count() == 0
+    expect(logs(alice).filter(has_text="Bob joined")).to_have_count(1)
+
+    # A newcomer sees the conversation so far set apart from what is new.
+    send(alice, "before Dave")
+    expect(messages_from(bob, "Alice")).to_have_count(1)
+    dave = open_page(f"{server.url}/?room=team", "Dave")
+    expect(dave.locator(".log.divider").first).to_have_text("earlier messages")
+    expect(dave.locator(".message.history .messageBody")).to_have_text(["before Dave"])
+    shot(dave, "history-divider")
+
+
+def run_axe(page) -> list[dict]:
+    """Serious and critical violations axe-core finds in the page as it is."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => JSON.stringify(await axe.run(document))")
+    return [
+        {"id": v["id"], "help": v["help"], "nodes": [n["html"] for n in v["nodes"]]}
+        for v in json.loads(result)["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_the_page_is_accessible_and_usable_by_keyboard_alone(
+    gunicorn, open_page, device
+):
+    server = gunicorn()
+    options = PHONE if device == "phone" else {}
+    bob = open_page(server.url, "Bob")
+    alice = open_page(server.url, **options)
+    assert run_axe(alice) == []
+    # The nickname field has the focus; Enter logs in; the message field
+    # has the focus; Enter sends.
+    alice.keyboard.type("Alice")
+    alice.keyboard.press("Enter")
+    expect(alice.locator(".chat.page")).to_be_visible()
+    alice.keyboard.type("typed without a mouse")
+    alice.keyboard.press("Enter")
+    expect(messages_from(bob, "Alice").locator(".messageBody")).to_have_text(
+        ["typed without a mouse"]
+    )
+    send(bob, "hello Alice")
+    expect(messages_from(alice, "Bob")).to_have_count(1)
+    assert run_axe(alice) == []
+    if device == "phone":
+        # Who is online is a drawer, opened from the header.
+        expect(alice.locator(".people")).to_be_hidden()
+        toggle = alice.locator(".peopleToggle")
+        toggle.focus()
+        alice.keyboard.press("Enter")
+        expect(toggle).to_have_attribute("aria-expanded", "true")
+        expect(people(alice)).to_have_text(["Alice (you)", "Bob"])
+        assert run_axe(alice) == []
+        box = alice.locator(".inputMessage").bounding_box()
+        assert box["y"] + box["height"] <= 844 and box["width"] >= 350
+    else:
+        expect(people(alice)).to_have_text(["Alice (you)", "Bob"])
+    shot(alice, f"page-{device}")
+
+
+def test_an_open_page_offers_a_reload_when_a_new_release_serves(tmp_path, open_page):
+    port = free_port()
+    server = Instance(port, tmp_path, {"RELEASE": "first"}).start()
+    try:
+        alice = open_page(server.url, "Alice")
+        expect(alice.locator(".releaseNotice")).to_be_hidden()
+        assert server.terminate(timeout=15) == 0
+        server = Instance(port, tmp_path, {"RELEASE": "second"}).start()
+        notice = alice.locator(".releaseNotice")
+        expect(notice).to_be_visible(timeout=15_000)
+        expect(notice).to_contain_text("new version")
+        alice.click(".releaseNotice .reload")
+        expect(alice.locator('meta[name="release"]')).to_have_attribute(
+            "content", "second"
+        )
+        expect(connection(alice)).to_have_attribute("data-state", "connected")
+        expect(alice.locator(".releaseNotice")).to_be_hidden()
+    finally:
+        server.stop()
+
+
+def test_log_in_helper_still_matches_the_page(gunicorn, open_page):
+    """The nickname screen names the room before anyone types."""
+    server = gunicorn()
+    page = open_page(f"{server.url}/?room=dev")
+    expect(page.locator(".roomHint")).to_have_text("You are joining room dev.")
+    log_in(page, "Dana")
+    expect(page.locator(".roomName")).to_have_text("Room dev")
+    expect(logs(page).first).to_have_text("Welcome to Socket.IO Chat, room dev")
+    lobby = open_page(server.url, "Lena")
+    expect(logs(lobby).first).to_have_text("Welcome to Socket.IO Chat")
