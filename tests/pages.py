@@ -51,26 +51,18 @@ def logs(page):
 
 
 class SocketIOBlock:
-    """Cuts a browser context off from socket.io (long-polling and
-    websockets alike) until ``lift()``; the rest of the site still loads."""
+    """Cuts a long-polling page (``?transports=polling``) off from socket.io
+    until ``lift()``; the rest of the site still loads, so it can reload."""
 
     def __init__(self, context):
         self.blocked = True
-        self.context = context
         context.route("**/socket.io/**", self._http)
-        context.route_web_socket("**/socket.io/**", self._websocket)
 
     def _http(self, route):
         if self.blocked:
             route.abort()
         else:
             route.continue_()
-
-    def _websocket(self, ws):
-        if self.blocked:
-            ws.close(code=1011, reason="blocked by the test")
-        else:
-            ws.connect_to_server()
 
     def lift(self):
         self.blocked = False

@@ -1,0 +1,103 @@
+"""``make cluster``: the deployed host's supervisord configuration, locally."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from deploy.procs import ROOT, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def free_run(count):
+    """``count`` consecutive free ports."""
+    while True:
+        base = free_port()
+        ports = range(base, base + count)
+        if all(_free(p) for p in ports):
+            return base
+
+
+def _free(port):
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def ctl(workdir, *args):
+    return subprocess.run(
+        [str(ROOT / ".venv/bin/supervisorctl"), "-c", str(workdir / "supervisord.conf")]
+        + list(args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+
+
+def ready(url):
+    try:
+        return requests.get(f"{url}/readyz", timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+def test_a_killed_instance_fails_over_is_restarted_and_ctrl_c_stops_all(
+    tmp_path, clients
+):
+    port = free_run(3)
+    workdir = tmp_path / "cluster"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cluster", "--instances", "2"]
+        + ["--port", str(port), "--workdir", str(workdir)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lb = f"http://127.0.0.1:{port}"
+        wait_until(lambda: ready(lb), 60, "make cluster to serve")
+        alice = clients(lb, auth={"username": "Alice"}, reconnection=True)
+        alice.wait_for("login")
+        bob = clients(lb, auth={"username": "Bob"})
+        bob.wait_for("login")
+        # The session id names Alice's instance (ROUTE_ID "p<port>").
+        home = int(alice.sio.eio.sid.split(".")[0][1:])
+        assert home in (port + 1, port + 2)
+        pid = int(ctl(workdir, "pid", f"chat-{home}"))
+        killed = time.monotonic()
+        os.killpg(pid, signal.SIGKILL)
+        # Failover: Alice is back, under her name, on the other instance...
+        wait_until(lambda: len(alice.named("login")) == 2, 20, "Alice to log in again")
+        bob.say("after the kill")
+        alice.wait_for("new message", lambda m: m["message"] == "after the kill")
+        # ...and supervisord started the killed one again.
+        wait_until(
+            lambda: (
+                ready(f"http://127.0.0.1:{home}")
+                and f"chat-{home}" in ctl(workdir, "status")
+                and "RUNNING" in ctl(workdir, "status", f"chat-{home}")
+            ),
+            30,
+            "supervisord to restart the instance",
+        )
+        print(f"kill -9 to serving again: {time.monotonic() - killed:.1f} s")
+        assert int(ctl(workdir, "pid", f"chat-{home}")) != pid
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        output = proc.communicate(timeout=90)[0]
+    assert proc.returncode == 0, output
+    assert "stopping" in output
+    for p in (port, port + 1, port + 2):
+        assert _free(p), f"port {p} still open after Ctrl-C"
+    assert not (workdir / "supervisord.pid").exists()
