@@ -28,7 +28,7 @@ format: $(STAMPS)/venv-dev
 	$(BIN)/ruff format .
 
 cluster: $(STAMPS)/venv-deploy $(VENDOR) system-deps
-	$(BIN)/python -m deploy.cluster --instances $(N)
+	$(BIN)/python -m deploy.cluster --instances $(N) $(if $(SENTINEL),--sentinel)
 
 bench: $(STAMPS)/venv-bench $(PEER_MODULES) system-deps
 	ulimit -n 20000 2>/dev/null || true; $(BIN)/python -m bench.run

@@ -13,44 +13,17 @@ import logging
 import time
 
 import gevent
-import redis
 import socketio
 
 from chat.delivery import Delivery
 from chat.fastpath import FastEmitManager
+from chat.redisconn import check_redis, redis_client
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_S = 2.0
 FIRST_RETRY_S = 0.05
 PUBLISH_BATCH = 100
-
-
-def redis_client(url: str, timeout_s: float) -> redis.Redis:
-    """A client for commands: bounded waits so a hung Redis never blocks a user."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        health_check_interval=30,
-    )
-
-
-def check_redis(url: str, timeout_s: float = 3.0) -> str | None:
-    """Ping Redis once; a sentence saying what is wrong, or None when it answers."""
-    try:
-        redis_client(url, timeout_s).ping()
-    except redis.AuthenticationError as exc:
-        return f"Redis refused the credentials in REDIS_URL ({exc})"
-    except redis.ResponseError as exc:
-        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-            return f"Redis refused the credentials in REDIS_URL ({exc})"
-        return f"Redis answered with an error ({exc})"
-    except ValueError:
-        return "REDIS_URL cannot be used (malformed URL)"
-    except (redis.RedisError, OSError) as exc:
-        return f"Redis at REDIS_URL is unreachable ({exc})"
-    return None
 
 
 def require_redis(url: str) -> None:
@@ -139,13 +112,17 @@ class ChatRedisManager(socketio.RedisManager, FastEmitManager):
         return super()._handle_emit(message)
 
     def _redis_connect(self) -> None:
-        super()._redis_connect()
+        """Clients from chat.redisconn rather than python-socketio's own, so
+        that a Sentinel URL's sentinel password is used and a failover is
+        followed (each new connection asks the sentinels for the master)."""
+        self.redis = redis_client(self.redis_url, self._timeout_s)
         options = {"socket_connect_timeout": self._timeout_s}
         if not self.redis_url.startswith("unix:"):
             # TCP keepalive notices a Redis host that vanished without a FIN.
             options["socket_keepalive"] = True
-        listener = redis.Redis.from_url(self.redis_url, **options)
+        listener = redis_client(self.redis_url, None, **options)
         self.pubsub = listener.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
 
     def _publish(self, data):
         """Queue ``data`` for the other instances; never wait on Redis here.

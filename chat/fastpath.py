@@ -205,7 +205,16 @@ class ChatSocket(Socket):
             except Exception:
                 log.exception("error handling a websocket packet")
                 break
-        self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        reasons = self.server.reason
+        # Cut by this server for breaking a limit or the protocol (a close
+        # code from 1002 up): a server disconnect, not a dropped connection
+        # whose user may come back.
+        cut = (websocket.close_code or 1000) >= 1002
+        self.close(
+            wait=False,
+            abort=True,
+            reason=reasons.SERVER_DISCONNECT if cut else reasons.TRANSPORT_CLOSE,
+        )
         # What engine.io's connect handler did when its websocket loop ended.
         if self.server.sockets.get(self.sid) is self:
             del self.server.sockets[self.sid]

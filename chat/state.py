@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 import gevent
 
-from chat.broker import redis_client
 from chat.delivery import Delivery
 from chat.history import MemoryHistory, RedisHistory
 from chat.outbox import MessageStore
 from chat.presence import MemoryPresence
 from chat.ratelimit import RateLimiter
 from chat.redis_presence import RedisPresence
+from chat.redisconn import redis_client
 from chat.rooms import MemoryRooms, RedisRooms
 
 
@@ -82,7 +82,9 @@ def build_state(config) -> ChatState:
             instance_id,
             replay_limit=config.HISTORY_RETAIN,
         )
-    client = redis_client(config.REDIS_URL, config.REDIS_TIMEOUT_S)
+    client = redis_client(
+        config.REDIS_URL, config.REDIS_TIMEOUT_S, health_check_interval=30
+    )
     prefix = config.REDIS_KEY_PREFIX
     presence = RedisPresence(
         client, prefix, instance_id, config.PRESENCE_HEARTBEAT_S, config.PRESENCE_TTL_S
@@ -92,7 +94,9 @@ def build_state(config) -> ChatState:
         prefix,
         config.HISTORY_RETAIN,
         config.HISTORY_TTL_S,
-        store_client=redis_client(config.REDIS_URL, config.STORE_TIMEOUT_S),
+        store_client=redis_client(
+            config.REDIS_URL, config.STORE_TIMEOUT_S, health_check_interval=30
+        ),
         client_id_ttl_s=config.CLIENT_ID_TTL_S,
     )
     rooms = RedisRooms(client, prefix, config.MAX_ROOMS, config.HISTORY_TTL_S)

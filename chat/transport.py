@@ -164,6 +164,7 @@ class LimitedWebSocket(WebSocket):
         "shut_down",
         "reader",
         "inbuf",
+        "close_code",
         "__weakref__",
     )
 
@@ -179,6 +180,7 @@ class LimitedWebSocket(WebSocket):
         self.overflowed = False
         self.on_overflow = None
         self.shut_down = False
+        self.close_code: int | None = None  # of the close frame this side sent
         # Set by the session that reads this websocket from the top of the
         # connection's greenlet (``ChatWebSocketHandler.run_websocket``):
         # called with the websocket. A bound method, not a partial: a call
@@ -385,6 +387,7 @@ class LimitedWebSocket(WebSocket):
             return
         payload = struct.pack("!H", code) + (message or b"")
         self._write(frame_of(payload, self.OPCODE_CLOSE))
+        self.close_code = code
         self.closed = True
         self.stream = self.raw_write = self.raw_read = self.environ = None
         if self.flusher is None:

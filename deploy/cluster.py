@@ -1,12 +1,18 @@
 """``make cluster``: N instances behind nginx, joined by a private Redis.
 
-    python -m deploy.cluster --instances 3
+    python -m deploy.cluster --instances 3 [--sentinel]
 
 The same supervisord configuration as a deployed host (deploy/host.py),
 run in the foreground from ``.cluster/``: a password-protected
 redis-server on its own port (never the shared 6379), gunicorn instances on
 5051.. and nginx on 5050. Kill an instance and watch its users fail over
 and supervisord start it again; Ctrl-C stops everything.
+
+``--sentinel``: instead of the one redis-server, a master, a replica and
+three sentinels (``down-after-milliseconds`` 1000), with passwords on the
+nodes and on the sentinels, and a ``redis+sentinel://`` REDIS_URL. Kill the
+master to watch a failover: the instances follow the promoted replica, and
+the old master, restarted by supervisord, rejoins as a replica.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import threading
 from pathlib import Path
 
 from deploy.host import Host, point_current, ready
-from deploy.procs import BIN, ROOT, RedisServer, free_port, wait_until
+from deploy.procs import BIN, ROOT, RedisSentinels, RedisServer, free_port, wait_until
 from deploy.supervisord import Layout, redis_program
 
 
@@ -52,17 +58,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5050, help="nginx port")
     parser.add_argument("--redis-port", type=int, default=0, help="0: a free port")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".cluster")
+    parser.add_argument(
+        "--sentinel", action="store_true", help="Redis with a replica and sentinels"
+    )
     args = parser.parse_args(argv)
 
     workdir = args.workdir.resolve()
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
-    redis_server = RedisServer(
-        workdir, args.redis_port or free_port(), password=secrets.token_urlsafe(16)
-    )
-    write_env(workdir, args.instances, args.port, redis_server.url)
+    layout = Layout(workdir)
+    if args.sentinel:
+        group = RedisSentinels(
+            workdir / "redis",
+            password=secrets.token_urlsafe(16),
+            sentinel_password=secrets.token_urlsafe(16),
+        )
+        redis_url = group.url()
+        programs = [
+            redis_program(layout, group.master.argv(), "redis-master"),
+            redis_program(layout, group.replica.argv(), "redis-replica"),
+        ] + [
+            redis_program(layout, s.argv(), f"sentinel-{s.port}")
+            for s in group.sentinels
+        ]
+        redis_where = "redis master {}, replica {}, sentinels {}".format(
+            group.master.port,
+            group.replica.port,
+            ",".join(str(s.port) for s in group.sentinels),
+        )
+    else:
+        redis_server = RedisServer(
+            workdir, args.redis_port or free_port(), password=secrets.token_urlsafe(16)
+        )
+        redis_url = redis_server.url
+        programs = [redis_program(layout, redis_server.argv())]
+        redis_where = f"redis on {redis_server.port}"
+    write_env(workdir, args.instances, args.port, redis_url)
     point_current(workdir, ROOT)
-    redis = redis_program(Layout(workdir), redis_server.argv())
-    host = Host(workdir, tools=BIN, extra=(redis,))
+    host = Host(workdir, tools=BIN, extra=tuple(programs))
     host.write_conf()
     supervisord = subprocess.Popen(
         [str(BIN / "supervisord"), "-n", "-c", str(host.layout.conf)],
@@ -82,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"chat cluster of {args.instances} on http://127.0.0.1:{args.port}  "
-            f"(instances {host.ports[0]}..{host.ports[-1]}, redis on "
-            f"{redis_server.port}, logs in {workdir}/logs)\n"
+            f"(instances {host.ports[0]}..{host.ports[-1]}, {redis_where}, "
+            f"logs in {workdir}/logs)\n"
+            f"REDIS_URL={redis_url}\n"
             f"supervisorctl: {BIN}/supervisorctl -c {host.layout.conf} status\n"
             "Kill an instance and supervisord starts it again. Ctrl-C stops it.",
             flush=True,

@@ -148,9 +148,12 @@ class RedisServer(Process):
         password: str | None = "s3cret-pw",
         unix_socket: bool = False,
         persistent: bool = False,
+        replica_of: int | None = None,
     ) -> None:
         super().__init__(workdir / "redis.log")
         self.workdir = workdir
+        # The port of a master (on 127.0.0.1, same password) to replicate.
+        self.replica_of = replica_of
         self.port = port or free_port()
         self.password = password
         self.socket_path = workdir / "redis.sock" if unix_socket else None
@@ -187,6 +190,10 @@ class RedisServer(Process):
         ]
         if self.password:
             argv += ["--requirepass", self.password]
+        if self.replica_of:
+            argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+            if self.password:
+                argv += ["--masterauth", self.password]
         if self.socket_path:
             argv += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         return argv
@@ -206,6 +213,153 @@ class RedisServer(Process):
             return redis.Redis.from_url(self.url, socket_timeout=1).ping()
         except redis.RedisError:
             return False
+
+
+SENTINEL_CONF = """\
+port {port}
+bind 127.0.0.1
+daemonize no
+dir {dir}
+sentinel monitor {service} 127.0.0.1 {master} 2
+sentinel down-after-milliseconds {service} {down_after_ms}
+sentinel failover-timeout {service} 10000
+sentinel parallel-syncs {service} 1
+"""
+
+
+class Sentinel(Process):
+    """One ``redis-server --sentinel`` watching ``service``; its config file
+    is its own (a sentinel rewrites it)."""
+
+    def __init__(self, workdir: Path, conf: str, port: int) -> None:
+        super().__init__(workdir / f"sentinel-{port}.log")
+        self.workdir, self.conf, self.port = workdir, conf, port
+
+    def argv(self) -> list[str]:
+        path = self.workdir / f"sentinel-{self.port}.conf"
+        path.write_text(self.conf)
+        return [find_tool("redis-server"), str(path), "--sentinel"]
+
+    def start(self) -> Sentinel:
+        self._spawn(self.argv())
+        return self
+
+
+class RedisSentinels:
+    """A Redis master, one replica and three sentinels, private, on free ports.
+
+    ``password`` protects the Redis nodes, ``sentinel_password`` the
+    sentinels; ``url`` is the ``redis+sentinel://`` REDIS_URL for them.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        password: str | None = "node-pw",
+        sentinel_password: str | None = None,
+        down_after_ms: int = 1000,
+        service: str = "chat",
+    ) -> None:
+        self.workdir, self.service = workdir, service
+        self.password, self.sentinel_password = password, sentinel_password
+        for sub in ("master", "replica", "sentinels"):
+            (workdir / sub).mkdir(parents=True, exist_ok=True)
+        self.master = RedisServer(workdir / "master", password=password)
+        self.replica = RedisServer(
+            workdir / "replica", password=password, replica_of=self.master.port
+        )
+        self.sentinels = []
+        for _ in range(3):
+            port = free_port()
+            conf = SENTINEL_CONF.format(
+                port=port,
+                dir=workdir / "sentinels",
+                service=service,
+                master=self.master.port,
+                down_after_ms=down_after_ms,
+            )
+            if password:
+                conf += f"sentinel auth-pass {service} {password}\n"
+            if sentinel_password:
+                conf += f"requirepass {sentinel_password}\n"
+                conf += f"sentinel sentinel-pass {sentinel_password}\n"
+            self.sentinels.append(Sentinel(workdir / "sentinels", conf, port))
+
+    def url(self, password=..., sentinel_password=...) -> str:
+        """REDIS_URL for these sentinels; the passwords may be overridden."""
+        password = self.password if password is ... else password
+        secret = (
+            self.sentinel_password if sentinel_password is ... else sentinel_password
+        )
+        auth = f":{password}@" if password else ""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        query = f"?sentinel_password={secret}" if secret else ""
+        return f"redis+sentinel://{auth}{hosts}/0/{self.service}{query}"
+
+    def sentinel_client(self, sentinel: Sentinel):
+        import redis
+
+        return redis.Redis(
+            port=sentinel.port, password=self.sentinel_password, socket_timeout=2
+        )
+
+    def master_port(self) -> int | None:
+        """The master's port, as the first sentinel that answers says."""
+        import redis
+
+        for sentinel in self.sentinels:
+            try:
+                address = self.sentinel_client(
+                    sentinel
+                ).sentinel_get_master_addr_by_name(self.service)
+            except redis.RedisError:
+                continue
+            if address:
+                return int(address[1])
+        return None
+
+    def _offset(self, server: RedisServer) -> int:
+        import redis
+
+        client = redis.Redis(port=server.port, password=self.password, socket_timeout=2)
+        return client.info("replication")["master_repl_offset"]
+
+    def master_offset(self) -> int:
+        """How far the master's replication stream goes."""
+        return self._offset(self.master)
+
+    def replica_offset(self) -> int:
+        """How far the replica has applied it."""
+        return self._offset(self.replica)
+
+    def _watching(self) -> bool:
+        """Every sentinel knows the replica and the two other sentinels."""
+        import redis
+
+        try:
+            for sentinel in self.sentinels:
+                client = self.sentinel_client(sentinel)
+                if len(client.sentinel_slaves(self.service)) != 1:
+                    return False
+                if len(client.sentinel_sentinels(self.service)) != 2:
+                    return False
+        except redis.RedisError:
+            return False
+        return True
+
+    def start(self) -> RedisSentinels:
+        self.master.start()
+        self.replica.start()
+        for sentinel in self.sentinels:
+            sentinel.start()
+        wait_until(
+            self._watching, 30, "the sentinels to see the replica and each other"
+        )
+        return self
+
+    def stop(self) -> None:
+        for process in [*self.sentinels, self.replica, self.master]:
+            process.stop()
 
 
 class Instance(Process):

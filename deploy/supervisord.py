@@ -76,11 +76,12 @@ def nginx_program(layout: Layout, argv: list[str]) -> str:
     )
 
 
-def redis_program(layout: Layout, argv: list[str]) -> str:
+def redis_program(layout: Layout, argv: list[str], name: str = "redis") -> str:
+    """A redis-server (or a sentinel) of make cluster."""
     return _program(
-        "redis",
+        name,
         " ".join(shlex.quote(arg) for arg in argv),
-        layout.logs / "redis.log",
+        layout.logs / f"{name}.log",
         priority=10,
         stopsignal="TERM",
         stopwaitsecs=10,

@@ -41,10 +41,15 @@ class ChatClient:
         self.sio.on("connect", lambda: self._record("connect"))
         self.sio.on("disconnect", lambda *a: self._record("disconnect"))
         if resume:
-            # As the page does: every (re)connect logs in again and asks for
-            # what was missed since the newest message seen.
+            # As the page does: every (re)connect logs in again with the
+            # token of its last login (reclaiming its name) and asks for what
+            # was missed since the newest message seen.
             fixed = dict(auth or {})
-            auth = lambda: {**fixed, "lastId": self.last_id()}  # noqa: E731
+            auth = lambda: {  # noqa: E731
+                **fixed,
+                "token": (self.named("login") or [{}])[-1].get("token"),
+                "lastId": self.last_id(),
+            }
         self.sio.connect(url, transports=list(transports), auth=auth, wait_timeout=10)
 
     def last_id(self) -> str | None:

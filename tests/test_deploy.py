@@ -167,13 +167,16 @@ class Conversation:
     50 ms; what was acknowledged must reach Bob (live, or as missed messages
     when he logs in again with the last id he saw)."""
 
+    talks = 0
+
     def __init__(self, clients, url):
-        self.alice = clients(url, auth={"username": "Alice"}, reconnection=True)
+        # Names of their own: a closed client's name may be held a while.
+        Conversation.talks += 1
+        alice, bob = f"Alice{self.talks}", f"Bob{self.talks}"
+        self.alice = clients(url, auth={"username": alice}, reconnection=True)
         self.alice.wait_for("login")
-        self.bob = clients(
-            url, auth={"username": "Bob"}, reconnection=True, resume=True
-        )
-        self.bob.wait_for("login", lambda d: d["numUsers"] == 2)
+        self.bob = clients(url, auth={"username": bob}, reconnection=True, resume=True)
+        self.bob.wait_for("login")
         self.acked: list[str] = []
         self._stop = threading.Event()
         self._sender = threading.Thread(target=self._send, daemon=True)

@@ -67,7 +67,7 @@ def test_a_killed_instance_fails_over_is_restarted_and_ctrl_c_stops_all(
     try:
         lb = f"http://127.0.0.1:{port}"
         wait_until(lambda: ready(lb), 60, "make cluster to serve")
-        alice = clients(lb, auth={"username": "Alice"}, reconnection=True)
+        alice = clients(lb, auth={"username": "Alice"}, reconnection=True, resume=True)
         alice.wait_for("login")
         bob = clients(lb, auth={"username": "Bob"})
         bob.wait_for("login")

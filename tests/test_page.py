@@ -197,7 +197,12 @@ def test_who_is_online_follows_the_room_and_a_reload_is_silent(gunicorn, open_pa
 
 
 def run_axe(page) -> list[dict]:
-    """Serious and critical violations axe-core finds in the page as it is."""
+    """Serious and critical violations axe-core finds in the page as it is,
+    once new lines have faded in (contrast is measured with opacity)."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.messages li')]"
+        ".every(e => getComputedStyle(e).opacity === '1')"
+    )
     page.add_script_tag(path=str(AXE))
     result = page.evaluate("async () => JSON.stringify(await axe.run(document))")
     return [

@@ -1,0 +1,160 @@
+"""Redis clients from REDIS_URL, with or without Sentinel, and the start-up check.
+
+Every part of the app that talks to Redis (the message queue, presence,
+history, /healthz and the start-up check) gets its client here, so one URL
+works for all of them:
+
+- ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS) and
+  ``unix:///path?password=...``: redis-py's ``from_url``.
+- ``redis+sentinel://[[user]:password@]host1:port1,host2:port2/DB/SERVICE``,
+  the form python-socketio's RedisManager parses: the password is the Redis
+  nodes' one. The sentinels' own credentials, which that form has no place
+  for, go in the query: ``?sentinel_password=...`` (and
+  ``sentinel_username=...``). Clients come from redis-py's
+  ``Sentinel.master_for``, which asks the sentinels for the master on every
+  new connection, so a failover is followed rather than an address pinned.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass, field
+
+import redis
+import redis.sentinel
+from socketio.redis_manager import parse_redis_sentinel_url
+
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """What a ``redis+sentinel://`` URL says."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    node_options: dict = field(default_factory=dict)  # db, username, password
+    sentinel_options: dict = field(default_factory=dict)  # username, password
+
+
+def parse_sentinel_url(url: str) -> SentinelURL | None:
+    """The Sentinel settings of ``url``; None for any other scheme.
+
+    ValueError when it is a Sentinel URL without a service name or with
+    something that cannot be parsed.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != SENTINEL_SCHEME:
+        return None
+    base = urllib.parse.urlunsplit(parsed._replace(query=""))
+    sentinels, service, node_options = parse_redis_sentinel_url(base)
+    if not service:
+        raise ValueError("a redis+sentinel:// URL names its service: .../DB/SERVICE")
+    query = urllib.parse.parse_qs(parsed.query)
+    unknown = set(query) - {"sentinel_password", "sentinel_username"}
+    if unknown:
+        raise ValueError(f"unknown REDIS_URL parameters: {', '.join(sorted(unknown))}")
+    sentinel_options = {
+        key.removeprefix("sentinel_"): values[-1] for key, values in query.items()
+    }
+    node_options = {
+        key: urllib.parse.unquote(value) if isinstance(value, str) else value
+        for key, value in node_options.items()
+    }
+    return SentinelURL(sentinels, service, node_options, sentinel_options)
+
+
+def redis_client(url: str, timeout_s: float | None, **options) -> redis.Redis:
+    """A client for ``url``: bounded waits, unless ``timeout_s`` is None (a
+    pub/sub listener waits for messages indefinitely); ``options`` go to
+    every connection to the Redis node (never to the sentinels)."""
+    settings = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s or 5.0,
+        **options,
+    }
+    sentinel = parse_sentinel_url(url)
+    if sentinel is None:
+        return redis.Redis.from_url(url, **settings)
+    return sentinels_of(sentinel, timeout_s).master_for(
+        sentinel.service, **sentinel.node_options, **settings
+    )
+
+
+def sentinels_of(
+    sentinel: SentinelURL, timeout_s: float | None
+) -> redis.sentinel.Sentinel:
+    """The sentinels of ``sentinel``, with their own credentials only."""
+    wait = timeout_s or 5.0
+    return redis.sentinel.Sentinel(
+        sentinel.sentinels,
+        sentinel_kwargs={
+            "socket_timeout": wait,
+            "socket_connect_timeout": wait,
+            **sentinel.sentinel_options,
+        },
+    )
+
+
+def check_sentinels(sentinel: SentinelURL, timeout_s: float) -> str | None:
+    """Ask each sentinel for the service's master; what is wrong, or None."""
+    unreachable = []
+    for host, port in sentinel.sentinels:
+        client = redis.Redis(
+            host=host,
+            port=port,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            **sentinel.sentinel_options,
+        )
+        try:
+            master = client.sentinel_get_master_addr_by_name(sentinel.service)
+        except (redis.AuthenticationError, redis.ResponseError) as exc:
+            if _refused(exc):
+                return (
+                    f"the sentinel at {host}:{port} refused the credentials "
+                    f"(sentinel_password in REDIS_URL) ({exc})"
+                )
+            return f"the sentinel at {host}:{port} answered with an error ({exc})"
+        except (redis.RedisError, OSError) as exc:
+            unreachable.append(f"{host}:{port}: {exc}")
+            continue
+        finally:
+            client.close()
+        if master is None:
+            return (
+                f"the sentinel at {host}:{port} knows no master named "
+                f"{sentinel.service!r}"
+            )
+        return None
+    return f"every sentinel in REDIS_URL is unreachable ({'; '.join(unreachable)})"
+
+
+def _refused(exc: Exception) -> bool:
+    text = str(exc)
+    return isinstance(exc, redis.AuthenticationError) or any(
+        word in text for word in ("NOAUTH", "WRONGPASS", "invalid password")
+    )
+
+
+def check_redis(url: str, timeout_s: float = 3.0) -> str | None:
+    """Ping Redis once; a sentence saying what is wrong, or None when it answers.
+
+    "unreachable" in the sentence means it may come back by itself.
+    """
+    try:
+        sentinel = parse_sentinel_url(url)
+        if sentinel is not None:
+            problem = check_sentinels(sentinel, timeout_s)
+            if problem is not None:
+                return problem
+        redis_client(url, timeout_s).ping()
+    except ValueError as exc:
+        return f"REDIS_URL cannot be used ({exc or 'malformed URL'})"
+    except (redis.AuthenticationError, redis.ResponseError) as exc:
+        if _refused(exc):
+            return f"Redis refused the credentials in REDIS_URL ({exc})"
+        return f"Redis answered with an error ({exc})"
+    except (redis.RedisError, OSError) as exc:
+        return f"Redis at REDIS_URL is unreachable ({exc})"
+    return None
