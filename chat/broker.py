@@ -21,7 +21,7 @@ from chat.redisconn import check_redis, redis_client
 
 log = logging.getLogger(__name__)
 
-MAX_RETRY_S = 2.0
+MAX_RETRY_S = 1.0
 FIRST_RETRY_S = 0.05
 PUBLISH_BATCH = 100
 
@@ -171,7 +171,7 @@ class ChatRedisManager(socketio.RedisManager, FastEmitManager):
             self._publisher = None
 
     def _redis_listen_with_retries(self):
-        """Listen; after a failure resubscribe at once, then back off to 2 s.
+        """Listen; after a failure resubscribe at once, then back off to 1 s.
 
         Anything published while this instance was not subscribed is in the
         streams; ``on_back`` replays it before live delivery goes on.

@@ -22,9 +22,19 @@ from dataclasses import dataclass, field
 
 import redis
 import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from socketio.redis_manager import parse_redis_sentinel_url
 
 SENTINEL_SCHEME = "redis+sentinel"
+
+
+def quick_retry(retries: int = 1) -> Retry:
+    """redis-py's default retries a refused connection with backoff for
+    seconds; the app has its own retry loops (and outbox), so a command
+    retries at most once, at once: enough for a pooled connection that a
+    Redis restart or failover closed."""
+    return Retry(NoBackoff(), retries)
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,7 @@ def redis_client(url: str, timeout_s: float | None, **options) -> redis.Redis:
     settings = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s or 5.0,
+        "retry": quick_retry(),
         **options,
     }
     sentinel = parse_sentinel_url(url)
@@ -91,6 +102,7 @@ def sentinels_of(
         sentinel_kwargs={
             "socket_timeout": wait,
             "socket_connect_timeout": wait,
+            "retry": quick_retry(0),
             **sentinel.sentinel_options,
         },
     )
@@ -105,6 +117,7 @@ def check_sentinels(sentinel: SentinelURL, timeout_s: float) -> str | None:
             port=port,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
+            retry=quick_retry(0),
             **sentinel.sentinel_options,
         )
         try:
@@ -148,7 +161,7 @@ def check_redis(url: str, timeout_s: float = 3.0) -> str | None:
             problem = check_sentinels(sentinel, timeout_s)
             if problem is not None:
                 return problem
-        redis_client(url, timeout_s).ping()
+        redis_client(url, timeout_s, retry=quick_retry(0)).ping()
     except ValueError as exc:
         return f"REDIS_URL cannot be used ({exc or 'malformed URL'})"
     except (redis.AuthenticationError, redis.ResponseError) as exc:

@@ -33,6 +33,14 @@ def _free(port):
     return True
 
 
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
 def ctl(workdir, *args):
     return subprocess.run(
         [str(ROOT / ".venv/bin/supervisorctl"), "-c", str(workdir / "supervisord.conf")]
@@ -99,5 +107,9 @@ def test_a_killed_instance_fails_over_is_restarted_and_ctrl_c_stops_all(
     assert proc.returncode == 0, output
     assert "stopping" in output
     for p in (port, port + 1, port + 2):
-        assert _free(p), f"port {p} still open after Ctrl-C"
+        assert not listening(p), f"port {p} still served after Ctrl-C"
     assert not (workdir / "supervisord.pid").exists()
+    left = subprocess.run(
+        ["pgrep", "-f", str(workdir)], capture_output=True, text=True
+    ).stdout.split()
+    assert left == [], f"processes left running: {left}"

@@ -46,7 +46,8 @@ def test_a_sentinel_url_names_sentinels_service_and_both_passwords():
 def chat_works(instance, clients, room="sentinel"):
     alice = clients(instance.url)
     alice.login("Alice", room)
-    alice.say("stored through the sentinels' master")
+    ack = alice.sio.call("new message", "stored through the sentinels' master")
+    assert "id" in ack
     bob = clients(instance.url)
     assert bob.login("Bob", room)["numUsers"] == 2
     history = bob.wait_for("history")["messages"]
