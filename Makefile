@@ -9,7 +9,7 @@ VENDOR := static/vendor/socket.io.js
 PEER_MODULES := bench/peer/node_modules/.package-lock.json
 N ?= 3
 
-.PHONY: run test lint format cluster bench bench-quick chaos system-deps clean
+.PHONY: run test lint format cluster bench bench-quick bench-scale chaos system-deps clean
 
 run: $(STAMPS)/venv $(VENDOR)
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
@@ -35,6 +35,10 @@ bench: $(STAMPS)/venv-bench $(PEER_MODULES) system-deps
 
 bench-quick:
 	BENCH_QUICK=1 $(MAKE) bench
+
+# 1, 2, 4 and 8 instances through one Redis, many rooms; not part of make test.
+bench-scale: $(STAMPS)/venv-bench $(PEER_MODULES) system-deps
+	ulimit -n 20000 2>/dev/null || true; $(BIN)/python -m bench.scale
 
 # Random instance kills, Redis restarts and pauses against 30 users; not part
 # of `make test`. CHAOS_SECONDS=60 for a short run, CHAOS_SEED to repeat one.

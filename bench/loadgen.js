@@ -5,6 +5,10 @@
 //   {"mode":"fanout","senders":[{"url","count"}],"receivers":[{"url","count"}],
 //    "rate":msgs_per_s,"duration":s}: everyone joins, senders send at the
 //       aggregate rate, every member records send->receive latency.
+//   {"mode":"rooms","rooms":[{"name","members":[{"url","count"}]}],
+//    "rate":msgs_per_s,"duration":s}: each room's members join it on their
+//       instances; the first member of each room sends, rooms in turn, at the
+//       aggregate rate (bench/scale.py's model of many rooms).
 const { io } = require("socket.io-client");
 const readline = require("readline");
 
@@ -39,7 +43,8 @@ async function connectMany(url, count, sockets, rooms = false, batch = 100) {
   let errors = 0;
   for (let done = 0; done < count; done += batch) {
     const n = Math.min(batch, count - done);
-    const room = () => (rooms ? `r${Math.floor(nextId / ROOM_SIZE)}` : "lobby");
+    const room = () =>
+      typeof rooms === "string" ? rooms : rooms ? `r${Math.floor(nextId / ROOM_SIZE)}` : "lobby";
     const results = await Promise.all(Array.from({ length: n }, () => connect(url, room())));
     for (const r of results) {
       if (r.ok) sockets.push(r.socket);
@@ -131,5 +136,63 @@ async function fanout() {
   process.exit(0);
 }
 
+async function roomsMode() {
+  const rooms = [];
+  let errors = 0;
+  let members = 0;
+  let received = 0;
+  const latencies = [];
+  for (const room of spec.rooms) {
+    const sockets = [];
+    for (const group of room.members) {
+      errors += await connectMany(group.url, group.count, sockets, room.name);
+    }
+    for (const socket of sockets) {
+      socket.on("new message", (data) => {
+        received++;
+        latencies.push(now() - Number(data.message.split(":")[1]));
+      });
+    }
+    members += sockets.length;
+    rooms.push(sockets);
+  }
+  print({ phase: "sending" });
+  const started = now();
+  const interval = 1000 / spec.rate;
+  const total = Math.round(spec.rate * spec.duration);
+  let sent = 0;
+  let expected = 0;
+  await new Promise((resolve) => {
+    const tick = () => {
+      const due = Math.min(total, Math.floor((now() - started) / interval) + 1);
+      while (sent < due) {
+        const sockets = rooms[sent % rooms.length];
+        sockets[0].emit("new message", `m:${now()}`);
+        expected += sockets.length - 1;
+        sent++;
+      }
+      if (sent >= total) resolve();
+      else setTimeout(tick, Math.max(1, interval / 2));
+    };
+    tick();
+  });
+  const drainUntil = now() + 3000;
+  await new Promise((resolve) => {
+    const check = () => (received >= expected || now() > drainUntil ? resolve() : setTimeout(check, 20));
+    check();
+  });
+  const elapsed = (now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  print({
+    sent, expected, received, errors, members,
+    deliveriesPerS: received / elapsed,
+    complete: expected ? received / expected : 1,
+    p50: percentile(latencies, 50), p99: percentile(latencies, 99),
+  });
+  rooms.flat().forEach((s) => s.close());
+  process.exit(0);
+}
+
 if (spec.mode === "hold") hold();
+else if (spec.mode === "rooms") roomsMode();
 else fanout();

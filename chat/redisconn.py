@@ -4,7 +4,8 @@ Every part of the app that talks to Redis (the message queue, presence,
 history, /healthz and the start-up check) gets its client here, so one URL
 works for all of them:
 
-- ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS) and
+- ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS; a private
+  CA in ``?ssl_ca_certs=/path/ca.pem``) and
   ``unix:///path?password=...``: redis-py's ``from_url``.
 - ``redis+sentinel://[[user]:password@]host1:port1,host2:port2/DB/SERVICE``,
   the form python-socketio's RedisManager parses: the password is the Redis
@@ -169,5 +170,8 @@ def check_redis(url: str, timeout_s: float = 3.0) -> str | None:
             return f"Redis refused the credentials in REDIS_URL ({exc})"
         return f"Redis answered with an error ({exc})"
     except (redis.RedisError, OSError) as exc:
+        if "certificate verify failed" in str(exc).lower():
+            # Will not mend by itself: ssl_ca_certs in REDIS_URL is wrong.
+            return f"Redis's TLS certificate was not accepted ({exc})"
         return f"Redis at REDIS_URL is unreachable ({exc})"
     return None

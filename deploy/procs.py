@@ -149,9 +149,12 @@ class RedisServer(Process):
         unix_socket: bool = False,
         persistent: bool = False,
         replica_of: int | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
         super().__init__(workdir / "redis.log")
         self.workdir = workdir
+        # (certificate, key, CA certificate): TLS only, on ``port``.
+        self.tls = tls
         # The port of a master (on 127.0.0.1, same password) to replicate.
         self.replica_of = replica_of
         self.port = port or free_port()
@@ -164,6 +167,8 @@ class RedisServer(Process):
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[2]}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
@@ -173,10 +178,15 @@ class RedisServer(Process):
 
     def argv(self) -> list[str]:
         """The redis-server command line (also supervisord's, in make cluster)."""
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            cert, key, ca = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port)]
+            ports += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+            ports += ["--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
         argv = [
             find_tool("redis-server"),
-            "--port",
-            str(self.port),
+            *ports,
             "--bind",
             "127.0.0.1",
             "--save",
