@@ -154,6 +154,7 @@ async function roomsMode() {
       });
     }
     members += sockets.length;
+    if (!sockets.length) { print({ error: `nobody could join ${room.name}`, errors }); process.exit(1); }
     rooms.push(sockets);
   }
   print({ phase: "sending" });

@@ -75,6 +75,7 @@ def measure(size: int, workdir: Path) -> dict:
         "REDIS_URL": redis_server.url,
         "LOG_LEVEL": "WARNING",
         "MAX_SESSIONS_PER_IP": "0",
+        "MAX_CONNECTIONS_PER_IP": "0",
         "RATE_PER_S": "1000",
         "RATE_BURST": "1000",
     }
