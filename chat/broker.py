@@ -18,6 +18,7 @@ import socketio
 from chat.delivery import Delivery
 from chat.fastpath import FastEmitManager
 from chat.redisconn import check_redis, redis_client
+from chat.roomchannels import RoomChannels
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,11 @@ def _with(message: dict, sids: list[str]) -> list[str]:
     return [*(skip if isinstance(skip, list) else [skip]), *sids]
 
 
-class ChatRedisManager(socketio.RedisManager, FastEmitManager):
+class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
     """RedisManager that reconnects quickly and says whether it is listening.
+
+    A room's events travel on the room's own channel, heard only by the
+    instances that host one of its members (``RoomChannels``).
 
     Local deliveries (python-socketio's ``Manager.emit``, below the pub/sub
     layer) take ``FastEmitManager``'s loop.
@@ -70,6 +74,7 @@ class ChatRedisManager(socketio.RedisManager, FastEmitManager):
         timeout_s: float,
         on_publish_error=None,
         publish_queue_max: int = 10000,
+        room_linger_s: float = 10.0,
     ) -> None:
         super().__init__(
             url,
@@ -89,6 +94,7 @@ class ChatRedisManager(socketio.RedisManager, FastEmitManager):
         self._outgoing: collections.deque = collections.deque()
         self._publish_queue_max = publish_queue_max
         self._publisher = None
+        self.setup_room_channels(room_linger_s)
 
     def _handle_emit(self, message):
         """Deliver to local users, once per message id, with the newest count.
@@ -121,7 +127,8 @@ class ChatRedisManager(socketio.RedisManager, FastEmitManager):
             # TCP keepalive notices a Redis host that vanished without a FIN.
             options["socket_keepalive"] = True
         listener = redis_client(self.redis_url, None, **options)
-        self.pubsub = listener.pubsub(ignore_subscribe_messages=True)
+        # Subscribe confirmations are kept: a login waits for its room's.
+        self.pubsub = listener.pubsub()
         self.connected = True
 
     def _publish(self, data):
@@ -155,7 +162,7 @@ class ChatRedisManager(socketio.RedisManager, FastEmitManager):
                 try:
                     pipe = self.redis.pipeline(transaction=False)
                     for data in batch:
-                        pipe.publish(self.channel, self.json.dumps(data))
+                        pipe.publish(self.channel_for(data), self.json.dumps(data))
                     pipe.execute()
                 except Exception as exc:
                     if attempt == 0:
@@ -170,6 +177,15 @@ class ChatRedisManager(socketio.RedisManager, FastEmitManager):
         finally:
             self._publisher = None
 
+    def _listen(self):
+        """Messages of the main channel and of every subscribed room's."""
+        for message in self._redis_listen_with_retries():
+            kind = message["type"]
+            if kind == "message":
+                yield message["data"]
+            elif kind == "subscribe":
+                self._note_subscribed(message["channel"])
+
     def _redis_listen_with_retries(self):
         """Listen; after a failure resubscribe at once, then back off to 1 s.
 
@@ -182,7 +198,7 @@ class ChatRedisManager(socketio.RedisManager, FastEmitManager):
         while True:
             try:
                 self._redis_connect()
-                self.pubsub.subscribe(self.channel)
+                self._resubscribe()
                 self.listening = True
                 if failing:
                     log.warning("Subscribed to Redis again")

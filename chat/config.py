@@ -112,6 +112,9 @@ class Config:
         # network change comes back silently); a logout leaves at once.
         self.LEAVE_GRACE_S = _float("LEAVE_GRACE_S", 5.0)
         self.HISTORY_LENGTH = _int("HISTORY_LENGTH", 50)
+        # A room's pub/sub channel stays subscribed this long after its last
+        # local member left (chat/roomchannels.py).
+        self.ROOM_LINGER_S = _float("ROOM_LINGER_S", 10.0)
         # ``login`` lists who is online only in rooms up to this size.
         self.MAX_USERS_LISTED = _int("MAX_USERS_LISTED", 100)
         self.HISTORY_RETAIN = _int("HISTORY_RETAIN", 1000)

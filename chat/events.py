@@ -225,6 +225,8 @@ def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
     # Listing a big room at every login costs O(users) each time.
     listed = result.count <= config["MAX_USERS_LISTED"]
     users = state.presence.names(room) if listed else None
+    # Hear the room before reading its history (chat.roomchannels).
+    socketio.server.manager.ensure_room(room)
     history, read_up_to, meanwhile = _catch_up(state, room, last_id)
     # No yield from here to the end: the socket joins the room right after
     # its history was read, so every later message reaches it live, after

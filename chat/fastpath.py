@@ -270,6 +270,9 @@ class FastEmitManager(socketio.Manager):
     deliveries from other instances take this loop too.
     """
 
+    def ensure_room(self, room: str) -> None:
+        """One instance hears every room: nothing to subscribe to."""
+
     def emit(
         self,
         event,

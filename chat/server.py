@@ -47,6 +47,7 @@ def socketio_options(config) -> dict:
             timeout_s=config.REDIS_TIMEOUT_S,
             on_publish_error=metrics.PUBLISH_FAILURES.inc,
             publish_queue_max=config.PUBLISH_QUEUE_MAX,
+            room_linger_s=config.ROOM_LINGER_S,
         )
     else:
         options["client_manager"] = FastEmitManager()
