@@ -36,3 +36,21 @@ def test_quick_benchmark_reports_both_servers(tmp_path):
     table = report.with_suffix(".md").read_text()
     assert "| figure | ours | peer (Node) | ours / peer |" in table
     assert report.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_quick_scale_model_delivers_everything_and_reports(tmp_path):
+    env = {**os.environ, "BENCH_QUICK": "1", "BENCH_RESULTS": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.scale"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    [report] = tmp_path.glob("scale-*.json")
+    rows = json.loads(report.read_text())["rows"]
+    assert [r["instances"] for r in rows] == [1, 2]
+    assert all(r["complete"] == 1 and r["deliveries"] > 0 for r in rows)
+    assert "| instances | CPU µs / delivery |" in report.with_suffix(".md").read_text()
