@@ -160,7 +160,41 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(series: dict[str, list[dict]], path: Path) -> None:
+    """The model's figures against the number of instances, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    panels = (
+        ("cpu_us_per_delivery", "CPU µs per delivery (hosts)", 1),
+        ("foreign_share_of_host_cpu", "% of a host's CPU on foreign rooms", 100),
+        ("redis_us_per_message", "Redis CPU µs per message", 1),
+    )
+    for label, rows in series.items():
+        x = [r["instances"] for r in rows]
+        for ax, (key, title, scale) in zip(axes, panels, strict=True):
+            ax.plot(x, [scale * (r[key] or 0) for r in rows], "o-", label=label)
+            ax.set(title=title, xlabel="instances", xticks=x)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--plot"]:
+        # python -m bench.scale --plot OUT.png LABEL=run.json [LABEL=run.json]
+        series = {}
+        for arg in sys.argv[3:]:
+            label, _, json_path = arg.partition("=")
+            series[label] = json.loads(Path(json_path).read_text())["rows"]
+        plot(series, Path(sys.argv[2]))
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         for size in SIZES:
@@ -174,6 +208,7 @@ def main() -> None:
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}))
     text = markdown(rows, meta)
     stem.with_suffix(".md").write_text(text)
+    plot({"this run": rows}, stem.with_suffix(".png"))
     print(text)
 
 
