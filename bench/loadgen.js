@@ -9,6 +9,10 @@
 //    "rate":msgs_per_s,"duration":s}: each room's members join it on their
 //       instances; the first member of each room sends, rooms in turn, at the
 //       aggregate rate (bench/scale.py's model of many rooms).
+//   {"mode":"churn","urls":[...],"rooms":20,"batch":50,"duration":s}: batch
+//       after batch of users connect (websocket, instances in turn), log in
+//       to one of the rooms, send one message and disconnect; prints the
+//       completed logins (a reconnect storm's unit of work).
 const { io } = require("socket.io-client");
 const readline = require("readline");
 
@@ -194,6 +198,50 @@ async function roomsMode() {
   process.exit(0);
 }
 
+function churnOne(url, room) {
+  return new Promise((resolve) => {
+    const name = `c${process.pid}-${nextId++}`;
+    const socket = io(url, { transports: ["websocket"], forceNew: true, reconnection: false });
+    const done = (ok) => {
+      clearTimeout(timer);
+      socket.close();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), 20000);
+    socket.on("connect", () => socket.emit("add user", name, { room }));
+    socket.on("login", () => {
+      // No acknowledgement (the peer has none): engine.io-client writes
+      // what is buffered before it closes, so the server reads the message
+      // before the disconnect, on both servers alike.
+      socket.emit("new message", "hello");
+      done(true);
+    });
+    socket.on("login error", () => done(false));
+    socket.on("connect_error", () => done(false));
+  });
+}
+
+async function churn() {
+  const started = now();
+  let logins = 0;
+  let errors = 0;
+  let batchNo = 0;
+  print({ phase: "sending" });
+  while (now() - started < spec.duration * 1000) {
+    const batch = Array.from({ length: spec.batch }, (_, i) =>
+      churnOne(spec.urls[(batchNo + i) % spec.urls.length], `room${(batchNo * spec.batch + i) % spec.rooms}`));
+    batchNo++;
+    for (const ok of await Promise.all(batch)) {
+      if (ok) logins++;
+      else errors++;
+    }
+  }
+  const elapsed = (now() - started) / 1000;
+  print({ logins, errors, elapsed, loginsPerS: logins / elapsed });
+  process.exit(0);
+}
+
 if (spec.mode === "hold") hold();
+else if (spec.mode === "churn") churn();
 else if (spec.mode === "rooms") roomsMode();
 else fanout();

@@ -32,8 +32,8 @@ from deploy.procs import (
 )
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-HOLD_STEPS = [200, 500] if QUICK else [1000, 2000, 5000, 10000]
-FANOUT_USERS = 40 if QUICK else 200
+HOLD_STEPS = [100, 300] if QUICK else [1000, 2000, 5000, 10000]
+FANOUT_USERS = 20 if QUICK else 200
 SENDERS = 10
 FANOUT_RATES = [5, 20] if QUICK else [5, 20, 40, 80, 160, 320, 480, 640]
 # The unsaturated steps whose median is the CPU figure; never a saturated one.
@@ -69,7 +69,7 @@ class Peer(Process):
         return self
 
 
-def ours(port: int, workdir: Path, redis_url: str | None) -> Instance:
+def ours(port: int, workdir: Path, redis_url: str | None, **settings: str) -> Instance:
     # One generator on one address plays every user: the per-connection and
     # per-address caps are lifted explicitly (the defaults are per person).
     env = {
@@ -83,7 +83,7 @@ def ours(port: int, workdir: Path, redis_url: str | None) -> Instance:
     }
     if redis_url:
         env["REDIS_URL"] = redis_url
-    return Instance(port, workdir, env)
+    return Instance(port, workdir, {**env, **settings})
 
 
 SERVERS = {"ours": ours, "peer": Peer}
@@ -258,6 +258,55 @@ def fanout(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict
     return results
 
 
+STORM_SECONDS = 2 if QUICK else 60
+STORM_BATCH = 50
+STORM_ROOMS = 20
+
+
+def storm(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
+    """The churn of a reconnect storm: batches of users connect, log in to one
+    of the rooms, send one message and leave, on two instances through Redis.
+
+    Ours runs with its default logging (INFO: a line per connect, login and
+    disconnect), as deployed; the peer logs nothing.
+    """
+    settings = {"LOG_LEVEL": "INFO"} if kind == "ours" else {}
+    make = SERVERS[kind]
+    a = make(free_port(), workdir, redis_url, **settings).start()
+    b = make(free_port(), workdir, redis_url, **settings).start()
+    try:
+        spec = {
+            "mode": "churn",
+            "urls": [a.url, b.url],
+            "rooms": STORM_ROOMS,
+            "batch": STORM_BATCH,
+            "duration": STORM_SECONDS,
+        }
+        result = fanout_run_churn(spec, [a, b])
+        progress.step(f"storm {kind}")
+    finally:
+        a.stop()
+        b.stop()
+    return result
+
+
+def fanout_run_churn(spec: dict, servers: list[Process]) -> dict:
+    """One churn run; the servers' CPU over it."""
+    gen = loadgen(spec)
+    result, cpu0, t0 = None, None, None
+    for line in gen.stdout:
+        answer = json.loads(line)
+        if answer.get("phase") == "sending":
+            cpu0, t0 = sum(cpu_seconds(s) for s in servers), time.monotonic()
+        else:
+            result = answer
+    gen.wait(STORM_SECONDS + 120)
+    result["server_cpu"] = (sum(cpu_seconds(s) for s in servers) - cpu0) / (
+        time.monotonic() - t0
+    )
+    return result
+
+
 # -- report ---------------------------------------------------------------------
 def median(values: list[float]) -> float | None:
     values = sorted(v for v in values if v is not None)
@@ -320,6 +369,7 @@ def summarize(results: dict) -> dict:
             ),
             "cross-instance p50 ms": fan["cross"]["p50"],
             "cross-instance p99 ms": fan["cross"]["p99"],
+            "logins/s in a churn, 2 instances": results[kind]["storm"]["loginsPerS"],
         }
     return figures
 
@@ -421,7 +471,7 @@ def main() -> None:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
     workdir = RESULTS / f".work-{stamp}"
     workdir.mkdir(exist_ok=True)
-    total = 2 * (len(HOLD_STEPS) + 2 * len(FANOUT_RATES) + 1)
+    total = 2 * (len(HOLD_STEPS) + 2 * len(FANOUT_RATES) + 2)
     progress = Progress(total)
     redis_server = RedisServer(workdir).start()
     results = {}
@@ -430,6 +480,8 @@ def main() -> None:
             results[kind] = {"hold": hold(kind, workdir, progress)}
         for kind in SERVERS:
             results[kind]["fanout"] = fanout(kind, workdir, redis_server.url, progress)
+        for kind in SERVERS:
+            results[kind]["storm"] = storm(kind, workdir, redis_server.url, progress)
     finally:
         redis_server.stop()
     sys.stderr.write("\n")

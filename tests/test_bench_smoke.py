@@ -26,7 +26,8 @@ def test_quick_benchmark_reports_both_servers(tmp_path):
     [report] = tmp_path.glob("*.json")
     figures = json.loads(report.read_text())["figures"]
     for kind in ("ours", "peer"):
-        assert figures[kind]["largest step held"] == 500
+        assert figures[kind]["largest step held"] == 300
+        assert figures[kind]["logins/s in a churn, 2 instances"] > 0
         assert figures[kind]["deliveries/s at saturation (either topology)"] > 0
         assert figures[kind]["cross-instance p50 ms"] > 0
         for instances in (1, 2):
