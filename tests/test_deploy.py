@@ -53,7 +53,11 @@ class Host:
         ).stdout
 
     def push(self):
-        return git("push", "deploy", "main", cwd=self.work)
+        pushed = git("push", "deploy", "main", cwd=self.work)
+        for line in pushed.stderr.splitlines():
+            if "[deploy] serving" in line or "failed" in line:
+                print(line.strip())  # push times, shown with pytest -s
+        return pushed
 
     def commit(self, path, old, new, message):
         target = self.work / path
