@@ -270,7 +270,11 @@ def storm(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
     Ours runs with its default logging (INFO: a line per connect, login and
     disconnect), as deployed; the peer logs nothing.
     """
-    settings = {"LOG_LEVEL": "INFO"} if kind == "ours" else {}
+    settings = (
+        {"LOG_LEVEL": os.environ.get("STORM_LOG_LEVEL", "INFO")}
+        if kind == "ours"
+        else {}
+    )
     make = SERVERS[kind]
     a = make(free_port(), workdir, redis_url, **settings).start()
     b = make(free_port(), workdir, redis_url, **settings).start()
@@ -280,7 +284,7 @@ def storm(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
             "urls": [a.url, b.url],
             "rooms": STORM_ROOMS,
             "batch": STORM_BATCH,
-            "duration": STORM_SECONDS,
+            "duration": int(os.environ.get("STORM_SECONDS") or STORM_SECONDS),
         }
         result = fanout_run_churn(spec, [a, b])
         progress.step(f"storm {kind}")

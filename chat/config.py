@@ -138,6 +138,9 @@ class Config:
         # the last minute: a release whose handlers are broken is not ready.
         self.READY_MAX_FAILURES_PER_MIN = _int("READY_MAX_FAILURES_PER_MIN", 10)
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"
+        # Connects, logins and disconnects: one INFO line this often with
+        # their counts (each has its own line at DEBUG; chat/tally.py).
+        self.LOG_SESSIONS_EVERY_S = _float("LOG_SESSIONS_EVERY_S", 10.0)
         self.TESTING = False
 
 
@@ -150,3 +153,5 @@ class TestConfig(Config):
         self.SECRET_KEY = "test"
         self.REDIS_URL = None
         self.TESTING = True
+        # No background task per app (a test builds many apps).
+        self.LOG_SESSIONS_EVERY_S = 0.0

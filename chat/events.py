@@ -96,7 +96,8 @@ def guarded(event: str, limiter: str = "limiter"):
 @socketio.on("connect")
 def on_connect(auth=None):
     """Log the connection; log in at once if the client sent a name in ``auth``."""
-    log.info(
+    _state().sessions.add("connects")
+    log.debug(
         "connect",
         extra={"sid": request.sid, "transport": request.args.get("transport", "?")},
     )
@@ -138,12 +139,14 @@ def on_disconnect(reason=None, *_):
     state.typing_limiter.forget(sid)
     grace = current_app.config["LEAVE_GRACE_S"]
     if grace > 0 and reason in DROPPED and sid in state.presence.local:
-        log.info("disconnect", extra={"sid": sid, "reason": reason})
+        state.sessions.add("disconnects")
+        log.debug("disconnect", extra={"sid": sid, "reason": reason})
         app = current_app._get_current_object()
         gevent.spawn_later(grace, _leave_later, app, sid)
         return
     _leave(state, sid)
-    log.info("disconnect", extra={"sid": sid, "reason": reason})
+    state.sessions.add("disconnects")
+    log.debug("disconnect", extra={"sid": sid, "reason": reason})
 
 
 def _leave(state, sid: str) -> None:
@@ -238,7 +241,8 @@ def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
         # read were not delivered to this socket (it was not in the room yet):
         # the login says the newest count instead of the one of its own join.
         count = state.delivery.count_now(room, result.seq, result.count)
-    log.info("login", extra={"sid": request.sid, "room": room, "event": "add user"})
+    state.sessions.add("logins")
+    log.debug("login", extra={"sid": request.sid, "room": room, "event": "add user"})
     reply(
         "login",
         {

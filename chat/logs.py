@@ -25,6 +25,10 @@ FIELDS = (
     "pid",
     "release",
     "mode",
+    # chat/tally.py's counts per interval.
+    "connects",
+    "logins",
+    "disconnects",
 )
 
 

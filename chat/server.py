@@ -186,6 +186,10 @@ def start_services(app: Flask) -> None:
         server.manager_initialized = True
         server.manager.initialize()
     state.presence.start(announce, socketio.start_background_task, socketio.sleep)
+    if app.config["LOG_SESSIONS_EVERY_S"] > 0:
+        socketio.start_background_task(
+            state.sessions.run, app.config["LOG_SESSIONS_EVERY_S"], socketio.sleep
+        )
 
 
 def drain(app: Flask) -> None:

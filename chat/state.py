@@ -21,6 +21,7 @@ from chat.ratelimit import RateLimiter
 from chat.redis_presence import RedisPresence
 from chat.redisconn import redis_client
 from chat.rooms import MemoryRooms, RedisRooms
+from chat.tally import SessionTally
 
 
 @dataclass
@@ -41,6 +42,8 @@ class ChatState:
     login_locks: dict = field(default_factory=dict)
     # Handler failures (bugs) of the last minute, for /readyz.
     failures: RecentEvents = field(default_factory=lambda: RecentEvents(60.0, 1000))
+    # Connects, logins and disconnects, logged as one line per interval.
+    sessions: SessionTally = field(default_factory=SessionTally)
 
 
 class RecentEvents:

@@ -219,3 +219,12 @@ def test_session_ids_start_with_the_route_id(client):
     handshake = client.get("/socket.io/?EIO=4&transport=polling")
     sid = json.loads(handshake.get_data(as_text=True)[1:])["sid"]
     assert sid.startswith("p5051.") and len(sid) > len("p5051.") + 10
+
+
+def test_redis_py_parses_replies_with_hiredis():
+    """requirements.txt pins hiredis: redis-py must pick its C parser."""
+    from redis.connection import DefaultParser
+    from redis.utils import HIREDIS_AVAILABLE
+
+    assert HIREDIS_AVAILABLE
+    assert DefaultParser.__name__.startswith("_Hiredis")

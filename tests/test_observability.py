@@ -59,7 +59,14 @@ def test_json_log_format_is_one_object_per_line():
 
 @pytest.mark.e2e
 def test_every_line_is_json_with_fields_and_no_message_text(gunicorn, clients):
-    server = gunicorn({"LOG_FORMAT": "json", "RELEASE": "abc1234"})
+    server = gunicorn(
+        {
+            "LOG_FORMAT": "json",
+            "RELEASE": "abc1234",
+            "LOG_LEVEL": "DEBUG",
+            "LOG_SESSIONS_EVERY_S": "1",
+        }
+    )
     alice = clients(server.url)
     alice.login("Alice")
     alice.say("private words")
@@ -86,6 +93,27 @@ def test_every_line_is_json_with_fields_and_no_message_text(gunicorn, clients):
     assert any(e["msg"] == "login" and e.get("room") == "lobby" for e in found)
     assert any(e["msg"] == "disconnect" and e.get("sid") for e in found)
     assert "private words" not in server.log()
+
+
+@pytest.mark.e2e
+def test_at_info_sessions_are_one_line_per_interval_with_counts(gunicorn, clients):
+    """A reconnect storm must not cost a log line per connection at INFO."""
+    server = gunicorn({"LOG_FORMAT": "json", "LOG_SESSIONS_EVERY_S": "1"})
+    for name in ("Alice", "Bob", "Carol"):
+        user = clients(server.url)
+        user.login(name)
+        user.close()
+    from tests.support import wait_until
+
+    def tallies():
+        lines = [json.loads(line) for line in server.log().splitlines() if line]
+        return [e for e in lines if e.get("event") == "sessions"]
+
+    wait_until(lambda: sum(e["disconnects"] for e in tallies()) == 3, 10, "the tally")
+    assert sum(e["connects"] for e in tallies()) == 3
+    assert sum(e["logins"] for e in tallies()) == 3
+    assert all(e["level"] == "INFO" for e in tallies())
+    assert '"msg": "login"' not in server.log() and '"msg":"login"' not in server.log()
 
 
 @pytest.mark.e2e
