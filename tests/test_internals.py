@@ -228,3 +228,12 @@ def test_redis_py_parses_replies_with_hiredis():
 
     assert HIREDIS_AVAILABLE
     assert DefaultParser.__name__.startswith("_Hiredis")
+
+
+def test_no_session_cookie_is_read_or_written(client):
+    """chat.NoSessions: Flask opens no session per socket.io event."""
+    from chat import NoSessions
+
+    assert isinstance(client.application.session_interface, NoSessions)
+    page = client.get("/", headers={"Cookie": "session=garbage"})
+    assert page.status_code == 200 and "Set-Cookie" not in page.headers
