@@ -174,11 +174,11 @@ def hold(kind: str, workdir: Path, progress: Progress) -> list[dict]:
     return rows
 
 
-def fanout_run(spec: dict, servers: list[Process]) -> dict:
-    """One fan-out step; the servers' CPU counts from the first send to the end.
+def measured_run(spec: dict, servers: list[Process], timeout: float = 300) -> dict:
+    """Run the generator; the servers' CPU counts from its first send to the end.
 
     The generator says when it starts sending: the connect phase (logins,
-    history) is another workload (the storm scenario's), not delivery.
+    history) is left out of a delivery figure.
     """
     gen = loadgen(spec)
     cpu0 = t0 = None
@@ -189,10 +189,16 @@ def fanout_run(spec: dict, servers: list[Process]) -> dict:
             cpu0, t0 = sum(cpu_seconds(s) for s in servers), time.monotonic()
         else:
             result = answer
-    gen.wait(300)
+    gen.wait(timeout)
     result["server_cpu"] = (sum(cpu_seconds(s) for s in servers) - cpu0) / (
         time.monotonic() - t0
     )
+    return result
+
+
+def fanout_run(spec: dict, servers: list[Process]) -> dict:
+    """One fan-out step, with the servers' CPU per delivery."""
+    result = measured_run(spec, servers)
     result["cpu_us_per_delivery"] = (
         1e6 * result["server_cpu"] / result["deliveriesPerS"]
         if result["deliveriesPerS"]
@@ -286,28 +292,11 @@ def storm(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
             "batch": STORM_BATCH,
             "duration": int(os.environ.get("STORM_SECONDS") or STORM_SECONDS),
         }
-        result = fanout_run_churn(spec, [a, b])
+        result = measured_run(spec, [a, b], STORM_SECONDS + 120)
         progress.step(f"storm {kind}")
     finally:
         a.stop()
         b.stop()
-    return result
-
-
-def fanout_run_churn(spec: dict, servers: list[Process]) -> dict:
-    """One churn run; the servers' CPU over it."""
-    gen = loadgen(spec)
-    result, cpu0, t0 = None, None, None
-    for line in gen.stdout:
-        answer = json.loads(line)
-        if answer.get("phase") == "sending":
-            cpu0, t0 = sum(cpu_seconds(s) for s in servers), time.monotonic()
-        else:
-            result = answer
-    gen.wait(STORM_SECONDS + 120)
-    result["server_cpu"] = (sum(cpu_seconds(s) for s in servers) - cpu0) / (
-        time.monotonic() - t0
-    )
     return result
 
 

@@ -32,6 +32,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports that nothing listens on
+    (a host's instances take BASE_PORT, BASE_PORT+1, ...)."""
+    while True:
+        base = free_port()
+        if all(_bindable(p) for p in range(base, base + count)):
+            return base
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -12,10 +12,11 @@ from deploy.procs import ROOT
 pytestmark = pytest.mark.e2e
 
 
-def test_quick_benchmark_reports_both_servers(tmp_path):
-    env = {**os.environ, "BENCH_QUICK": "1", "BENCH_RESULTS": str(tmp_path)}
+def run_quick(module: str, results) -> None:
+    """``python -m module`` in quick mode, writing into ``results``."""
+    env = {**os.environ, "BENCH_QUICK": "1", "BENCH_RESULTS": str(results)}
     run = subprocess.run(
-        [sys.executable, "-m", "bench.run"],
+        [sys.executable, "-m", module],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -23,6 +24,10 @@ def test_quick_benchmark_reports_both_servers(tmp_path):
         timeout=170,
     )
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_quick_benchmark_reports_both_servers(tmp_path):
+    run_quick("bench.run", tmp_path)
     [report] = tmp_path.glob("*.json")
     figures = json.loads(report.read_text())["figures"]
     for kind in ("ours", "peer"):
@@ -40,16 +45,7 @@ def test_quick_benchmark_reports_both_servers(tmp_path):
 
 
 def test_quick_scale_model_delivers_everything_and_reports(tmp_path):
-    env = {**os.environ, "BENCH_QUICK": "1", "BENCH_RESULTS": str(tmp_path)}
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.scale"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=170,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+    run_quick("bench.scale", tmp_path)
     [report] = tmp_path.glob("scale-*.json")
     rows = json.loads(report.read_text())["rows"]
     assert [r["instances"] for r in rows] == [1, 2]

@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from deploy.procs import ROOT, RedisServer, free_port, wait_until
+from deploy.procs import ROOT, RedisServer, free_port, free_ports, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -24,17 +24,6 @@ def git(*args, cwd):
     return subprocess.run(
         ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
-
-
-def _free(port):
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class Host:
@@ -92,9 +81,7 @@ def host(tmp_path_factory):
         check=True,
         capture_output=True,
     )
-    lb_port, base = free_port(), free_port()
-    while not all(_free(p) for p in (base, base + 1)):
-        base = free_port()
+    lb_port, base = free_port(), free_ports(2)
     (root / "env").write_text(
         f"INSTANCES=2\nBASE_PORT={base}\nLB_PORT={lb_port}\n"
         f"REDIS_URL={redis_server.url}\nSECRET_KEY=deploy-test\n"

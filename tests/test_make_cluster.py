@@ -10,27 +10,9 @@ import time
 import pytest
 import requests
 
-from deploy.procs import ROOT, free_port, wait_until
+from deploy.procs import ROOT, free_ports, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def free_run(count):
-    """``count`` consecutive free ports."""
-    while True:
-        base = free_port()
-        ports = range(base, base + count)
-        if all(_free(p) for p in ports):
-            return base
-
-
-def _free(port):
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def listening(port):
@@ -61,7 +43,7 @@ def ready(url):
 def test_a_killed_instance_fails_over_is_restarted_and_ctrl_c_stops_all(
     tmp_path, clients
 ):
-    port = free_run(3)
+    port = free_ports(3)
     workdir = tmp_path / "cluster"
     proc = subprocess.Popen(
         [sys.executable, "-m", "deploy.cluster", "--instances", "2"]
