@@ -392,11 +392,17 @@ def on_handler_error(exc):
     )
     metrics.REFUSED.labels("server_error").inc()
     _state().failures.add()
+    # Flask-SocketIO notes the event being handled on the request.
+    event = getattr(request, "event", None) or {}
+    message = "The server could not handle that event."
     reply(
         "chat error",
         {
-            "event": "",
+            "event": str(event.get("message", ""))[:64],
             "reason": "server_error",
-            "message": "The server could not handle that event.",
+            "message": message,
         },
     )
+    # The acknowledgement, when one was asked for: the page marks that
+    # message as not sent, with a retry.
+    return {"error": "server_error", "message": message}

@@ -167,6 +167,13 @@ def test_readiness_fails_while_handlers_keep_failing(client, connect, monkeypatc
         sock.emit("add user", "Alice")
     errors = [e for e in sock.get_received() if e["name"] == "chat error"]
     assert [e["args"][0]["reason"] for e in errors] == ["server_error"] * 3
+    assert {e["args"][0]["event"] for e in errors} == {"add user"}
+    # An acknowledged event learns of the failure in its acknowledgement.
+    ack = sock.emit("add user", "Alice", callback=True)
+    assert ack == {
+        "error": "server_error",
+        "message": "The server could not handle that event.",
+    }
     answer = client.get("/readyz")
     assert answer.status_code == 503
     assert answer.get_json()["status"] == "failing"
