@@ -30,11 +30,12 @@ from socketio.redis_manager import parse_redis_sentinel_url
 SENTINEL_SCHEME = "redis+sentinel"
 
 
-def quick_retry(retries: int = 1) -> Retry:
-    """redis-py's default retries a refused connection with backoff for
-    seconds; the app has its own retry loops (and outbox), so a command
-    retries at most once, at once: enough for a pooled connection that a
-    Redis restart or failover closed."""
+def quick_retry(retries: int = 0) -> Retry:
+    """For the start-up check and the sentinels: an answer now, not after
+    redis-py's default retries with backoff (seconds for a refused
+    connection). The app's own clients keep redis-py's default: with one
+    immediate retry instead, `make chaos` lost acknowledged messages across
+    Redis restarts."""
     return Retry(NoBackoff(), retries)
 
 
@@ -82,7 +83,6 @@ def redis_client(url: str, timeout_s: float | None, **options) -> redis.Redis:
     settings = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s or 5.0,
-        "retry": quick_retry(),
         **options,
     }
     sentinel = parse_sentinel_url(url)
@@ -103,7 +103,7 @@ def sentinels_of(
         sentinel_kwargs={
             "socket_timeout": wait,
             "socket_connect_timeout": wait,
-            "retry": quick_retry(0),
+            "retry": quick_retry(),
             **sentinel.sentinel_options,
         },
     )
@@ -118,7 +118,7 @@ def check_sentinels(sentinel: SentinelURL, timeout_s: float) -> str | None:
             port=port,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
-            retry=quick_retry(0),
+            retry=quick_retry(),
             **sentinel.sentinel_options,
         )
         try:
@@ -162,7 +162,7 @@ def check_redis(url: str, timeout_s: float = 3.0) -> str | None:
             problem = check_sentinels(sentinel, timeout_s)
             if problem is not None:
                 return problem
-        redis_client(url, timeout_s, retry=quick_retry(0)).ping()
+        redis_client(url, timeout_s, retry=quick_retry()).ping()
     except ValueError as exc:
         return f"REDIS_URL cannot be used ({exc or 'malformed URL'})"
     except (redis.AuthenticationError, redis.ResponseError) as exc:
