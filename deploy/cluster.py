@@ -11,8 +11,9 @@ and supervisord start it again; Ctrl-C stops everything.
 ``--sentinel``: instead of the one redis-server, a master, a replica and
 three sentinels (``down-after-milliseconds`` 1000), with passwords on the
 nodes and on the sentinels, and a ``redis+sentinel://`` REDIS_URL. Kill the
-master to watch a failover: the instances follow the promoted replica, and
-the old master, restarted by supervisord, rejoins as a replica.
+master to watch a failover: the instances follow the promoted replica;
+``supervisorctl start redis-master`` brings the old one back, and the
+sentinels make it a replica.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         redis_url = group.url()
         programs = [
-            redis_program(layout, group.master.argv(), "redis-master"),
-            redis_program(layout, group.replica.argv(), "redis-replica"),
+            redis_program(layout, group.master.argv(), "redis-master", False),
+            redis_program(layout, group.replica.argv(), "redis-replica", False),
         ] + [
             redis_program(layout, s.argv(), f"sentinel-{s.port}")
             for s in group.sentinels

@@ -76,25 +76,36 @@ def nginx_program(layout: Layout, argv: list[str]) -> str:
     )
 
 
-def redis_program(layout: Layout, argv: list[str], name: str = "redis") -> str:
-    """A redis-server (or a sentinel) of make cluster."""
+def redis_program(
+    layout: Layout, argv: list[str], name: str = "redis", autorestart: bool = True
+) -> str:
+    """A redis-server (or a sentinel) of make cluster.
+
+    ``autorestart=False`` for the master and replica under Sentinel: a killed
+    master restarted within a second, before the sentinels call it down,
+    would come back as master with an empty dataset (no persistence here)
+    and the replica would copy that; left down, the replica is promoted.
+    """
     return _program(
         name,
         " ".join(shlex.quote(arg) for arg in argv),
         layout.logs / f"{name}.log",
+        autorestart=autorestart,
         priority=10,
         stopsignal="TERM",
         stopwaitsecs=10,
     )
 
 
-def _program(name: str, command: str, log: Path, **options) -> str:
+def _program(
+    name: str, command: str, log: Path, autorestart: bool = True, **options
+) -> str:
     lines = [
         f"[program:{name}]",
         f"command={command}",
         "autostart=true",
         # Restarted whenever it exits, however it exits.
-        "autorestart=true",
+        f"autorestart={'true' if autorestart else 'false'}",
         # Up for a second counts as started; a release that cannot start
         # is given up on after a few tries (FATAL in supervisorctl status).
         "startsecs=1",
