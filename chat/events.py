@@ -137,16 +137,14 @@ def on_disconnect(reason=None, *_):
     sid = request.sid
     state.limiter.forget(sid)
     state.typing_limiter.forget(sid)
-    grace = current_app.config["LEAVE_GRACE_S"]
-    if grace > 0 and reason in DROPPED and sid in state.presence.local:
-        state.sessions.add("disconnects")
-        log.debug("disconnect", extra={"sid": sid, "reason": reason})
-        app = current_app._get_current_object()
-        gevent.spawn_later(grace, _leave_later, app, sid)
-        return
-    _leave(state, sid)
     state.sessions.add("disconnects")
     log.debug("disconnect", extra={"sid": sid, "reason": reason})
+    grace = current_app.config["LEAVE_GRACE_S"]
+    if grace > 0 and reason in DROPPED and sid in state.presence.local:
+        app = current_app._get_current_object()
+        gevent.spawn_later(grace, _leave_later, app, sid)
+    else:
+        _leave(state, sid)
 
 
 def _leave(state, sid: str) -> None:

@@ -89,22 +89,24 @@ class RoomChannels:
         away) it returns at once: the replay after reconnecting covers it.
         """
         self._wanted_at[room] = time.monotonic()
-        event = self._subscribed.get(room)
-        if event is None:
-            event = self._subscribed[room] = gevent.event.Event()
-            self._send_subscribe([room])
+        event = self._subscribe(room)
         waiting = self.listening and not event.is_set()
         if waiting and not event.wait(self._timeout_s):
             log.warning("no subscription confirmed for a room", extra={"room": room})
         self._start_sweeper()
 
-    def _send_subscribe(self, rooms: list[str]) -> None:
-        if not self.listening:
-            return  # subscribed with everything else on reconnect
-        try:
-            self.pubsub.subscribe(*(self.room_channel(r) for r in rooms))
-        except Exception as exc:  # the listener notices and reconnects
-            log.warning("cannot subscribe to a room channel: %s", exc)
+    def _subscribe(self, room: str) -> gevent.event.Event:
+        """Ask Redis for ``room``'s channel, once; the Event is set when Redis
+        confirms (while not listening, the reconnect subscribes it)."""
+        event = self._subscribed.get(room)
+        if event is None:
+            event = self._subscribed[room] = gevent.event.Event()
+            if self.listening:
+                try:
+                    self.pubsub.subscribe(self.room_channel(room))
+                except Exception as exc:  # the listener notices and reconnects
+                    log.warning("cannot subscribe to a room channel: %s", exc)
+        return event
 
     def _note_subscribed(self, channel: bytes) -> None:
         room = self.room_of_channel(channel)
@@ -145,10 +147,9 @@ class RoomChannels:
     # -- python-socketio's room bookkeeping -------------------------------------
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if room is not None and room != sid and room not in self._subscribed:
+        if room is not None and room != sid:
             # A join without a login's ensure_room (none in the chat today).
-            self._subscribed[room] = gevent.event.Event()
-            self._send_subscribe([room])
+            self._subscribe(room)
 
     def basic_leave_room(self, sid, namespace, room):
         super().basic_leave_room(sid, namespace, room)

@@ -341,13 +341,7 @@ class Host:
         """Whether supervisord answers on its socket."""
         if not self.layout.socket.exists():
             return False
-        result = subprocess.run(
-            [str(self.tools / "supervisorctl"), "-c", str(self.layout.conf), "pid"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        return result.stdout.strip().isdigit()
+        return self.ctl("pid", check=False).strip().isdigit()
 
     def start_supervisord(self) -> None:
         say("starting supervisord")
