@@ -248,7 +248,10 @@
     }
   }
 
-  socket.on("connect", () => setConnection("connected", "Connected"));
+  socket.on("connect", () => {
+    loggedIn = false; // until this connection's login is answered
+    setConnection("connected", "Connected");
+  });
   socket.on("disconnect", () => {
     sending = null; // its acknowledgement will not come on this connection
     lost();
@@ -489,10 +492,6 @@
   }
 
   // -- socket events ------------------------------------------------------
-  socket.on("connect", () => {
-    loggedIn = false;
-  });
-
   socket.on("login", (data) => {
     ({ username, token } = data);
     loggedIn = true;
@@ -543,8 +542,7 @@
 
   socket.on("message stored", (data) => {
     markSeen(data.id);
-    const li = ownLine(data.clientId) ||
-      messages.querySelector(`.message[data-client-id="${CSS.escape(data.clientId)}"]`);
+    const li = messages.querySelector(`.message[data-client-id="${CSS.escape(data.clientId)}"]`);
     if (!li) return;
     li.dataset.id = data.id;
     if (li.classList.contains("own")) setState(li, "stored");
