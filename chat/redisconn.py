@@ -76,20 +76,46 @@ def parse_sentinel_url(url: str) -> SentinelURL | None:
     return SentinelURL(sentinels, service, node_options, sentinel_options)
 
 
+# Connections per client, and how long a command waits for one of them.
+# redis-py's plain pool fails a command at once with "Too many connections"
+# past 100 in use, which a reconnect storm reaches: thousands of logins in
+# flight took an instance into degraded mode (local presence only) while
+# Redis was fine. A bounded blocking pool queues them instead, and keeps
+# what a cluster opens to Redis at (instances x clients x POOL_SIZE).
+POOL_SIZE = 64
+POOL_WAIT_S = 10.0
+
+
+class SentinelBlockingConnectionPool(
+    redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool
+):
+    """Sentinel's pool (each new connection asks for the master) with
+    BlockingConnectionPool's bound: a command waits for a free connection."""
+
+
 def redis_client(url: str, timeout_s: float | None, **options) -> redis.Redis:
     """A client for ``url``: bounded waits, unless ``timeout_s`` is None (a
     pub/sub listener waits for messages indefinitely); ``options`` go to
-    every connection to the Redis node (never to the sentinels)."""
+    every connection to the Redis node (never to the sentinels).
+
+    At most ``POOL_SIZE`` connections; past that a command waits up to
+    ``POOL_WAIT_S`` for one (then ConnectionError, like an outage)."""
     settings = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s or 5.0,
+        "max_connections": POOL_SIZE,
+        "timeout": POOL_WAIT_S,
         **options,
     }
     sentinel = parse_sentinel_url(url)
     if sentinel is None:
-        return redis.Redis.from_url(url, **settings)
+        pool = redis.BlockingConnectionPool.from_url(url, **settings)
+        return redis.Redis(connection_pool=pool)
     return sentinels_of(sentinel, timeout_s).master_for(
-        sentinel.service, **sentinel.node_options, **settings
+        sentinel.service,
+        connection_pool_class=SentinelBlockingConnectionPool,
+        **sentinel.node_options,
+        **settings,
     )
 
 
