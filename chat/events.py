@@ -196,7 +196,9 @@ def on_add_user(name=None, options=None, *_):
 
 def _login(raw_name, raw_room, token, last_id) -> None:
     state = _state()
-    with _serialised(state, request.sid):
+    # One of LOGINS_IN_FLIGHT (chat.admission): in a reconnect storm the
+    # users already chatting are not queued behind every login at once.
+    with state.admission.login(), _serialised(state, request.sid):
         _login_serialised(state, raw_name, raw_room, token, last_id)
 
 
@@ -216,16 +218,18 @@ def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
         raise Refused("too_many_rooms", "The server has too many rooms; try later.")
     if not (isinstance(token, str) and 16 <= len(token) <= 64):
         token = secrets.token_urlsafe(24)
-    result = state.presence.join(Member(request.sid, room, name, token))
+    result = state.presence.join(
+        Member(request.sid, room, name, token), config["MAX_USERS_LISTED"]
+    )
     if not result.ok:
         raise Refused("name_taken", f"The name {name!r} is already in use.")
     if not _connected(request.sid):
         # The session closed while Redis answered: undo, or the name stays.
         state.presence.leave(request.sid)
         return
-    # Listing a big room at every login costs O(users) each time.
-    listed = result.count <= config["MAX_USERS_LISTED"]
-    users = state.presence.names(room) if listed else None
+    # Listing a big room at every login would cost O(users) each time: the
+    # join lists only rooms up to MAX_USERS_LISTED (None past that).
+    users = result.names
     # Hear the room before reading its history (chat.roomchannels).
     socketio.server.manager.ensure_room(room)
     history, read_up_to, meanwhile = _catch_up(state, room, last_id)

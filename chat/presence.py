@@ -51,6 +51,8 @@ class JoinResult:
     # The room's presence sequence after this join (cluster mode), so late
     # events can be told from current ones.
     seq: int | None = None
+    # Who is in the room now, sorted, when it is small enough to list.
+    names: list[str] | None = None
 
 
 class MemoryPresence:
@@ -62,8 +64,9 @@ class MemoryPresence:
         self.local: dict[str, Member] = {}
         self._rooms: dict[str, dict[str, Member]] = {}
 
-    def join(self, member: Member) -> JoinResult:
-        """Add ``member`` unless another person holds the name in the room."""
+    def join(self, member: Member, list_up_to: int = 0) -> JoinResult:
+        """Add ``member`` unless another person holds the name in the room;
+        with the room's names when it has at most ``list_up_to`` users."""
         room = self._rooms.setdefault(member.room, {})
         holder = room.get(member.key)
         if holder is not None and holder.token != member.token:
@@ -72,7 +75,8 @@ class MemoryPresence:
         self.local[member.sid] = member
         if holder is not None:
             self.local.pop(holder.sid, None)
-        return JoinResult(True, len(room), holder.sid if holder else None)
+        names = self.names(member.room) if len(room) <= list_up_to else None
+        return JoinResult(True, len(room), holder.sid if holder else None, None, names)
 
     def leave(self, sid: str) -> tuple[Member | None, int, int | None]:
         """Remove the session: (member if it still held the name, count, seq)."""

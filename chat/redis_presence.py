@@ -26,8 +26,10 @@ from chat.presence import JoinResult, Member
 log = logging.getLogger(__name__)
 
 # KEYS: room users, this instance's members, room sequence, reaped sids.
-# Returns {ok, count, replaced sid, seq, rejoined}: ``rejoined`` is 1 when the
-# room was told this session had left (a reaping), so it must hear a join.
+# Returns {ok, count, replaced sid, seq, rejoined, names}: ``rejoined`` is 1
+# when the room was told this session had left (a reaping), so it must hear
+# a join; ``names`` lists the room when it has at most ARGV[6] users (the
+# login's list, in the same round trip).
 # A name held on an instance that is handing its users over (a graceful
 # restart) is reclaimed without the token too: clients that never got one
 # (the stock example page) come back under their name as before.
@@ -51,7 +53,14 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[2])
 local seq = redis.call('INCR', KEYS[3])
 local rejoined = redis.call('HDEL', KEYS[4], ARGV[4])
-return {1, redis.call('HLEN', KEYS[1]), replaced, seq, rejoined}
+local count = redis.call('HLEN', KEYS[1])
+local names = {}
+if count <= tonumber(ARGV[6]) then
+  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+    table.insert(names, cjson.decode(v).name)
+  end
+end
+return {1, count, replaced, seq, rejoined, names}
 """
 
 # KEYS: room users, this instance's members, room sequence.
@@ -160,7 +169,7 @@ class RedisPresence:
             {**member.to_dict(), "key": member.key, "instance": self.instance_id}
         )
 
-    def _redis_join(self, member: Member, client=None) -> object:
+    def _redis_join(self, member: Member, client=None, list_up_to: int = 0) -> object:
         return self._join(
             keys=[
                 self._room_key(member.room),
@@ -168,17 +177,30 @@ class RedisPresence:
                 self._seq_key(member.room),
                 f"{self._p}reaped",
             ],
-            args=[member.key, self._encode(member), member.token, member.sid, self._p],
+            args=[
+                member.key,
+                self._encode(member),
+                member.token,
+                member.sid,
+                self._p,
+                list_up_to,
+            ],
             client=client,
         )
 
-    def join(self, member: Member) -> JoinResult:
-        """Claim the name cluster-wide; while Redis is down, among local users."""
+    def join(self, member: Member, list_up_to: int = 0) -> JoinResult:
+        """Claim the name cluster-wide; while Redis is down, among local users.
+
+        The room's names come back with it when it has at most
+        ``list_up_to`` users.
+        """
         self._joining.add(member.sid)
         try:
-            ok, count, replaced, seq, _ = self._redis_join(member)
+            ok, count, replaced, seq, _, *names = self._redis_join(
+                member, list_up_to=list_up_to
+            )
         except redis.RedisError as exc:
-            return self._join_degraded(member, exc)
+            return self._join_degraded(member, exc, list_up_to)
         finally:
             self._joining.discard(member.sid)
         if not ok:
@@ -186,9 +208,14 @@ class RedisPresence:
         replaced_sid = replaced.decode() if replaced else None
         self.local.pop(replaced_sid or "", None)
         self.local[member.sid] = member
-        return JoinResult(True, int(count), replaced_sid, int(seq))
+        listed = None
+        if int(count) <= list_up_to:
+            listed = sorted((n.decode() for n in names[0]), key=str.casefold)
+        return JoinResult(True, int(count), replaced_sid, int(seq), listed)
 
-    def _join_degraded(self, member: Member, exc: Exception) -> JoinResult:
+    def _join_degraded(
+        self, member: Member, exc: Exception, list_up_to: int
+    ) -> JoinResult:
         self.mark_degraded(exc)
         same_room = [m for m in self.local.values() if m.room == member.room]
         holder = next((m for m in same_room if m.key == member.key), None)
@@ -198,7 +225,10 @@ class RedisPresence:
             self.local.pop(holder.sid)
         self.local[member.sid] = member
         count = len(same_room) + (0 if holder else 1)
-        return JoinResult(True, count, holder.sid if holder else None)
+        listed = None
+        if count <= list_up_to:
+            listed = self._local_names(member.room)
+        return JoinResult(True, count, holder.sid if holder else None, None, listed)
 
     def leave(self, sid: str) -> tuple[Member | None, int, int | None]:
         """Release the session's name if it still holds it: (member, count, seq).
@@ -227,15 +257,10 @@ class RedisPresence:
             args=[member.key, member.sid],
         )
 
-    def names(self, room: str) -> list[str]:
-        """Names online in ``room`` across the cluster."""
-        try:
-            raw = self._r.hvals(self._room_key(room))
-            names = [json.loads(v)["name"] for v in raw]
-        except redis.RedisError as exc:
-            self.mark_degraded(exc)
-            names = [m.name for m in self.local.values() if m.room == room]
-        return sorted(names, key=str.casefold)
+    def _local_names(self, room: str) -> list[str]:
+        return sorted(
+            (m.name for m in self.local.values() if m.room == room), key=str.casefold
+        )
 
     def _local_count(self, room: str) -> int:
         return sum(1 for m in self.local.values() if m.room == room)
@@ -322,7 +347,7 @@ class RedisPresence:
         for member in members:
             self._redis_join(member, client=pipe)
         for member, result in zip(members, pipe.execute(), strict=True):
-            ok, count, _, seq, rejoined = result
+            ok, count, _, seq, rejoined, *_ = result
             if not ok:
                 log.warning(
                     "a name was taken during an outage",
