@@ -124,6 +124,11 @@ class Config:
         self.HISTORY_TTL_S = _int("HISTORY_TTL_S", 7 * 24 * 3600)
         # Rooms with users or history at once (cluster-wide with Redis).
         self.MAX_ROOMS = _int("MAX_ROOMS", 1000)
+        # Logins run at most this many at a time (0: no bound); past
+        # LOGIN_QUEUE_MAX waiting, new sessions get 503 + Retry-After
+        # (0: never). See chat/admission.py.
+        self.LOGINS_IN_FLIGHT = _int("LOGINS_IN_FLIGHT", 16)
+        self.LOGIN_QUEUE_MAX = _int("LOGIN_QUEUE_MAX", 4000)
         self.LOG_FORMAT = os.environ.get("LOG_FORMAT") or "text"
         # What is deployed: the deploy tooling sets the commit; logged at
         # start and exported as chat_build_info.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from chat import metrics
+
 log = logging.getLogger(__name__)
 
 _TEXT = [("Content-Type", "text/plain; charset=utf-8")]
@@ -29,6 +31,9 @@ def guard(wsgi_app, state, allowed_hosts: list[str], refusal=lambda environ: Non
       names in ALLOWED_HOSTS are served ("*" serves any).
     - Draining: once SIGTERM arrived, a socket.io handshake gets 503, so a
       load balancer or a browser retries on a live instance.
+    - Busy: while too many logins wait (chat.admission), a handshake gets
+      503 with a jittered ``Retry-After``: a reconnect storm is spread over
+      the instances and over time instead of stalling everyone here.
     - Every answer carries ``X-Content-Type-Options: nosniff``, so an error
       body that echoes input is never sniffed into HTML.
     - ``refusal(environ)`` answers socket.io requests over a session limit
@@ -54,6 +59,13 @@ def guard(wsgi_app, state, allowed_hosts: list[str], refusal=lambda environ: Non
                 [*_TEXT, ("Connection", "close"), ("Retry-After", "1")],
             )
             return [b"shutting down"]
+        if state.admission.busy() and _is_handshake(environ):
+            metrics.REFUSED.labels("busy").inc()
+            start(
+                "503 Service Unavailable",
+                [*_TEXT, ("Retry-After", state.admission.retry_after())],
+            )
+            return [b"busy: try again shortly"]
         if environ.get("PATH_INFO", "").startswith("/socket.io"):
             refused = refusal(environ)
             if refused is not None:

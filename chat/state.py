@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import gevent
 
+from chat.admission import Admission
 from chat.delivery import Delivery
 from chat.history import MemoryHistory, RedisHistory
 from chat.outbox import MessageStore
@@ -44,6 +45,8 @@ class ChatState:
     failures: RecentEvents = field(default_factory=lambda: RecentEvents(60.0, 1000))
     # Connects, logins and disconnects, logged as one line per interval.
     sessions: SessionTally = field(default_factory=SessionTally)
+    # Logins in flight and waiting (set from the config by build_state).
+    admission: Admission = field(default_factory=lambda: Admission(0, 0))
 
 
 class RecentEvents:
@@ -69,6 +72,12 @@ class RecentEvents:
 
 def build_state(config) -> ChatState:
     """Pick in-memory or Redis stores from ``config.REDIS_URL``."""
+    state = _stores(config)
+    state.admission = Admission(config.LOGINS_IN_FLIGHT, config.LOGIN_QUEUE_MAX)
+    return state
+
+
+def _stores(config) -> ChatState:
     limiters = (
         RateLimiter(config.RATE_BURST, config.RATE_PER_S),
         RateLimiter(config.TYPING_BURST, config.TYPING_PER_S),
