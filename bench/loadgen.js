@@ -13,6 +13,14 @@
 //       after batch of users connect (websocket, instances in turn), log in
 //       to one of the rooms, send one message and disconnect; prints the
 //       completed logins (a reconnect storm's unit of work).
+//   {"mode":"recover","url":...,"users":5000,"roomSize":50,"rate":20,
+//    "baseline":3,"timeout":60}: users log in through `auth` (the page's
+//       protocol and reconnect settings) across the instances behind the
+//       load balancer and talk at `rate` messages/s; after `baseline` s it
+//       prints {phase:"kill"} and waits for "killed <epoch ms>" on stdin.
+//       Prints the seconds until every user whose connection dropped is
+//       logged in again, and the message latency of the users who never
+//       dropped, before and during that storm.
 const { io } = require("socket.io-client");
 const readline = require("readline");
 
@@ -241,7 +249,114 @@ async function churn() {
   process.exit(0);
 }
 
+// The page's connection settings (static/main.js): websocket first, the
+// login in `auth` (with the token and the newest message id it has after a
+// login), socket.io's jittered backoff capped at 3 s.
+function pageUser(url, name, room) {
+  const user = { name, room, token: null, lastId: null, dropped: false, loggedInAt: 0 };
+  user.socket = io(url, {
+    transports: ["websocket"],
+    forceNew: true,
+    reconnectionDelayMax: 3000,
+    timeout: 8000,
+    auth: (cb) => cb({ username: name, room, token: user.token, lastId: user.lastId }),
+  });
+  user.socket.on("login", (data) => {
+    user.token = data.token;
+    user.loggedInAt = now();
+  });
+  user.socket.on("disconnect", () => {
+    user.dropped = true;
+  });
+  return user;
+}
+
+async function recover() {
+  const users = [];
+  let loginErrors = 0;
+  const latencies = []; // [sentAt, latency, sender index, receiver index]
+  for (let i = 0; i < spec.users; i++) {
+    const user = pageUser(spec.url, `r${process.pid}-${i}`, `room${Math.floor(i / spec.roomSize)}`);
+    const index = users.length;
+    user.socket.on("login error", () => loginErrors++);
+    user.socket.on("new message", (data) => {
+      if (data.id) user.lastId = data.id;
+      const [, sentAt, from] = data.message.split(":");
+      latencies.push([Number(sentAt), now() - Number(sentAt), Number(from), index]);
+    });
+    users.push(user);
+    // Batches of 100 in flight, as the other modes connect.
+    if (users.length % 100 === 0) {
+      const deadline = now() + 30000;
+      while (users.some((u) => !u.loggedInAt) && now() < deadline) await sleep(20);
+    }
+  }
+  const deadline = now() + 30000;
+  while (users.some((u) => !u.loggedInAt) && now() < deadline) await sleep(20);
+  const ready = users.filter((u) => u.loggedInAt).length;
+  if (ready < users.length) {
+    print({ error: `only ${ready} of ${users.length} users logged in`, loginErrors });
+    process.exit(1);
+  }
+  // Messages: one a tick from a user still connected, to its room.
+  let sent = 0;
+  const started = now();
+  const interval = 1000 / spec.rate;
+  const sender = setInterval(() => {
+    const due = Math.floor((now() - started) / interval);
+    while (sent < due) {
+      const i = (sent * 7919) % users.length; // spread over the rooms
+      const u = users[i];
+      if (u.socket.connected && !u.dropped) u.socket.emit("new message", `m:${now()}:${i}`);
+      sent++;
+    }
+  }, Math.max(1, interval / 2));
+  await sleep(spec.baseline * 1000);
+  print({ phase: "kill" });
+  const lines = readline.createInterface({ input: process.stdin });
+  let killedAt = 0;
+  for await (const line of lines) {
+    const [command, at] = line.trim().split(/\s+/);
+    if (command === "killed") {
+      killedAt = Number(at);
+      break;
+    }
+  }
+  // Every user the kill cut off is logged in again after it.
+  const cutOff = () => users.filter((u) => u.dropped);
+  const back = (u) => u.loggedInAt > killedAt && u.socket.connected;
+  const giveUp = killedAt + spec.timeout * 1000;
+  // Drops are noticed within moments of the kill (the balancer closes them).
+  await sleep(500);
+  while (now() < giveUp && !cutOff().every(back)) await sleep(20);
+  const affected = cutOff();
+  const recovered = affected.filter(back).length;
+  const allBack = affected.length > 0 && recovered === affected.length;
+  const recoveredAt = allBack ? Math.max(...affected.map((u) => u.loggedInAt)) : giveUp;
+  await sleep(1000); // deliveries of the last messages sent during the storm
+  clearInterval(sender);
+  const steady = (from, to) =>
+    latencies
+      .filter(([at, , s, r]) => at >= from && at < to && !users[s].dropped && !users[r].dropped)
+      .map(([, latency]) => latency)
+      .sort((a, b) => a - b);
+  const before = steady(killedAt - spec.baseline * 1000, killedAt);
+  const during = steady(killedAt, recoveredAt);
+  print({
+    users: users.length, affected: affected.length, recovered, loginErrors,
+    recoverS: allBack ? (recoveredAt - killedAt) / 1000 : null,
+    p50Before: percentile(before, 50), p99Before: percentile(before, 99),
+    p50During: percentile(during, 50), p99During: percentile(during, 99),
+    messagesDuring: during.length,
+  });
+  users.forEach((u) => u.socket.close());
+  process.exit(0);
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 if (spec.mode === "hold") hold();
+else if (spec.mode === "recover") recover();
 else if (spec.mode === "churn") churn();
 else if (spec.mode === "rooms") roomsMode();
 else fanout();

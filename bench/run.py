@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from deploy.nginx import Nginx
 from deploy.procs import (
     ROOT,
     Instance,
@@ -295,6 +296,62 @@ def storm(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
         result = measured_run(spec, [a, b], STORM_SECONDS + 120)
         progress.step(f"storm {kind}")
     finally:
+        a.stop()
+        b.stop()
+    return result
+
+
+RECOVER_USERS = 200 if QUICK else 5000
+RECOVER_ROOM_SIZE = 50
+RECOVER_RATE = 20  # messages/s from users the kill does not touch
+
+
+def recover(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
+    """A lost instance: users on two instances behind nginx, one killed -9.
+
+    The generator plays the page (login in ``auth`` with its token and last
+    message id, socket.io's jittered backoff); the figures are the seconds
+    until every user of the dead instance is logged in again, and the
+    message latency of the others before and during that storm.
+    """
+    make = SERVERS[kind]
+    a = make(free_port(), workdir, redis_url).start()
+    b = make(free_port(), workdir, redis_url).start()
+    # One generator plays every user: no per-address caps at the edge.
+    (workdir / f"recover-{kind}").mkdir(exist_ok=True)
+    lb = Nginx(
+        workdir / f"recover-{kind}",
+        [a.port, b.port],
+        edge_limits=False,
+        worker_connections=4 * RECOVER_USERS + 1024,
+    ).start()
+    spec = {
+        "mode": "recover",
+        "url": lb.url,
+        "users": RECOVER_USERS,
+        "roomSize": RECOVER_ROOM_SIZE,
+        "rate": RECOVER_RATE,
+        "baseline": 3,
+        "timeout": 60,
+    }
+    gen = loadgen(spec, stdin=subprocess.PIPE)
+    result = {"error": "the generator ended early"}
+    try:
+        for line in gen.stdout:
+            answer = json.loads(line)
+            if answer.get("phase") == "kill":
+                killed_at = time.time() * 1000
+                a.kill()
+                gen.stdin.write(f"killed {killed_at:.0f}\n")
+                gen.stdin.flush()
+            else:
+                result = answer
+        gen.wait(120)
+        progress.step(f"recover {kind}")
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+        lb.stop()
         a.stop()
         b.stop()
     return result

@@ -36,10 +36,11 @@ from deploy.procs import (
 
 NGINX_CONF = """\
 worker_processes 1;
+worker_rlimit_nofile {open_files};
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 8192; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
   access_log off;
   client_body_temp_path {dir}/body;
@@ -53,11 +54,7 @@ http {{
   # Per client address at the edge: open connections and request rate (a
   # browser long-polling makes about one request per batch of messages).
   # Slow senders of headers or bodies are cut off.
-  limit_conn_zone $binary_remote_addr zone=chat_conn:10m;
-  limit_req_zone $binary_remote_addr zone=chat_req:10m rate=20r/s;
-  limit_conn_status 429;
-  limit_req_status 429;
-  client_header_timeout 5s;
+{edge_zones}  client_header_timeout 5s;
   client_body_timeout 10s;
 
   # New sessions (and the page) go to the instance with the fewest open
@@ -78,9 +75,7 @@ http {{
 {plain_server}
   server {{
 {listen}
-    limit_conn chat_conn 200;
-    limit_req zone=chat_req burst=200 nodelay;
-    location / {{
+{edge_limits}    location / {{
       proxy_pass http://{target};
       proxy_http_version 1.1;
       proxy_set_header Upgrade $http_upgrade;
@@ -96,6 +91,17 @@ http {{
     }}
   }}
 }}
+"""
+
+EDGE_ZONES = """\
+  limit_conn_zone $binary_remote_addr zone=chat_conn:10m;
+  limit_req_zone $binary_remote_addr zone=chat_req:10m rate=20r/s;
+  limit_conn_status 429;
+  limit_req_status 429;
+"""
+EDGE_LIMITS = """\
+    limit_conn chat_conn 200;
+    limit_req zone=chat_req burst=200 nodelay;
 """
 
 TLS_LISTEN = """\
@@ -121,11 +127,15 @@ def nginx_conf(
     sticky: bool = True,
     host: str = "127.0.0.1",
     tls: tuple[Path, Path, int] | None = None,
+    edge_limits: bool = True,
+    worker_connections: int = 8192,
 ) -> str:
     """An nginx.conf for ``backends``; ``sticky=False`` shows why routing matters.
 
     ``tls``: (certificate, key, port) to serve HTTPS there and redirect
-    ``port`` to it.
+    ``port`` to it. ``edge_limits=False`` drops the per-address caps (a
+    benchmark's one generator plays thousands of people); a proxied
+    connection takes two of ``worker_connections``.
     """
     addr = "127.0.0.1:{}".format
     any_servers = "\n".join(f"    server {addr(p)} max_fails=0;" for p in backends)
@@ -148,6 +158,10 @@ def nginx_conf(
         listen, plain = f"    listen {host}:{port};", ""
     return NGINX_CONF.format(
         dir=workdir,
+        worker_connections=worker_connections,
+        open_files=worker_connections + 1024,
+        edge_zones=EDGE_ZONES if edge_limits else "",
+        edge_limits=EDGE_LIMITS if edge_limits else "",
         balance="least_conn;" if sticky else "",
         any_servers=any_servers,
         pinned_upstreams="\n".join(pinned),
@@ -168,8 +182,11 @@ class Nginx(Process):
         port: int | None = None,
         sticky: bool = True,
         tls: tuple[Path, Path] | None = None,
+        **options,
     ) -> None:
         super().__init__(workdir / "nginx.log")
+        # nginx_conf's edge_limits and worker_connections.
+        self.options = options
         self.workdir = workdir / ("nginx" if sticky else "nginx-plain")
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -184,7 +201,12 @@ class Nginx(Process):
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "nginx.conf"
         text = nginx_conf(
-            self.port, self.backends, self.workdir, self.sticky, tls=self.tls
+            self.port,
+            self.backends,
+            self.workdir,
+            self.sticky,
+            tls=self.tls,
+            **self.options,
         )
         conf.write_text(text)
         return conf

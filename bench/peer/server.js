@@ -1,8 +1,14 @@
 // The reference peer: the socket.io chat example's server on Node, with the
 // Redis adapter and the same semantics as ours where it matters for load:
 // numUsers is the cluster total (a Redis hash of names per room), messages
-// and typing go to the others. One process per instance, like ours.
+// and typing go to the others, a login may ride on the connection's `auth`,
+// a name comes back to whoever holds its token (a reconnect after a lost
+// instance), and the names of an instance that died are released by the
+// others (a heartbeat key with a TTL, the same timings as ours). What it
+// still does not do: history, catch-up, rate limits, input checks.
+// One process per instance, like ours.
 // Usage: PORT=... REDIS_URL=... node server.js
+const crypto = require("crypto");
 const { createServer } = require("http");
 const { Server } = require("socket.io");
 const { createAdapter } = require("@socket.io/redis-adapter");
@@ -10,51 +16,126 @@ const { createClient } = require("redis");
 
 const port = Number(process.env.PORT || 5060);
 const redisUrl = process.env.REDIS_URL;
+const instance = `${process.pid}-${port}`;
+const HEARTBEAT_MS = 5000; // ours: PRESENCE_HEARTBEAT_S
+const TTL_S = 15; // ours: PRESENCE_TTL_S
 const http = createServer((req, res) => {
   res.writeHead(req.url === "/healthz" ? 200 : 404, { "Content-Type": "application/json" });
   res.end(JSON.stringify({ status: "ok", pid: process.pid }));
 });
 const io = new Server(http, { maxHttpBufferSize: 64 * 1024 });
 
-const local = new Map(); // room -> Set of names, when there is no Redis
-let store = null;
+// KEYS: room names, this instance's members. ARGV: name, token, sid,
+// instance, room. Returns {count or -1 when the name is held, replaced sid}.
+const JOIN = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local replaced = ''
+if cur then
+  local holder = cjson.decode(cur)
+  if holder.token ~= ARGV[2] then return {-1, ''} end
+  replaced = holder.sid
+  redis.call('HDEL', 'peer:instance:' .. holder.instance .. ':members', holder.sid)
+end
+redis.call('HSET', KEYS[1], ARGV[1],
+  cjson.encode({token = ARGV[2], sid = ARGV[3], instance = ARGV[4]}))
+redis.call('HSET', KEYS[2], ARGV[3], cjson.encode({room = ARGV[5], name = ARGV[1]}))
+return {redis.call('HLEN', KEYS[1]), replaced}`;
 
-async function join(room, name) {
+// KEYS: room names, this instance's members. ARGV: name, sid. Returns the
+// count, or -1 when a newer login holds the name.
+const LEAVE = `
+redis.call('HDEL', KEYS[2], ARGV[2])
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and cjson.decode(cur).sid == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return redis.call('HLEN', KEYS[1])
+end
+return -1`;
+
+// KEYS: the set of instances. ARGV: a dead instance. The caller that wins
+// the SREM releases its names: {room, name, count, ...}.
+const REAP = `
+if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return {} end
+local mkey = 'peer:instance:' .. ARGV[1] .. ':members'
+local flat = redis.call('HGETALL', mkey)
+local out = {}
+for i = 1, #flat, 2 do
+  local m = cjson.decode(flat[i + 1])
+  local rkey = 'peer:room:' .. m.room
+  local cur = redis.call('HGET', rkey, m.name)
+  if cur and cjson.decode(cur).sid == flat[i] then
+    redis.call('HDEL', rkey, m.name)
+    table.insert(out, m.room)
+    table.insert(out, m.name)
+    table.insert(out, redis.call('HLEN', rkey))
+  end
+end
+redis.call('DEL', mkey)
+return out`;
+
+const local = new Map(); // room -> Map name -> {token, sid}, when there is no Redis
+let store = null;
+const sha = {};
+
+async function join(room, name, token, sid) {
   if (!store) {
-    const names = local.get(room) || new Set();
+    const names = local.get(room) || new Map();
     local.set(room, names);
-    if (names.has(name)) return -1;
-    names.add(name);
-    return names.size;
+    const holder = names.get(name);
+    if (holder && holder.token !== token) return [-1, ""];
+    names.set(name, { token, sid });
+    return [names.size, holder ? holder.sid : ""];
   }
-  const added = await store.hSetNX(`peer:room:${room}`, name, "1");
-  if (!added) return -1;
-  return store.hLen(`peer:room:${room}`);
+  const keys = [`peer:room:${room}`, `peer:instance:${instance}:members`];
+  const args = [name, token, sid, instance, room];
+  return store.evalSha(sha.join, { keys, arguments: args });
 }
 
-async function leave(room, name) {
+async function leave(room, name, sid) {
   if (!store) {
     const names = local.get(room);
+    if (names.get(name)?.sid !== sid) return -1;
     names.delete(name);
     return names.size;
   }
-  await store.hDel(`peer:room:${room}`, name);
-  return store.hLen(`peer:room:${room}`);
+  const keys = [`peer:room:${room}`, `peer:instance:${instance}:members`];
+  return store.evalSha(sha.leave, { keys, arguments: [name, sid] });
+}
+
+async function heartbeat() {
+  await store.set(`peer:instance:${instance}:alive`, "1", { EX: TTL_S });
+  await store.sAdd("peer:instances", instance);
+  for (const other of await store.sMembers("peer:instances")) {
+    if (other === instance || (await store.exists(`peer:instance:${other}:alive`))) continue;
+    const out = await store.evalSha(sha.reap, { keys: ["peer:instances"], arguments: [other] });
+    for (let i = 0; i < out.length; i += 3) {
+      io.to(out[i]).emit("user left", { username: out[i + 1], numUsers: out[i + 2] });
+    }
+  }
 }
 
 io.on("connection", (socket) => {
   let username = null;
   let room = "lobby";
-  socket.on("add user", async (name, options) => {
-    if (username || typeof name !== "string") return;
+  let loggingIn = false;
+  const login = async (name, options) => {
+    if (username || loggingIn || typeof name !== "string") return;
+    loggingIn = true;
     if (options && typeof options.room === "string") room = options.room;
-    const numUsers = await join(room, name);
+    let token = options && options.token;
+    if (typeof token !== "string" || token.length < 16) token = crypto.randomBytes(18).toString("base64url");
+    const [numUsers, replaced] = await join(room, name, token, socket.id);
+    loggingIn = false;
     if (numUsers < 0) return socket.emit("login error", { reason: "name_taken" });
     username = name;
     socket.join(room);
-    socket.emit("login", { numUsers });
-    socket.to(room).emit("user joined", { username, numUsers });
-  });
+    socket.emit("login", { numUsers, username, room, token });
+    if (replaced) io.in(replaced).disconnectSockets(true);
+    else socket.to(room).emit("user joined", { username, numUsers });
+  };
+  socket.on("add user", login);
+  const auth = socket.handshake.auth;
+  if (auth && typeof auth.username === "string") login(auth.username, auth);
   socket.on("new message", (message) => {
     if (!username || typeof message !== "string") return;
     socket.to(room).emit("new message", { username, message });
@@ -63,8 +144,8 @@ io.on("connection", (socket) => {
   socket.on("stop typing", () => username && socket.to(room).emit("stop typing", { username }));
   socket.on("disconnect", async () => {
     if (!username) return;
-    const numUsers = await leave(room, username);
-    socket.to(room).emit("user left", { username, numUsers });
+    const numUsers = await leave(room, username, socket.id);
+    if (numUsers >= 0) socket.to(room).emit("user left", { username, numUsers });
   });
 });
 
@@ -75,6 +156,11 @@ async function main() {
     store = pub.duplicate();
     await Promise.all([pub.connect(), sub.connect(), store.connect()]);
     io.adapter(createAdapter(pub, sub));
+    sha.join = await store.scriptLoad(JOIN);
+    sha.leave = await store.scriptLoad(LEAVE);
+    sha.reap = await store.scriptLoad(REAP);
+    await heartbeat();
+    setInterval(() => heartbeat().catch((err) => console.error("heartbeat", err.message)), HEARTBEAT_MS);
   }
   http.listen(port, "127.0.0.1");
 }
