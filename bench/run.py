@@ -420,6 +420,14 @@ def summarize(results: dict) -> dict:
             "cross-instance p50 ms": fan["cross"]["p50"],
             "cross-instance p99 ms": fan["cross"]["p99"],
             "logins/s in a churn, 2 instances": results[kind]["storm"]["loginsPerS"],
+            f"s to log in again all users of a killed instance ({RECOVER_USERS} "
+            "users on 2, nginx)": results[kind]["recover"].get("recoverS"),
+            "unaffected users' p99 ms during that storm": results[kind]["recover"].get(
+                "p99During"
+            ),
+            "unaffected users' p99 ms before it": results[kind]["recover"].get(
+                "p99Before"
+            ),
         }
     return figures
 
@@ -521,7 +529,7 @@ def main() -> None:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
     workdir = RESULTS / f".work-{stamp}"
     workdir.mkdir(exist_ok=True)
-    total = 2 * (len(HOLD_STEPS) + 2 * len(FANOUT_RATES) + 2)
+    total = 2 * (len(HOLD_STEPS) + 2 * len(FANOUT_RATES) + 3)
     progress = Progress(total)
     redis_server = RedisServer(workdir).start()
     results = {}
@@ -530,8 +538,11 @@ def main() -> None:
             results[kind] = {"hold": hold(kind, workdir, progress)}
         for kind in SERVERS:
             results[kind]["fanout"] = fanout(kind, workdir, redis_server.url, progress)
+        url = redis_server.url
         for kind in SERVERS:
-            results[kind]["storm"] = storm(kind, workdir, redis_server.url, progress)
+            results[kind]["storm"] = storm(kind, workdir, url, progress)
+        for kind in SERVERS:
+            results[kind]["recover"] = recover(kind, workdir, url, progress)
     finally:
         redis_server.stop()
     sys.stderr.write("\n")

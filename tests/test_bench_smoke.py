@@ -33,6 +33,10 @@ def test_quick_benchmark_reports_both_servers(tmp_path):
     for kind in ("ours", "peer"):
         assert figures[kind]["largest step held"] == 300
         assert figures[kind]["logins/s in a churn, 2 instances"] > 0
+        # Every user of the killed instance came back (None: some did not).
+        [recover] = [n for n in figures[kind] if n.startswith("s to log in again")]
+        assert 0 < figures[kind][recover] < 60
+        assert figures[kind]["unaffected users' p99 ms during that storm"] > 0
         assert figures[kind]["deliveries/s at saturation (either topology)"] > 0
         assert figures[kind]["cross-instance p50 ms"] > 0
         for instances in (1, 2):

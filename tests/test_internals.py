@@ -237,3 +237,21 @@ def test_no_session_cookie_is_read_or_written(client):
     assert isinstance(client.application.session_interface, NoSessions)
     page = client.get("/", headers={"Cookie": "session=garbage"})
     assert page.status_code == 200 and "Set-Cookie" not in page.headers
+
+
+def test_the_sentinel_pool_blocks_like_redis_pys_blocking_pool():
+    """chat.redisconn mixes Sentinel's pool with BlockingConnectionPool: the
+    connection checkout must come from the blocking one, the master lookup
+    from Sentinel's connection class."""
+    import redis.sentinel
+
+    from chat.redisconn import SentinelBlockingConnectionPool
+
+    cls = SentinelBlockingConnectionPool
+    assert cls.get_connection is redis.BlockingConnectionPool.get_connection
+    assert cls.release is redis.BlockingConnectionPool.release
+    sentinels = redis.sentinel.Sentinel([("127.0.0.1", 1)])
+    pool = cls("svc", sentinels, max_connections=3, timeout=0.1)
+    assert pool.max_connections == 3 and pool.timeout == 0.1
+    assert pool.connection_class is redis.sentinel.SentinelManagedConnection
+    assert pool.pool.maxsize == 3

@@ -1,0 +1,65 @@
+"""A reconnect storm: logins queue for a few slots, Redis commands wait for a
+connection, and a queue too long answers new sessions 503 + Retry-After."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import gevent
+import pytest
+import redis
+
+from chat import redisconn
+from tests.conftest import events_named
+
+HANDSHAKE = "/socket.io/?EIO=4&transport=polling"
+
+
+def test_more_commands_in_flight_than_the_pool_holds_wait_instead_of_failing(
+    redis_server,
+):
+    """redis-py's plain pool raised "Too many connections" past 100 in flight
+    (a storm of logins then took the instance into degraded mode)."""
+    client = redisconn.redis_client(redis_server.url, 5.0)
+    in_flight = 3 * redisconn.POOL_SIZE
+    # Each BLPOP holds its connection for 0.2 s, all at once (threads: this
+    # process is not monkey-patched; the pool is thread-safe).
+    with ThreadPoolExecutor(in_flight) as pool:
+        jobs = [
+            pool.submit(client.blpop, [f"nothing-{i}"], 0.2) for i in range(in_flight)
+        ]
+        assert [job.result(timeout=30) for job in jobs] == [None] * in_flight
+    observer = redis.Redis.from_url(redis_server.url)
+    assert len(observer.client_list()) <= redisconn.POOL_SIZE + 1
+
+
+@pytest.mark.settings(LOGINS_IN_FLIGHT=1, LOGIN_QUEUE_MAX=1)
+def test_a_login_waits_for_a_free_slot_and_then_completes(app, connect):
+    admission = app.extensions["chat"].admission
+    alice = connect()
+    with admission.login():  # the only slot is taken
+        waiting = gevent.spawn(alice.emit, "add user", "Alice")
+        gevent.sleep(0.05)
+        assert not waiting.dead and admission.waiting == 1
+        assert not events_named(alice, "login")
+    waiting.join(5)
+    assert events_named(alice, "login")[0]["numUsers"] == 1
+    assert admission.waiting == 0
+
+
+@pytest.mark.settings(LOGINS_IN_FLIGHT=1, LOGIN_QUEUE_MAX=1)
+def test_a_new_session_is_refused_with_retry_after_while_logins_queue(
+    app, client, connect
+):
+    admission = app.extensions["chat"].admission
+    alice = connect()
+    with admission.login():
+        waiting = gevent.spawn(alice.emit, "add user", "Alice")
+        gevent.sleep(0.05)
+        busy = client.get(HANDSHAKE)
+        assert busy.status_code == 503
+        assert 1 <= int(busy.headers["Retry-After"]) <= 4
+    waiting.join(5)
+    # The queue is gone: sessions are welcome again, and Alice got in.
+    assert client.get(HANDSHAKE).status_code == 200
+    assert events_named(alice, "login")
