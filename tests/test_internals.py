@@ -255,3 +255,16 @@ def test_the_sentinel_pool_blocks_like_redis_pys_blocking_pool():
     assert pool.max_connections == 3 and pool.timeout == 0.1
     assert pool.connection_class is redis.sentinel.SentinelManagedConnection
     assert pool.pool.maxsize == 3
+
+
+def test_text_packets_skip_the_binary_scan(app):
+    """sessions.TextPacket turns off python-socketio's scan for bytes with the
+    class flag its msgpack serializer uses; the flag must still gate it."""
+    assert chat_socketio.server.packet_class is sessions.TextPacket
+    assert "uses_binary_events" in inspect.getsource(socketio.packet.Packet.__init__)
+    history = {"messages": [{"id": "1-0", "message": "hi"}] * 50}
+    pkt = sessions.TextPacket(socketio.packet.EVENT, data=["history", history])
+    assert pkt.packet_type == socketio.packet.EVENT
+    assert pkt.encode().startswith('2["history",')
+    with pytest.raises(TypeError):
+        sessions.TextPacket(socketio.packet.EVENT, data=["x", b"bytes"]).encode()
