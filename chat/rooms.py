@@ -76,20 +76,37 @@ class MemoryRooms:
 
 
 class RedisRooms:
-    """Rooms of the cluster: a sorted set of room -> last use."""
+    """Rooms of the cluster: a sorted set of room -> last use.
+
+    A room this instance counted moments ago is admitted without asking
+    Redis again: it is counted (a room leaves the set only HISTORY_TTL_S
+    after its last use) and its last use needs no finer grain than
+    ``refresh_s``. In a reconnect storm every login was one more round
+    trip for this.
+    """
 
     def __init__(
-        self, client: redis.Redis, prefix: str, max_rooms: int, ttl_s: int
+        self,
+        client: redis.Redis,
+        prefix: str,
+        max_rooms: int,
+        ttl_s: int,
+        clock=time.monotonic,
     ) -> None:
         self._key = f"{prefix}rooms"
         self._max = max_rooms
         self._ttl_s = ttl_s
         self._admit = client.register_script(_ADMIT)
+        self._refresh_s = min(60.0, ttl_s / 10)
+        self._recent = LastUse(self._refresh_s, clock)
 
     def admit(self, room: str) -> bool:
         """As ``MemoryRooms.admit``; while Redis is down every room is admitted."""
+        self._recent.expire()
+        if room in self._recent:
+            return True
         try:
-            return bool(
+            admitted = bool(
                 self._admit(
                     keys=[self._key],
                     args=[int(time.time()), self._ttl_s, room, self._max],
@@ -98,3 +115,6 @@ class RedisRooms:
         except redis.RedisError as exc:
             log.warning("room count unavailable: %s", exc)
             return True
+        if admitted:
+            self._recent.touch(room)
+        return admitted
