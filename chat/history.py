@@ -247,11 +247,38 @@ class RedisHistory:
         if after < (0, 0):
             return self.recent(room, limit), True
         start = f"({after[0]}-{after[1]}"
-        rows = self._r.xrevrange(self._key(room), min=start, count=limit + 1)
+        # One round trip for both (every login after a reconnect does this).
+        pipe = self._r.pipeline(transaction=False)
+        pipe.xrevrange(self._key(room), min=start, count=limit + 1)
+        pipe.xinfo_stream(self._key(room))
+        rows, info = pipe.execute(raise_on_error=False)
+        if isinstance(rows, Exception):
+            raise rows
         found = [self._decode(i, f) for i, f in reversed(rows)]
-        try:
-            info = self._r.xinfo_stream(self._key(room))
-            trimmed = parse_id(info["max-deleted-entry-id"].decode())
-        except redis.ResponseError:
-            trimmed = (-1, -1)
-        return found[-limit:], trimmed > after or len(found) > limit
+        if isinstance(info, redis.ResponseError):  # no such stream
+            return found[-limit:], len(found) > limit
+        if isinstance(info, Exception):
+            raise info
+        return found[-limit:], self._trimmed_after(info, after) or len(found) > limit
+
+    def _trimmed_after(self, info: dict, after: tuple[int, int]) -> bool:
+        """Whether the cap may have trimmed entries newer than ``after``.
+
+        Redis's ``max-deleted-entry-id`` counts XDEL only, not MAXLEN
+        trimming, so it cannot say. Trimming removes the oldest first: if
+        anything was ever trimmed and ``after`` is older than the oldest
+        entry left, entries after it may be gone (a client whose last id was
+        exactly the newest trimmed one is told so too: over-reporting a
+        loss, never hiding one). Redis before 7 has no ``entries-added``: a
+        stream at its cap counts as trimmed.
+        """
+        first = info.get("first-entry")
+        if not first:
+            return False
+        added = info.get("entries-added")
+        trimmed_any = (
+            added > info["length"]
+            if added is not None
+            else (info["length"] >= self._retain)
+        )
+        return trimmed_any and after < parse_id(first[0].decode())

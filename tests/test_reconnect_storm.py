@@ -10,6 +10,8 @@ import pytest
 import redis
 
 from chat import redisconn
+from chat.history import RedisHistory
+from chat.rooms import RedisRooms
 from tests.conftest import events_named
 
 HANDSHAKE = "/socket.io/?EIO=4&transport=polling"
@@ -63,3 +65,36 @@ def test_a_new_session_is_refused_with_retry_after_while_logins_queue(
     # The queue is gone: sessions are welcome again, and Alice got in.
     assert client.get(HANDSHAKE).status_code == 200
     assert events_named(alice, "login")
+
+
+def test_the_room_cap_holds_across_instances_with_one_round_trip_per_new_room(
+    redis_server,
+):
+    client = redisconn.redis_client(redis_server.url, 5.0)
+    a = RedisRooms(client, "chat:", max_rooms=2, ttl_s=3600)
+    b = RedisRooms(client, "chat:", max_rooms=2, ttl_s=3600)
+    assert a.admit("one") and b.admit("two")
+    assert not a.admit("three") and not b.admit("three")
+    assert b.admit("one")  # counted by the other instance
+    client.config_resetstat()
+    assert all(a.admit("one") for _ in range(10))
+    # A room this instance counted moments ago costs no round trip.
+    assert "cmdstat_evalsha" not in client.info("commandstats")
+
+
+def test_catch_up_reads_what_was_missed_and_whether_some_was_trimmed(redis_server):
+    """``since`` sends its read and the trim check in one round trip."""
+    client = redisconn.redis_client(redis_server.url, 5.0)
+    history = RedisHistory(client, "chat:", retain=5)
+    assert history.since("empty", "1-0", 10) == ([], False)
+    ids = [history.store("lobby", "Alice", f"m{i}")[0]["id"] for i in range(8)]
+    missed, dropped = history.since("lobby", ids[4], 10)
+    assert [m["message"] for m in missed] == ["m5", "m6", "m7"] and not dropped
+    missed, dropped = history.since("lobby", ids[0], 10)
+    assert [m["message"] for m in missed] == ["m3", "m4", "m5", "m6", "m7"]
+    assert dropped  # m1 and m2 were trimmed away
+    client.config_resetstat()
+    history.since("lobby", ids[4], 10)
+    stats = client.info("commandstats")
+    assert stats["cmdstat_xrevrange"]["calls"] == 1
+    assert stats["cmdstat_xinfo|stream"]["calls"] == 1
