@@ -614,6 +614,15 @@ class ChatWSGIServer(PyWSGIServer):
     per held websocket). The counts are per process: one instance.
     """
 
+    # Connections accepted per turn of the event loop (gevent's default:
+    # 100). In a reconnect storm every accepted connection is a handshake
+    # whose work runs before anything already waiting: accepting them in
+    # smaller bites lets the users already chatting through between bites.
+    # Measured (2,500 users back at once on one instance): unaffected
+    # users' p99 271-460 ms at 100, about 135 ms at 16, 91-147 ms at 4 with
+    # recovery 10 % slower; 16 keeps recovery where it was.
+    max_accept = 16
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.open_per_address: collections.Counter = collections.Counter()

@@ -268,3 +268,12 @@ def test_text_packets_skip_the_binary_scan(app):
     assert pkt.encode().startswith('2["history",')
     with pytest.raises(TypeError):
         sessions.TextPacket(socketio.packet.EVENT, data=["x", b"bytes"]).encode()
+
+
+def test_the_server_accepts_connections_in_small_bites():
+    """ChatWSGIServer.max_accept paces handshakes in a storm; gevent's accept
+    loop must still read it (gunicorn sets it only for its StreamServer)."""
+    from gevent.baseserver import BaseServer
+
+    assert transport.ChatWSGIServer.max_accept == 16
+    assert "self.max_accept" in inspect.getsource(BaseServer._do_read)
