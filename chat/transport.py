@@ -41,6 +41,7 @@ from gunicorn.workers.ggevent import PyWSGIServer
 from wsaccel.xormask import XorMaskerSimple
 
 from chat.clientaddr import Network, in_networks, parse_networks
+from chat.headers import parse_headers
 
 log = logging.getLogger(__name__)
 
@@ -455,6 +456,10 @@ class ChatWebSocketHandler(WebSocketHandler):
             self._header_timer.cancel()
             self._header_timer = None
         return line
+
+    def MessageClass(self, *args):  # noqa: N802 (pywsgi's name)
+        """Request headers without the email parser (chat.headers)."""
+        return parse_headers(*args)
 
     def read_request(self, raw_requestline):
         """Read the headers; a slow sender gets a 400 when the deadline passes."""

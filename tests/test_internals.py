@@ -6,6 +6,7 @@ private methods and rely on the order in which engine.io builds a socket; a
 new version may rename them and leave the app silently unguarded or slow.
 """
 
+import http.client
 import inspect
 import json
 import socket
@@ -277,3 +278,15 @@ def test_the_server_accepts_connections_in_small_bites():
 
     assert transport.ChatWSGIServer.max_accept == 16
     assert "self.max_accept" in inspect.getsource(BaseServer._do_read)
+
+
+def test_pywsgi_reads_request_headers_through_message_class():
+    """chat.headers replaces pywsgi's header parsing through ``MessageClass``."""
+    from gevent import pywsgi
+
+    assert "self.MessageClass(self.rfile" in inspect.getsource(
+        pywsgi.WSGIHandler.read_request
+    )
+    assert issubclass(pywsgi.OldMessage, http.client.HTTPMessage)
+    handler = transport.ChatWebSocketHandler.MessageClass
+    assert handler is not pywsgi.WSGIHandler.MessageClass
