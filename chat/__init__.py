@@ -11,6 +11,25 @@ from flask_socketio import SocketIO
 socketio = SocketIO()
 
 
+class ChatFlask(Flask):
+    """Flask, without URL routing for the contexts of socket.io events.
+
+    Flask-SocketIO pushes a request context built from the session's first
+    request (``/socket.io/...``) for every event it handles. Flask binds a
+    URL adapter to it and matches the path each time, for handlers that
+    never build a URL: a few per cent of an instance's CPU in a reconnect
+    storm. HTTP requests to that path never reach Flask (engine.io's
+    middleware answers them), so its contexts get no adapter: nothing is
+    matched, and no NotFound with a traceback (a reference cycle per event)
+    is kept on them either.
+    """
+
+    def create_url_adapter(self, request):
+        if request is not None and request.path.startswith("/socket.io/"):
+            return None
+        return super().create_url_adapter(request)
+
+
 class NoSessions(SessionInterface):
     """The chat keeps nothing in Flask's session (a page's name and token
     live in the page), so no session cookie is read or written.
@@ -43,7 +62,7 @@ def create_app(config=None) -> Flask:
     handler = configure_logging(config.LOG_FORMAT, config.LOG_LEVEL)
     if config.REDIS_URL:
         require_redis(config.REDIS_URL)
-    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app = ChatFlask(__name__, template_folder="../templates", static_folder="../static")
     app.config.from_object(config)
     app.session_interface = NoSessions()
     app.extensions["chat"] = build_state(config)

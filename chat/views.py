@@ -90,21 +90,6 @@ def _public(body: dict) -> dict:
     return body if _internal() else {"status": body["status"]}
 
 
-@bp.route("/socket.io/", methods=["GET", "POST"])
-@bp.route("/socket.io/", endpoint="socketio_websocket", websocket=True)
-def socketio_path() -> None:
-    """Never reached: the socket.io middleware answers this path first.
-
-    Flask-SocketIO builds a request context from the session's first request
-    for every event it handles; without a rule for its path, Flask's URL
-    matching raises and keeps a NotFound with its traceback on each of
-    those contexts: a reference cycle per event, left to the full garbage
-    collection, whose pauses (tens of ms) were the slowest deliveries under
-    load.
-    """
-    abort(404)
-
-
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus text format: counts and timings; INTERNAL_NETWORKS only."""
