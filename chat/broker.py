@@ -17,6 +17,7 @@ import socketio
 
 from chat.delivery import Delivery
 from chat.fastpath import FastEmitManager
+from chat.recent import RecentMessages
 from chat.redisconn import check_redis, redis_client
 from chat.roomchannels import RoomChannels
 
@@ -91,6 +92,7 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         self.on_lost = lambda exc: None
         self.on_back = lambda gap_started_ms: None
         self.delivery = Delivery()
+        self.recent = RecentMessages(0)
         self._outgoing: collections.deque = collections.deque()
         self._publish_queue_max = publish_queue_max
         self._publisher = None
@@ -108,6 +110,14 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
             event = message.get("event")
             if event == "new message" and isinstance(payload, dict):
                 msg_id = payload.get("id")
+                if "prev" in payload:
+                    prev = payload["prev"]
+                    payload = {k: v for k, v in payload.items() if k != "prev"}
+                    message = {**message, "data": [payload, *data[1:]]}
+                else:
+                    prev = None
+                if msg_id:
+                    self.recent.add(room, payload, prev)
                 if msg_id and not self.delivery.first_time(room, payload):
                     return None
                 if msg_id and (sent := self.delivery.already_sent(room, msg_id)):
@@ -198,6 +208,8 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         while True:
             try:
                 self._redis_connect()
+                # Whatever was published while not subscribed is unknown here.
+                self.recent.clear()
                 self._resubscribe()
                 self.listening = True
                 if failing:
@@ -216,6 +228,7 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
                     )
                 failing = True
                 self.listening = False
+                self.recent.clear()
                 self.on_lost(exc)
                 time.sleep(retry_s)
                 retry_s = min(MAX_RETRY_S, retry_s * 4)

@@ -275,6 +275,30 @@ def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
         socketio.server.disconnect(result.replaced_sid, namespace="/")
 
 
+def _heard(state, room: str, last_id: str | None) -> list[dict] | None:
+    """History from the room's newest messages kept here; None if they
+    cannot say exactly."""
+    config = current_app.config
+    if last_id is None:
+        return state.recent.newest(room, config["HISTORY_LENGTH"])
+    return state.recent.after(room, last_id, config["HISTORY_CATCHUP_MAX"])
+
+
+def _read(state, room: str, last_id: str | None) -> tuple[list, bool, bool]:
+    """History read from the stream: (messages, dropped, newest), where
+    ``newest`` says the room's newest messages were read from Redis."""
+    config = current_app.config
+    if last_id is not None:
+        found, dropped = state.history.since(
+            room, last_id, config["HISTORY_CATCHUP_MAX"]
+        )
+        return found, dropped, False
+    if not config["REDIS_URL"]:
+        return state.history.recent(room, config["HISTORY_LENGTH"]), False, False
+    found = state.history.read_recent(room, config["HISTORY_LENGTH"])
+    return (found, False, True) if found is not None else ([], False, False)
+
+
 def _catch_up(state, room: str, last_id) -> tuple[dict, tuple[int, int], frozenset]:
     """The ``history`` payload: recent messages, or those missed since ``last_id``.
 
@@ -290,21 +314,32 @@ def _catch_up(state, room: str, last_id) -> tuple[dict, tuple[int, int], frozens
         # Noted before the read: a message stored while it runs must reach
         # this user (see chat.server.announce_stored).
         state.delivery.note_login(room, request.sid)
-    start = state.delivery.open_window(room)
-    try:
-        if is_entry_id(last_id):
-            messages, dropped = state.history.since(
-                room, last_id, config["HISTORY_CATCHUP_MAX"]
-            )
-            since = last_id
-        else:
-            if last_id is not None:
-                log.debug("ignoring a malformed lastId", extra={"sid": request.sid})
-            messages = state.history.recent(room, config["HISTORY_LENGTH"])
-            dropped, since = False, None
-        meanwhile = state.delivery.window(room, start)
-    finally:
-        state.delivery.close_window(room)
+    if not is_entry_id(last_id):
+        if last_id is not None:
+            log.debug("ignoring a malformed lastId", extra={"sid": request.sid})
+        last_id = None
+    since, dropped = last_id, False
+    # The newest messages as this instance heard them (chat.recent): no
+    # read, so nothing can be delivered meanwhile.
+    heard = config["REDIS_URL"] and socketio.server.manager.hears(room)
+    messages = _heard(state, room, last_id) if heard else None
+    if messages is not None:
+        metrics.HISTORY_READS.labels("kept").inc()
+        meanwhile = []
+    else:
+        if config["REDIS_URL"]:
+            metrics.HISTORY_READS.labels("stream").inc()
+        start = state.delivery.open_window(room)
+        try:
+            messages, dropped, newest = _read(state, room, last_id)
+            meanwhile = state.delivery.window(room, start)
+        finally:
+            state.delivery.close_window(room)
+        # A read that nothing was delivered during, of a room still heard,
+        # starts the room's kept messages.
+        if newest and not meanwhile and socketio.server.manager.hears(room):
+            count = config["HISTORY_LENGTH"]
+            state.recent.start(room, messages, whole=len(messages) < count)
     read_up_to = max(
         [parse_id(since) if since else (0, 0)]
         + [parse_id(m["id"]) for m in messages[-1:]]

@@ -59,12 +59,16 @@ def pending_entry(username: str, message: str, client_id: str) -> dict:
 # Stores a message once per (room, sender, clientId): a resend after a lost
 # acknowledgement, or an outbox retry after a store that timed out but
 # landed, gets the first id back instead of a second entry.
-# KEYS: stream, clientId key ('' when none). Returns {is_new, id}.
+# KEYS: stream, clientId key ('' when none). Returns {is_new, id, prev}:
+# ``prev`` is the id of the entry before the new one ('' for none), which
+# lets an instance keep a room's newest messages exactly (chat.recent).
 _STORE = """
 if KEYS[2] ~= '' then
   local first = redis.call('GET', KEYS[2])
   if first then return {0, first} end
 end
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = newest[1] and newest[1][1] or ''
 local fields = {'u', ARGV[2], 'm', ARGV[3]}
 if ARGV[4] ~= '' then
   table.insert(fields, 'c')
@@ -75,7 +79,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 if KEYS[2] ~= '' then
   redis.call('SET', KEYS[2], id, 'EX', ARGV[6])
 end
-return {1, id}
+return {1, id, prev}
 """
 
 
@@ -212,7 +216,7 @@ class RedisHistory:
         cid_key = (
             f"{self._p}cid:{room}:{name_key(username)}:{client_id}" if client_id else ""
         )
-        is_new, raw_id = self._store(
+        is_new, raw_id, *prev = self._store(
             keys=[self._key(room), cid_key],
             args=[
                 self._retain,
@@ -224,14 +228,27 @@ class RedisHistory:
             ],
             client=self._r if patient else None,
         )
-        return _entry(raw_id.decode(), username, message, client_id), bool(is_new)
+        entry = _entry(raw_id.decode(), username, message, client_id)
+        if prev:
+            # Travels with the message to the instances (chat.recent), which
+            # take it off before delivering.
+            entry["prev"] = prev[0].decode()
+        return entry, bool(is_new)
 
-    @_survive_outage(lambda room, count: [])
     def recent(self, room: str, count: int) -> list[dict]:
         """The last ``count`` messages, oldest first."""
+        found = self.read_recent(room, count)
+        return [] if found is None else found
+
+    def read_recent(self, room: str, count: int) -> list[dict] | None:
+        """As ``recent``, but None when Redis could not be read."""
         if count <= 0:
             return []
-        rows = self._r.xrevrange(self._key(room), count=count)
+        try:
+            rows = self._r.xrevrange(self._key(room), count=count)
+        except redis.RedisError as exc:
+            log.warning("history unavailable: %s", exc)
+            return None
         return [self._decode(i, f) for i, f in reversed(rows)]
 
     @_survive_outage(lambda room, after_id, limit: [])

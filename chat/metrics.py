@@ -29,6 +29,12 @@ EVENT_SECONDS = Histogram(
     ["event"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+HISTORY_READS = Counter(
+    "chat_history_reads_total",
+    "login histories, by where they came from: kept (the room's newest "
+    "messages this instance heard) or stream (a Redis read)",
+    ["source"],
+)
 BUILD = Info("chat_build", "the release this instance runs")
 DEGRADED = Gauge(
     "chat_degraded", "1 while this instance cannot serve the whole cluster (Redis)"

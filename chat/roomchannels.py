@@ -27,6 +27,8 @@ import time
 import gevent
 import gevent.event
 
+from chat.recent import RecentMessages
+
 log = logging.getLogger(__name__)
 
 # The chat's room events (chat.events, chat.server): they go to their room.
@@ -39,6 +41,7 @@ class RoomChannels:
     """Publish room events to their room's channel; hear only hosted rooms."""
 
     channel: str
+    recent: RecentMessages
     rooms: dict
     pubsub: object
     listening: bool
@@ -95,6 +98,11 @@ class RoomChannels:
             log.warning("no subscription confirmed for a room", extra={"room": room})
         self._start_sweeper()
 
+    def hears(self, room: str) -> bool:
+        """Whether ``room``'s channel is subscribed and Redis confirmed it."""
+        event = self._subscribed.get(room)
+        return self.listening and event is not None and event.is_set()
+
     def _subscribe(self, room: str) -> gevent.event.Event:
         """Ask Redis for ``room``'s channel, once; the Event is set when Redis
         confirms (while not listening, the reconnect subscribes it)."""
@@ -128,6 +136,7 @@ class RoomChannels:
             return  # a login may be about to join; the sweeper comes back
         del self._subscribed[room]
         self._wanted_at.pop(room, None)
+        self.recent.forget(room)
         if self.listening:
             try:
                 self.pubsub.unsubscribe(self.room_channel(room))

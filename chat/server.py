@@ -71,6 +71,8 @@ def replay_missed(state, gap_started_ms: int) -> None:
     After a lost subscription, or when another instance went away. Ids
     already delivered here, and those a login's history had, are skipped.
     """
+    # Publishes were lost: the messages kept per room may lack them.
+    state.recent.clear()
     since = f"{gap_started_ms - REPLAY_SLACK_MS}-0"
     delivered = 0
     for room in {m.room for m in list(state.presence.local.values())}:
@@ -168,6 +170,7 @@ def start_services(app: Flask) -> None:
     state.messages.on_stored = functools.partial(announce_stored, state)
     if app.config["REDIS_URL"] and not server.manager_initialized:
         server.manager.delivery = state.delivery
+        server.manager.recent = state.recent
 
         def back(gap_started_ms: int) -> None:
             # Presence first (it marks the instance ready), then the replay.

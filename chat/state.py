@@ -19,6 +19,7 @@ from chat.history import MemoryHistory, RedisHistory
 from chat.outbox import MessageStore
 from chat.presence import MemoryPresence
 from chat.ratelimit import RateLimiter
+from chat.recent import RecentMessages
 from chat.redis_presence import RedisPresence
 from chat.redisconn import redis_client
 from chat.rooms import MemoryRooms, RedisRooms
@@ -47,6 +48,8 @@ class ChatState:
     sessions: SessionTally = field(default_factory=SessionTally)
     # Logins in flight and waiting (set from the config by build_state).
     admission: Admission = field(default_factory=lambda: Admission(0, 0))
+    # The newest messages of the rooms this instance hears (with Redis).
+    recent: RecentMessages = field(default_factory=lambda: RecentMessages(0))
 
 
 class RecentEvents:
@@ -74,6 +77,8 @@ def build_state(config) -> ChatState:
     """Pick in-memory or Redis stores from ``config.REDIS_URL``."""
     state = _stores(config)
     state.admission = Admission(config.LOGINS_IN_FLIGHT, config.LOGIN_QUEUE_MAX)
+    if config.REDIS_URL:
+        state.recent = RecentMessages(config.HISTORY_LENGTH)
     return state
 
 
