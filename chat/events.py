@@ -196,10 +196,14 @@ def on_add_user(name=None, options=None, *_):
 
 def _login(raw_name, raw_room, token, last_id) -> None:
     state = _state()
-    # One of LOGINS_IN_FLIGHT (chat.admission): in a reconnect storm the
-    # users already chatting are not queued behind every login at once.
-    with state.admission.login(), _serialised(state, request.sid):
-        _login_serialised(state, raw_name, raw_room, token, last_id)
+    started = time.perf_counter()
+    try:
+        # One of LOGINS_IN_FLIGHT (chat.admission): in a reconnect storm the
+        # users already chatting are not queued behind every login at once.
+        with state.admission.login(), _serialised(state, request.sid):
+            _login_serialised(state, raw_name, raw_room, token, last_id)
+    finally:
+        metrics.LOGIN_SECONDS.observe(time.perf_counter() - started)
 
 
 def _connected(sid: str) -> bool:

@@ -35,6 +35,15 @@ HISTORY_READS = Counter(
     "messages this instance heard) or stream (a Redis read)",
     ["source"],
 )
+LOGINS_WAITING = Gauge(
+    "chat_logins_waiting", "logins queued for a slot (LOGINS_IN_FLIGHT) right now"
+)
+LOGIN_SECONDS = Histogram(
+    "chat_login_seconds",
+    "a login from its arrival to its answer, the wait for a slot included "
+    "(add user and logins in the connection's auth alike)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 BUILD = Info("chat_build", "the release this instance runs")
 DEGRADED = Gauge(
     "chat_degraded", "1 while this instance cannot serve the whole cluster (Redis)"

@@ -162,6 +162,7 @@ def start_services(app: Flask) -> None:
         lambda: len(server.manager.rooms.get("/", {}).get(None, ()))
     )
     metrics.USERS.set_function(lambda: len(state.presence.local))
+    metrics.LOGINS_WAITING.set_function(lambda: state.admission.waiting)
     metrics.CONNECTIONS.set_function(lambda: transport.counts.connections)
     metrics.FLUSHERS.set_function(lambda: transport.counts.flushers)
     metrics.SESSIONS.set_function(lambda: len(server.eio.sockets))

@@ -13,6 +13,7 @@ from chat import redisconn
 from chat.history import RedisHistory
 from chat.rooms import RedisRooms
 from tests.conftest import events_named
+from tests.test_observability import metric
 
 HANDSHAKE = "/socket.io/?EIO=4&transport=polling"
 
@@ -36,17 +37,24 @@ def test_more_commands_in_flight_than_the_pool_holds_wait_instead_of_failing(
 
 
 @pytest.mark.settings(LOGINS_IN_FLIGHT=1, LOGIN_QUEUE_MAX=1)
-def test_a_login_waits_for_a_free_slot_and_then_completes(app, connect):
+def test_a_login_waits_for_a_free_slot_and_then_completes(app, client, connect):
     admission = app.extensions["chat"].admission
+    logins_before = metric(client, "chat_login_seconds_count")
     alice = connect()
     with admission.login():  # the only slot is taken
         waiting = gevent.spawn(alice.emit, "add user", "Alice")
         gevent.sleep(0.05)
         assert not waiting.dead and admission.waiting == 1
+        assert metric(client, "chat_logins_waiting") == 1
         assert not events_named(alice, "login")
     waiting.join(5)
     assert events_named(alice, "login")[0]["numUsers"] == 1
     assert admission.waiting == 0
+    assert metric(client, "chat_logins_waiting") == 0
+    # A login in the connection's auth is counted and timed too.
+    bob = connect(auth={"username": "Bob"})
+    assert events_named(bob, "login")
+    assert metric(client, "chat_login_seconds_count") == logins_before + 2
 
 
 @pytest.mark.settings(LOGINS_IN_FLIGHT=1, LOGIN_QUEUE_MAX=1)
