@@ -240,15 +240,12 @@ class RedisHistory:
         found = self.read_recent(room, count)
         return [] if found is None else found
 
+    @_survive_outage(lambda room, count: None)
     def read_recent(self, room: str, count: int) -> list[dict] | None:
         """As ``recent``, but None when Redis could not be read."""
         if count <= 0:
             return []
-        try:
-            rows = self._r.xrevrange(self._key(room), count=count)
-        except redis.RedisError as exc:
-            log.warning("history unavailable: %s", exc)
-            return None
+        rows = self._r.xrevrange(self._key(room), count=count)
         return [self._decode(i, f) for i, f in reversed(rows)]
 
     @_survive_outage(lambda room, after_id, limit: [])

@@ -52,9 +52,6 @@ class RecentMessages:
         self.keep = keep
         self._rooms: dict[str, _Tail] = {}
 
-    def __len__(self) -> int:
-        return len(self._rooms)
-
     # -- what comes in ---------------------------------------------------------
     def start(self, room: str, entries: list[dict], whole: bool) -> None:
         """A stream read of ``room``'s newest entries, oldest first; ``whole``

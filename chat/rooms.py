@@ -80,9 +80,9 @@ class RedisRooms:
 
     A room this instance counted moments ago is admitted without asking
     Redis again: it is counted (a room leaves the set only HISTORY_TTL_S
-    after its last use) and its last use needs no finer grain than
-    ``refresh_s``. In a reconnect storm every login was one more round
-    trip for this.
+    after its last use) and its last use needs no finer grain than a
+    minute (a tenth of the TTL, if shorter). In a reconnect storm every
+    login was one more round trip for this.
     """
 
     def __init__(
@@ -97,8 +97,7 @@ class RedisRooms:
         self._max = max_rooms
         self._ttl_s = ttl_s
         self._admit = client.register_script(_ADMIT)
-        self._refresh_s = min(60.0, ttl_s / 10)
-        self._recent = LastUse(self._refresh_s, clock)
+        self._recent = LastUse(min(60.0, ttl_s / 10), clock)
 
     def admit(self, room: str) -> bool:
         """As ``MemoryRooms.admit``; while Redis is down every room is admitted."""
