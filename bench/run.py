@@ -13,6 +13,7 @@ memory per connection as the slope between the two largest steps held.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -238,6 +239,19 @@ def fanout_steps(servers: list[Process], progress: Progress, kind: str) -> list[
     return steps
 
 
+@contextlib.contextmanager
+def pair(kind: str, workdir: Path, redis_url: str, **settings: str):
+    """Two instances of ``kind`` through ``redis_url``; both are stopped
+    afterwards, also when the second one does not start."""
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for _ in range(2):
+            server = SERVERS[kind](free_port(), workdir, redis_url, **settings)
+            stack.callback(server.stop)
+            servers.append(server.start())
+        yield servers
+
+
 def fanout(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
     """The rate steps on one instance, then on two through Redis."""
     results = {}
@@ -246,9 +260,7 @@ def fanout(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict
         results["one"] = fanout_steps([one], progress, kind)
     finally:
         one.stop()
-    a = SERVERS[kind](free_port(), workdir, redis_url).start()
-    b = SERVERS[kind](free_port(), workdir, redis_url).start()
-    try:
+    with pair(kind, workdir, redis_url) as (a, b):
         results["steps"] = fanout_steps([a, b], progress, kind)
         spec = {
             "mode": "fanout",
@@ -259,9 +271,6 @@ def fanout(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict
         }
         results["cross"] = fanout_run(spec, [a, b])
         progress.step(f"cross-instance {kind}")
-    finally:
-        a.stop()
-        b.stop()
     return results
 
 
@@ -282,10 +291,7 @@ def storm(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
         if kind == "ours"
         else {}
     )
-    make = SERVERS[kind]
-    a = make(free_port(), workdir, redis_url, **settings).start()
-    b = make(free_port(), workdir, redis_url, **settings).start()
-    try:
+    with pair(kind, workdir, redis_url, **settings) as (a, b):
         spec = {
             "mode": "churn",
             "urls": [a.url, b.url],
@@ -295,9 +301,6 @@ def storm(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
         }
         result = measured_run(spec, [a, b], STORM_SECONDS + 120)
         progress.step(f"storm {kind}")
-    finally:
-        a.stop()
-        b.stop()
     return result
 
 
@@ -328,20 +331,28 @@ def recover(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dic
 
 
 def recover_once(kind: str, workdir: Path, redis_url: str) -> dict:
-    make = SERVERS[kind]
-    a = make(free_port(), workdir, redis_url).start()
-    b = make(free_port(), workdir, redis_url).start()
     # One generator plays every user: no per-address caps at the edge.
     (workdir / f"recover-{kind}").mkdir(exist_ok=True)
-    lb = Nginx(
-        workdir / f"recover-{kind}",
-        [a.port, b.port],
-        edge_limits=False,
-        worker_connections=4 * RECOVER_USERS + 1024,
-    ).start()
+    with pair(kind, workdir, redis_url) as (a, b):
+        lb = Nginx(
+            workdir / f"recover-{kind}",
+            [a.port, b.port],
+            edge_limits=False,
+            worker_connections=4 * RECOVER_USERS + 1024,
+        )
+        try:
+            lb.start()
+            return kill_one_under_load(a, lb.url)
+        finally:
+            lb.stop()
+
+
+def kill_one_under_load(victim: Process, url: str) -> dict:
+    """The generator's recover mode through ``url``; ``victim`` is killed -9
+    when it asks."""
     spec = {
         "mode": "recover",
-        "url": lb.url,
+        "url": url,
         "users": RECOVER_USERS,
         "roomSize": RECOVER_ROOM_SIZE,
         "rate": RECOVER_RATE,
@@ -355,7 +366,7 @@ def recover_once(kind: str, workdir: Path, redis_url: str) -> dict:
             answer = json.loads(line)
             if answer.get("phase") == "kill":
                 killed_at = time.time() * 1000
-                a.kill()
+                victim.kill()
                 gen.stdin.write(f"killed {killed_at:.0f}\n")
                 gen.stdin.flush()
             else:
@@ -364,9 +375,6 @@ def recover_once(kind: str, workdir: Path, redis_url: str) -> dict:
     finally:
         if gen.poll() is None:
             gen.kill()
-        lb.stop()
-        a.stop()
-        b.stop()
     return result
 
 
