@@ -132,7 +132,11 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         that a Sentinel URL's sentinel password is used and a failover is
         followed (each new connection asks the sentinels for the master)."""
         self.redis = redis_client(self.redis_url, self._timeout_s)
-        options = {"socket_connect_timeout": self._timeout_s}
+        # RESP2 on the listener: with RESP3 (redis-py 8's default) and
+        # hiredis 3.3.0 every push reply, i.e. every message heard, leaves
+        # one Python list alive for good (redis/hiredis-py#235, fix not
+        # released; redis/redis-py#4339). Pub/sub needs nothing of RESP3.
+        options = {"socket_connect_timeout": self._timeout_s, "protocol": 2}
         if not self.redis_url.startswith("unix:"):
             # TCP keepalive notices a Redis host that vanished without a FIN.
             options["socket_keepalive"] = True
