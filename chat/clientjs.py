@@ -22,6 +22,15 @@ FILES = {
 }
 
 
+def none_match(header: str, etag: str) -> bool:
+    """True when ``If-None-Match`` names ``etag`` (RFC 9110 13.1.2): ``*``,
+    or a list of tags compared weakly (``W/"x"`` matches ``"x"``)."""
+    if header.strip() == "*":
+        return True
+    tags = (tag.strip() for tag in header.split(","))
+    return any(tag.removeprefix("W/") == etag for tag in tags)
+
+
 def client_files(wsgi_app, vendor: Path):
     """Wrap ``wsgi_app`` so that the client bundle's paths are served from
     ``vendor``; everything else passes through."""
@@ -48,7 +57,7 @@ def client_files(wsgi_app, vendor: Path):
             return [b"the client bundle is not built (make)"]
         body, content_type, etag = found
         headers = [("ETag", etag), ("Cache-Control", "public, max-age=0")]
-        if environ.get("HTTP_IF_NONE_MATCH") == etag:
+        if none_match(environ.get("HTTP_IF_NONE_MATCH", ""), etag):
             start_response("304 Not Modified", headers)
             return []
         headers += [

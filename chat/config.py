@@ -93,6 +93,7 @@ class Config:
         self.READ_BUFFER_BYTES = _int("READ_BUFFER_BYTES", 1024)
         # Time limits on each stage of a connection.
         self.REQUEST_HEADER_TIMEOUT_S = _float("REQUEST_HEADER_TIMEOUT_S", 5.0)
+        self.REQUEST_BODY_TIMEOUT_S = _float("REQUEST_BODY_TIMEOUT_S", 5.0)
         self.CONNECT_TIMEOUT_S = _float("CONNECT_TIMEOUT_S", 5.0)
         # Per client address; 0 turns a cap off.
         self.MAX_CONNECTIONS_PER_IP = _int("MAX_CONNECTIONS_PER_IP", 200)

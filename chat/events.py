@@ -20,7 +20,7 @@ from flask_socketio import SocketIO, emit, join_room
 from gevent.lock import Semaphore
 
 from chat import metrics, socketio
-from chat.history import is_entry_id, parse_id
+from chat.history import is_entry_id, parse_id, public
 from chat.presence import Member, presence_event
 from chat.server import announce
 from chat.validation import (
@@ -108,6 +108,7 @@ def on_connect(auth=None):
                 auth.get("room"),
                 auth.get("token"),
                 auth.get("lastId"),
+                through_auth=True,
             )
         except Refused as refusal:
             _refuse("add user", refusal)
@@ -129,6 +130,8 @@ def on_disconnect(reason=None, *_):
     A dropped connection keeps its user online for LEAVE_GRACE_S first: a
     reloaded page or a phone changing networks logs in again with its token
     and takes the name back, and the room sees neither a leave nor a join.
+    Only a client that will come back with its token (``Member.proven``)
+    is waited for: nobody else can take the name meanwhile.
     A logout (the client's own disconnect) or a server close leaves at once.
     Waits for a login of this session still in flight, so the name it is
     claiming is released too instead of staying behind as a ghost.
@@ -140,7 +143,8 @@ def on_disconnect(reason=None, *_):
     state.sessions.add("disconnects")
     log.debug("disconnect", extra={"sid": sid, "reason": reason})
     grace = current_app.config["LEAVE_GRACE_S"]
-    if grace > 0 and reason in DROPPED and sid in state.presence.local:
+    member = state.presence.local.get(sid)
+    if grace > 0 and reason in DROPPED and member is not None and member.proven:
         app = current_app._get_current_object()
         gevent.spawn_later(grace, _leave_later, app, sid)
     else:
@@ -194,14 +198,18 @@ def on_add_user(name=None, options=None, *_):
     _login(name, options.get("room"), options.get("token"), options.get("lastId"))
 
 
-def _login(raw_name, raw_room, token, last_id) -> None:
+def _login(raw_name, raw_room, token, last_id, through_auth=False) -> None:
+    """Log this session in. A login through ``auth`` is repeated by the
+    client on every reconnect, with its token: such a member (or one that
+    brought a token) is ``proven``, and its name is held for it while it is
+    away (a dropped connection, a deploy)."""
     state = _state()
     started = time.perf_counter()
     try:
         # One of LOGINS_IN_FLIGHT (chat.admission): in a reconnect storm the
         # users already chatting are not queued behind every login at once.
         with state.admission.login(), _serialised(state, request.sid):
-            _login_serialised(state, raw_name, raw_room, token, last_id)
+            _login_serialised(state, raw_name, raw_room, token, last_id, through_auth)
     finally:
         metrics.LOGIN_SECONDS.observe(time.perf_counter() - started)
 
@@ -210,7 +218,7 @@ def _connected(sid: str) -> bool:
     return socketio.server.manager.is_connected(sid, "/")
 
 
-def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
+def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -> None:
     config = current_app.config
     if not _connected(request.sid):
         return
@@ -220,11 +228,11 @@ def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
     room = clean_room(raw_room, config["MAX_ROOM_CHARS"])
     if not state.rooms.admit(room):
         raise Refused("too_many_rooms", "The server has too many rooms; try later.")
-    if not (isinstance(token, str) and 16 <= len(token) <= 64):
+    brought_token = _is_token(token)
+    if not brought_token:
         token = secrets.token_urlsafe(24)
-    result = state.presence.join(
-        Member(request.sid, room, name, token), config["MAX_USERS_LISTED"]
-    )
+    member = Member(request.sid, room, name, token, brought_token or through_auth)
+    result = state.presence.join(member, config["MAX_USERS_LISTED"])
     if not result.ok:
         raise Refused("name_taken", f"The name {name!r} is already in use.")
     if not _connected(request.sid):
@@ -277,6 +285,34 @@ def _login_serialised(state, raw_name, raw_room, token, last_id) -> None:
             to=result.replaced_sid,
         )
         socketio.server.disconnect(result.replaced_sid, namespace="/")
+
+
+def _is_token(value) -> bool:
+    """A token a client may bring: 16 to 64 printable ASCII characters."""
+    return (
+        isinstance(value, str)
+        and 16 <= len(value) <= 64
+        and value.isascii()
+        and value.isprintable()
+    )
+
+
+def name_lost(app, member) -> None:
+    """After an outage another session holds ``member``'s name: this one is
+    logged out (it may still read nothing of the room) and told why."""
+    server = socketio.server
+    with app.app_context():
+        server.leave_room(member.sid, member.room, namespace="/")
+        socketio.emit(
+            "login error",
+            {
+                "event": "add user",
+                "reason": "name_taken",
+                "message": f"The name {member.name!r} is already in use.",
+            },
+            to=member.sid,
+            ignore_queue=True,
+        )
 
 
 def _heard(state, room: str, last_id: str | None) -> list[dict] | None:
@@ -352,7 +388,11 @@ def _catch_up(state, room: str, last_id) -> tuple[dict, tuple[int, int], frozens
     added = [m for m in meanwhile if m["id"] not in known]
     if added:
         messages = sorted(messages + added, key=lambda m: parse_id(m["id"]))
-    history = {"messages": messages, "dropped": dropped, "since": since}
+    history = {
+        "messages": [public(m) for m in messages],
+        "dropped": dropped,
+        "since": since,
+    }
     return history, read_up_to, frozenset(m["id"] for m in added)
 
 
@@ -381,7 +421,13 @@ def on_new_message(text=None, options=None, *_):
     # A pending message goes to this instance's users now; the other
     # instances get it from the outbox, with its id, when Redis is back.
     pending = accepted.status == "pending"
-    emit("new message", entry, to=member.room, include_self=False, ignore_queue=pending)
+    emit(
+        "new message",
+        public(entry),
+        to=member.room,
+        include_self=False,
+        ignore_queue=pending,
+    )
     return _ack(entry)
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 import logging
 import time
+import uuid
 
 import redis
 
@@ -33,12 +35,36 @@ def parse_id(entry_id: str) -> tuple[int, int]:
         return (-1, -1)
 
 
+# Both parts of a Redis stream id are unsigned 64-bit integers.
+_ID_PART_MAX = 2**64 - 1
+
+
 def is_entry_id(value) -> bool:
-    """True for an id of the form ``<ms>-<seq>`` (both decimal)."""
+    """True for an id Redis could have given: ``<ms>-<seq>``, both decimal
+    and within 64 bits (a larger one would make Redis refuse the read)."""
     if not isinstance(value, str) or len(value) > 41:
         return False
     ms, sep, seq = value.partition("-")
-    return bool(sep) and ms.isdigit() and seq.isdigit() and ms.isascii()
+    if not (sep and ms.isdigit() and seq.isdigit() and value.isascii()):
+        return False
+    return int(ms) <= _ID_PART_MAX and int(seq) <= _ID_PART_MAX
+
+
+def public(entry: dict) -> dict:
+    """What other users may see of a message: never its sender's clientId
+    (a page that trusted one could be made to hide its own lines)."""
+    if "clientId" not in entry:
+        return entry
+    return {k: v for k, v in entry.items() if k != "clientId"}
+
+
+def client_id_key(room: str, username: str, client_id: str) -> str:
+    """One key per (room, sender, clientId), whatever characters each holds:
+    the parts are hashed together length-prefixed, so ``ann`` with ``x:1``
+    and ``ann:x`` with ``1`` are two keys."""
+    parts = (room, name_key(username), client_id)
+    joined = "".join(f"{len(part)}:{part}" for part in parts)
+    return hashlib.sha256(joined.encode()).hexdigest()[:32]
 
 
 def _entry(
@@ -52,8 +78,11 @@ def _entry(
 
 
 def pending_entry(username: str, message: str, client_id: str) -> dict:
-    """A message accepted but not stored yet: no id, ``pending: true``."""
-    return {**_entry(None, username, message, client_id), "pending": True}
+    """A message accepted but not stored yet: no id, ``pending: true``, and
+    a ``pendingId`` of its own that ``message stored`` names later (the
+    clientId stays the sender's)."""
+    entry = _entry(None, username, message, client_id)
+    return {**entry, "pending": True, "pendingId": uuid.uuid4().hex}
 
 
 # Stores a message once per (room, sender, clientId): a resend after a lost
@@ -104,8 +133,8 @@ class MemoryHistory:
         self, room: str, username: str, message: str, client_id: str | None = None
     ) -> tuple[dict, bool]:
         """Store a message once per ``client_id``: (entry, True if new)."""
-        key = (room, name_key(username), client_id)
-        if client_id and key in self._client_ids:
+        key = client_id_key(room, username, client_id) if client_id else None
+        if key in self._client_ids:
             first = self._client_ids[key]
             return _entry(first, username, message, client_id), False
         entry = self.append(room, username, message, client_id)
@@ -214,7 +243,9 @@ class RedisHistory:
         stay in Redis.
         """
         cid_key = (
-            f"{self._p}cid:{room}:{name_key(username)}:{client_id}" if client_id else ""
+            f"{self._p}cid:{client_id_key(room, username, client_id)}"
+            if client_id
+            else ""
         )
         is_new, raw_id, *prev = self._store(
             keys=[self._key(room), cid_key],

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
-from chat.history import pending_entry
+from chat.history import client_id_key, pending_entry
 from chat.validation import Refused
 
 log = logging.getLogger(__name__)
@@ -62,21 +62,20 @@ class MessageStore:
         self._spawn = spawn
         self._sleep = sleep
         self._waiting: collections.deque[_Waiting] = collections.deque()
-        self._client_ids: dict[str, dict] = {}  # clientId -> its pending entry
+        # client_id_key(room, sender, clientId) -> its pending entry
+        self._client_ids: dict[str, dict] = {}
         self._bytes = 0
         self._flusher = None
         # Set by the app: announce a message the outbox has now stored
-        # (room, stored entry, sender's sid, when it was accepted in ms).
-        self.on_stored = lambda room, entry, sender_sid, accepted_ms: None
+        # (room, stored entry, the pending entry, sender's sid).
+        self.on_stored = lambda room, entry, pending, sender_sid: None
 
-    @property
-    def pending(self) -> int:
-        """Messages in the outbox."""
-        return len(self._waiting)
-
-    def holds(self, client_id: str | None) -> bool:
+    def holds(self, room: str, entry: dict) -> bool:
         """True while the outbox has this message (stored or not, unannounced)."""
-        return client_id is not None and client_id in self._client_ids
+        client_id = entry.get("clientId")
+        if client_id is None:
+            return False
+        return client_id_key(room, entry["username"], client_id) in self._client_ids
 
     def accept(
         self, room: str, username: str, text: str, client_id: str | None, sender_sid
@@ -89,9 +88,10 @@ class MessageStore:
                 log.warning("store timed out, keeping messages in the outbox: %s", exc)
             else:
                 return Accepted(entry, "stored" if is_new else "duplicate")
-        if client_id in self._client_ids:
+        key = client_id and client_id_key(room, username, client_id)
+        if key in self._client_ids:
             # A resend of a message already waiting here: once is enough.
-            return Accepted(self._client_ids[client_id], "duplicate")
+            return Accepted(self._client_ids[key], "duplicate")
         entry = self._keep(room, username, text, client_id, sender_sid)
         return Accepted(entry, "pending")
 
@@ -106,7 +106,7 @@ class MessageStore:
         # out did land in Redis after all.
         entry = pending_entry(username, text, client_id or uuid.uuid4().hex)
         self._waiting.append(_Waiting(room, entry, sender_sid, size))
-        self._client_ids[entry["clientId"]] = entry
+        self._client_ids[client_id_key(room, username, entry["clientId"])] = entry
         self._bytes += size
         if self._flusher is None:
             self._flusher = self._spawn(self._flush)
@@ -135,10 +135,13 @@ class MessageStore:
                 self._waiting.popleft()
                 self._bytes -= head.size
                 try:
-                    self.on_stored(head.room, stored, head.sender_sid, entry["ts"])
+                    self.on_stored(head.room, stored, entry, head.sender_sid)
                 except Exception:
                     log.exception("announcing a stored message failed")
-                self._client_ids.pop(entry["clientId"], None)
+                self._client_ids.pop(
+                    client_id_key(head.room, entry["username"], entry["clientId"]),
+                    None,
+                )
             log.warning("outbox flushed")
         finally:
             self._flusher = None

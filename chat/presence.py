@@ -20,6 +20,10 @@ class Member:
     room: str
     name: str
     token: str
+    # The client brought its own token (the page does, the stock example
+    # does not): only such a member can come back after a dropped
+    # connection or a deploy, so only its name is held for it meanwhile.
+    proven: bool = False
 
     @property
     def key(self) -> str:
@@ -101,9 +105,9 @@ class MemoryPresence:
     def start(self, on_left, spawn, sleep) -> None:
         """Nothing to watch on one instance."""
 
-    def hand_over(self, grace_s: float) -> bool:
+    def hand_over(self, grace_s: float) -> list[tuple[Member, int, int | None]]:
         """No other instance can take the users over: nothing to keep."""
-        return False
+        return []
 
     def stop(self) -> list[tuple[Member, int, int | None]]:
         """Forget every local member; returns them with the room's remaining count."""

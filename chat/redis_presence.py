@@ -30,18 +30,16 @@ log = logging.getLogger(__name__)
 # when the room was told this session had left (a reaping), so it must hear
 # a join; ``names`` lists the room when it has at most ARGV[6] users (the
 # login's list, in the same round trip).
-# A name held on an instance that is handing its users over (a graceful
-# restart) is reclaimed without the token too: clients that never got one
-# (the stock example page) come back under their name as before.
+# A name is taken from its holder with the holder's token and nothing else:
+# not during a hand-over, not after an outage. A refusal returns the
+# holder's name (the rebuild after an outage announces it).
 _JOIN = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local replaced = ''
 if cur then
   local holder = cjson.decode(cur)
-  local handing_over = redis.call(
-    'EXISTS', ARGV[5] .. 'instance:' .. holder.instance .. ':handover') == 1
-  if holder.token ~= ARGV[3] and not handing_over then
-    return {0, redis.call('HLEN', KEYS[1]), '', 0, 0}
+  if holder.token ~= ARGV[3] then
+    return {0, redis.call('HLEN', KEYS[1]), '', 0, 0, holder.name}
   end
   replaced = holder.sid
   if holder.sid ~= ARGV[4] then
@@ -141,6 +139,8 @@ class RedisPresence:
         # to do when one has gone (its last publishes may be lost with it).
         self._known_instances: set[bytes] = set()
         self.on_instance_gone = lambda seconds_ago: None
+        # Set by the app: tell a session it lost its name (after an outage).
+        self.on_name_lost = lambda member: None
         self.last_beat_attempt = time.monotonic()
         self._join = client.register_script(_JOIN)
         self._leave = client.register_script(_LEAVE)
@@ -347,12 +347,9 @@ class RedisPresence:
         for member in members:
             self._redis_join(member, client=pipe)
         for member, result in zip(members, pipe.execute(), strict=True):
-            ok, count, _, seq, rejoined, *_ = result
+            ok, count, _, seq, rejoined, *rest = result
             if not ok:
-                log.warning(
-                    "a name was taken during an outage",
-                    extra={"room": member.room, "sid": member.sid},
-                )
+                self._lost_in_outage(member, int(count), rest[0].decode(), announce)
             elif self.local.get(member.sid) is not member:
                 # It left while the rebuild waited on Redis: its leave ran
                 # before the rebuild wrote it back, so release it again.
@@ -361,6 +358,20 @@ class RedisPresence:
                 announce("user joined", member.room, member.name, int(count), int(seq))
         self._r.sadd(self._instances_key, self.instance_id)
         self._dirty = False
+
+    def _lost_in_outage(self, member: Member, count: int, holder: str, announce):
+        """Two sessions took one name while Redis was away; the one Redis
+        kept wins. This one is told and logged out, and the room hears a
+        leave and a join, so every page ends with the holder online."""
+        log.info(
+            "a name was taken on two instances during an outage; this one lost",
+            extra={"room": member.room, "sid": member.sid},
+        )
+        if self.local.get(member.sid) is member:
+            del self.local[member.sid]
+        self.on_name_lost(member)
+        announce("user left", member.room, member.name, count, None)
+        announce("user joined", member.room, holder, count, None)
 
     def _sweep(self, announce) -> None:
         """Release names Redis holds for sessions of this instance that ended.
@@ -410,25 +421,30 @@ class RedisPresence:
             left.extend(found)
         return left
 
-    def hand_over(self, grace_s: float) -> bool:
-        """Leave the cluster quietly: this instance's users stay online for
-        ``grace_s``.
+    def hand_over(self, grace_s: float) -> list[tuple[Member, int, int | None]]:
+        """Leave the cluster quietly: members with their own token stay
+        online for ``grace_s``; the others leave now (returned, to announce).
 
         On a graceful restart the pages of this instance's users reconnect
         through the load balancer to another instance within seconds and
-        reclaim their names with their tokens, which is silent. The lease is
-        shortened to the grace and no longer renewed; once it expires another
-        instance reaps whoever did not come back and announces them as left,
-        once (the same path as an instance that died). True: handed over.
+        reclaim their names with their tokens, which is silent. A client
+        that brought no token (the stock example page) could never reclaim
+        its name, and nobody may take it without the token: it leaves now,
+        and joins again when it comes back. The lease is shortened to the
+        grace and no longer renewed; once it expires another instance reaps
+        whoever did not come back and announces them as left, once (the
+        same path as an instance that died).
         """
         self._running = False
+        gone = [
+            pair
+            for sid, member in list(self.local.items())
+            if not member.proven and (pair := self.leave(sid))[0]
+        ]
         self._handing_over = True
         seconds = max(1, math.ceil(grace_s))
         try:
-            pipe = self._r.pipeline(transaction=False)
-            pipe.set(self._alive_key(self.instance_id), "1", ex=seconds)
-            pipe.set(f"{self._p}instance:{self.instance_id}:handover", "1", ex=seconds)
-            pipe.execute()
+            self._r.set(self._alive_key(self.instance_id), "1", ex=seconds)
         except redis.RedisError as exc:
             log.error("could not shorten the lease for the hand-over: %s", exc)
         log.info(
@@ -437,7 +453,7 @@ class RedisPresence:
             grace_s,
             extra={"instance": self.instance_id},
         )
-        return True
+        return gone
 
     def stop(self) -> list[tuple[Member, int, int | None]]:
         """Leave the cluster: release every local member and the lease."""

@@ -18,6 +18,7 @@ from flask import Flask
 from chat import codec, metrics, socketio, transport
 from chat.broker import ChatRedisManager
 from chat.fastpath import FastEmitManager
+from chat.history import public
 from chat.presence import presence_event
 from chat.sessions import close_session
 
@@ -77,12 +78,16 @@ def replay_missed(state, gap_started_ms: int) -> None:
     delivered = 0
     for room in {m.room for m in list(state.presence.local.values())}:
         for entry in state.history.after(room, since, state.replay_limit):
-            if state.messages.holds(entry.get("clientId")):
+            if state.messages.holds(room, entry):
                 continue  # this instance's outbox announces it itself
             if state.delivery.first_time(room, entry):
                 skip = state.delivery.already_sent(room, entry["id"])
                 socketio.emit(
-                    "new message", entry, to=room, skip_sid=skip, ignore_queue=True
+                    "new message",
+                    public(entry),
+                    to=room,
+                    skip_sid=skip,
+                    ignore_queue=True,
                 )
                 delivered += 1
     if delivered:
@@ -90,25 +95,33 @@ def replay_missed(state, gap_started_ms: int) -> None:
 
 
 def announce_stored(
-    state, room: str, entry: dict, sender_sid: str, accepted_ms: int
+    state, room: str, entry: dict, pending: dict, sender_sid: str
 ) -> None:
     """An outbox message now has its id: tell the others, and who saw it pending.
 
     This instance's users who were in the room when it was accepted saw it
     (pending): its id is marked delivered here first, so the emit reaches
-    the other instances, and they get ``message stored``. Users who logged
-    in here since never saw it: they get the message itself.
+    the other instances, and they get ``message stored`` naming its
+    ``pendingId``. The sender's session alone gets its clientId back. Users
+    who logged in here since never saw it: they get the message itself.
     """
     state.delivery.first_time(room, entry)
-    socketio.emit("new message", entry, to=room, skip_sid=sender_sid)
-    stored = {"clientId": entry["clientId"], "id": entry["id"], "ts": entry["ts"]}
-    late = set(state.delivery.logged_in_since(room, accepted_ms))
+    shown = public(entry)
+    socketio.emit("new message", shown, to=room, skip_sid=sender_sid)
+    stored = {"pendingId": pending["pendingId"], "id": entry["id"], "ts": entry["ts"]}
+    late = set(state.delivery.logged_in_since(room, pending["ts"]))
     socketio.emit(
-        "message stored", stored, to=room, skip_sid=list(late), ignore_queue=True
+        "message stored",
+        stored,
+        to=room,
+        skip_sid=[*late, sender_sid],
+        ignore_queue=True,
     )
+    own = {**stored, "clientId": pending["clientId"]}
+    socketio.emit("message stored", own, to=sender_sid, ignore_queue=True)
     late -= {sender_sid, *state.delivery.already_sent(room, entry["id"])}
     for sid in late:
-        socketio.emit("new message", entry, to=sid, ignore_queue=True)
+        socketio.emit("new message", shown, to=sid, ignore_queue=True)
 
 
 def degraded_reason(state) -> str | None:
@@ -169,6 +182,9 @@ def start_services(app: Flask) -> None:
     metrics.DEGRADED.set_function(lambda: 1 if degraded_reason(state) else 0)
     metrics.BUILD.info({"release": app.config["RELEASE"], "version": _version()})
     state.messages.on_stored = functools.partial(announce_stored, state)
+    from chat.events import name_lost
+
+    state.presence.on_name_lost = functools.partial(name_lost, app)
     if app.config["REDIS_URL"] and not server.manager_initialized:
         server.manager.delivery = state.delivery
         server.manager.recent = state.recent
@@ -210,7 +226,11 @@ def drain(app: Flask) -> None:
     # Quiet: with other instances to take the users over, nobody is
     # announced as left now; those who do not come back within the grace
     # are, once, by another instance.
-    quiet = grace_s > 0 and state.presence.hand_over(grace_s)
+    quiet = grace_s > 0 and app.config["REDIS_URL"]
+    if quiet:
+        with app.app_context():
+            for member, count, seq in state.presence.hand_over(grace_s):
+                announce("user left", member.room, member.name, count, seq)
     eio = socketio.server.eio
     log.info("draining: closing %d connections", len(eio.sockets))
     for eio_sid in list(eio.sockets):

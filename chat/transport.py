@@ -25,6 +25,7 @@ import base64
 import collections
 import contextlib
 import hashlib
+import io
 import logging
 import socket
 import struct
@@ -84,6 +85,7 @@ class TransportLimits:
     header_timeout_s: float
     max_connections_per_ip: int
     trusted_proxies: tuple[Network, ...] = ()
+    body_timeout_s: float = 5.0
     backlog_messages: int = 1000
     backlog_bytes: int = 1024 * 1024
 
@@ -94,6 +96,7 @@ class TransportLimits:
             packets_per_s=config["TRANSPORT_PACKETS_PER_S"],
             bytes_per_s=config["TRANSPORT_BYTES_PER_S"],
             header_timeout_s=config["REQUEST_HEADER_TIMEOUT_S"],
+            body_timeout_s=config["REQUEST_BODY_TIMEOUT_S"],
             max_connections_per_ip=config["MAX_CONNECTIONS_PER_IP"],
             trusted_proxies=parse_networks(config["TRUSTED_PROXIES"]),
             backlog_messages=config["SEND_QUEUE_MAX_MESSAGES"],
@@ -473,6 +476,39 @@ class ChatWebSocketHandler(WebSocketHandler):
             self._header_timer.cancel()
             self._header_timer = None
 
+    # -- a request body within a deadline ----------------------------------
+    def run_application(self):
+        """Read a request's body within REQUEST_BODY_TIMEOUT_S before the
+        application sees it: a client sending one byte a second would
+        otherwise hold a greenlet and a connection for as long as it likes.
+        A body longer than engine.io accepts is left to engine.io, which
+        refuses it by its length without reading it."""
+        length = self.environ.get("CONTENT_LENGTH") or ""
+        chunked = "chunked" in self.environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        limit = self.limits.max_message_bytes + 1
+        wanted = int(length) if length.isdigit() else (limit if chunked else 0)
+        if 0 < wanted <= limit and not self._read_body_in_time(wanted):
+            return None
+        return super().run_application()
+
+    def _read_body_in_time(self, wanted: int) -> bool:
+        try:
+            with gevent.Timeout(self.limits.body_timeout_s):
+                body = self.wsgi_input.read(wanted)
+        except gevent.Timeout:
+            log.info("closed a request whose body took too long")
+            # pywsgi would read the rest of the body after the answer.
+            self.wsgi_input = _NoBodyLeft()
+            self.close_connection = True
+            self.start_response(
+                "408 Request Timeout", [*_PLAIN_TEXT, ("Connection", "close")]
+            )
+            self.result = [b"the request body took too long"]
+            self.process_result()
+            return False
+        self.environ["wsgi.input"] = io.BytesIO(body)
+        return True
+
     # -- the websocket -------------------------------------------------------
     def run_websocket(self):
         """Run the application on the websocket; let it go on reading higher up.
@@ -543,6 +579,16 @@ class ChatWebSocketHandler(WebSocketHandler):
                 ("Sec-WebSocket-Accept", accept),
             ],
         )
+        return None
+
+
+_PLAIN_TEXT = [("Content-Type", "text/plain; charset=utf-8")]
+
+
+class _NoBodyLeft:
+    """What pywsgi discards after an answer when the body was given up on."""
+
+    def _discard(self) -> None:
         return None
 
 

@@ -44,7 +44,51 @@ _DEFAULT_IGNORABLE = (
 # Control, format, line/paragraph separators, surrogates, private use and
 # unassigned code points: none of them belongs in a name people read.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# Letters and symbols whose glyph is empty: the fillers and blanks of the
+# Unicode names (``blank_glyphs`` derives this from the data; a test checks
+# that it still does for the Python in use). ``Alice`` + U+2800 looks
+# exactly like ``Alice``.
+BLANK_GLYPHS = frozenset(
+    "\u115f\u1160\u2800\u303f\u3164\uffa0\U0001d159\U0001da7f\U0001da80"
+)
+# Combining marks allowed on one base character: enough for every script's
+# real text after NFKC, too few to stack a name over the lines around it.
+MAX_MARKS_PER_CHAR = 3
 _ROOM = re.compile(r"[a-z0-9_-]{1,32}")
+
+
+def blank_glyphs(max_code_point: int = 0x10FFFF) -> frozenset[str]:
+    """Letters and symbols (Lo, So) Unicode names as fillers, blanks or
+    spaces, and the musical null notehead: what ``BLANK_GLYPHS`` holds."""
+    found = set()
+    for code in range(max_code_point + 1):
+        ch = chr(code)
+        if unicodedata.category(ch) not in ("Lo", "So"):
+            continue
+        name = unicodedata.name(ch, "")
+        spacing = name.endswith(" SPACE") and not name.startswith("SYMBOL FOR")
+        if name.endswith(("FILLER", "BLANK")) or spacing or "NULL NOTEHEAD" in name:
+            found.add(ch)
+    return frozenset(found)
+
+
+def _is_blank(ch: str) -> bool:
+    """True for a character that shows nothing where it stands."""
+    return ch in BLANK_GLYPHS or _is_invisible(ch)
+
+
+def _is_visible(ch: str) -> bool:
+    """A letter, digit, punctuation mark or symbol with a glyph of its own."""
+    return unicodedata.category(ch)[0] in "LNPS" and not _is_blank(ch)
+
+
+def _marks_stacked(text: str) -> int:
+    """The longest run of combining marks in ``text``."""
+    longest = run = 0
+    for ch in text:
+        run = run + 1 if unicodedata.category(ch)[0] == "M" else 0
+        longest = max(longest, run)
+    return longest
 
 
 def _is_invisible(ch: str) -> bool:
@@ -61,8 +105,12 @@ def has_refused_chars(text: str) -> bool:
 
 
 def name_key(name: str) -> str:
-    """How names are compared: NFKC, casefolded, NFKC again (NFKC_Casefold)."""
-    return unicodedata.normalize("NFKC", name.casefold())
+    """How names are compared: NFKC, casefolded, NFKC again (NFKC_Casefold),
+    without blank glyphs, runs of spaces as one: names that look the same
+    are the same name."""
+    folded = unicodedata.normalize("NFKC", name.casefold())
+    kept = "".join(ch for ch in folded if not _is_blank(ch))
+    return " ".join(kept.split())
 
 
 def clean_name(raw: object, max_chars: int) -> str:
@@ -75,7 +123,8 @@ def clean_name(raw: object, max_chars: int) -> str:
     """
     if not isinstance(raw, str):
         raise Refused("invalid_name", "The name must be text.")
-    name = unicodedata.normalize("NFKC", raw).strip()
+    name = unicodedata.normalize("NFKC", raw)
+    name = "".join(ch for ch in name if ch not in BLANK_GLYPHS).strip()
     if not name:
         raise Refused("invalid_name", "The name must not be empty.")
     if len(name) > max_chars:
@@ -85,6 +134,15 @@ def clean_name(raw: object, max_chars: int) -> str:
     if has_refused_chars(name):
         raise Refused(
             "invalid_name", "The name contains control or invisible characters."
+        )
+    if not any(_is_visible(ch) for ch in name):
+        raise Refused(
+            "invalid_name", "The name needs at least one visible letter or sign."
+        )
+    if _marks_stacked(name) > MAX_MARKS_PER_CHAR:
+        raise Refused(
+            "invalid_name",
+            f"At most {MAX_MARKS_PER_CHAR} accents or marks on one character.",
         )
     return name
 

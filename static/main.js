@@ -173,21 +173,15 @@
     return messages.querySelector(`.message.own[data-client-id="${CSS.escape(clientId)}"]`);
   }
 
+  // A line is ours only when the server's answer to our own emit says so
+  // (its acknowledgement, or "message stored" sent to this session alone):
+  // nothing another user sends can mark, move or hide one of our lines.
   function showMessage(data, history = false) {
     // History and live broadcasts can overlap after a reconnect: show once.
     if (markSeen(data.id)) return;
-    // Our own message, seen in history before its acknowledgement came.
-    if (data.clientId && ownLine(data.clientId)) {
-      stored(data.clientId, data);
-      return;
-    }
     if (!history) removeChatTyping(data.username);
-    if (data.pending && data.clientId) {
-      const li = addChatMessage(data, history);
-      li.dataset.clientId = data.clientId;
-      return;
-    }
-    addChatMessage(data, history);
+    const li = addChatMessage(data, history);
+    if (data.pending && data.pendingId) li.dataset.pendingId = data.pendingId;
   }
 
   function addChatTyping(name) {
@@ -305,6 +299,10 @@
     const li = ownLine(clientId);
     if (!li) return;
     if (ack.id) {
+      // Shown from history before this acknowledgement came (a resend after
+      // a reconnect): the line typed here stands for it.
+      const shown = messages.querySelector(`.message:not(.own)[data-id="${CSS.escape(ack.id)}"]`);
+      if (shown) shown.remove();
       markSeen(ack.id);
       li.dataset.id = ack.id;
     }
@@ -445,7 +443,16 @@
     const name = usernameInput.value.trim();
     if (!name) return;
     loginError.textContent = "";
-    socket.emit("add user", name, { room });
+    // A token of our own from the first login: the server holds the name
+    // for it across a deploy or a dropped connection, so this page comes
+    // back silently where a client without one is announced as left.
+    if (!token) token = newToken();
+    socket.emit("add user", name, { room, token });
+  }
+
+  function newToken() {
+    const bytes = crypto.getRandomValues(new Uint8Array(24));
+    return btoa(String.fromCharCode(...bytes)).replace(/[+/=]/g, (c) => ({ "+": "-", "/": "_", "=": "" })[c]);
   }
 
   $(".login .form").addEventListener("submit", (e) => {
@@ -540,13 +547,17 @@
 
   socket.on("new message", (data) => showMessage(data));
 
+  // A message kept while the server could not store it now has its id. Ours
+  // come with our clientId (sent to this session only); others' name the
+  // pendingId the server gave their line.
   socket.on("message stored", (data) => {
+    if (data.clientId) return stored(data.clientId, data);
     markSeen(data.id);
-    const li = messages.querySelector(`.message[data-client-id="${CSS.escape(data.clientId)}"]`);
+    if (!data.pendingId) return;
+    const li = messages.querySelector(`.message[data-pending-id="${CSS.escape(data.pendingId)}"]`);
     if (!li) return;
     li.dataset.id = data.id;
-    if (li.classList.contains("own")) setState(li, "stored");
-    else if (li.querySelector(".status")) li.querySelector(".status").remove();
+    if (li.querySelector(".status")) li.querySelector(".status").remove();
   });
 
   socket.on("user joined", (data) => {

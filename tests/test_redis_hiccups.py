@@ -183,6 +183,8 @@ def test_messages_sent_while_redis_is_down_reach_everyone_when_it_returns(
         for i in range(5)
     ]
     assert all(m["pending"] and m["id"] is None for m in pending)
+    # Alice's clientIds are hers: Anna sees a pendingId instead.
+    assert all("clientId" not in m and m["pendingId"] for m in pending)
     redis_server.start()
     # Written to the stream in order when Redis is back: Bob gets them with
     # ids, Anna learns each id.
@@ -205,6 +207,15 @@ def test_messages_sent_while_redis_is_down_reach_everyone_when_it_returns(
         "message stored for every pending message",
     )
     assert [s["id"] for s in stored] == [m["id"] for m in got]
+    assert [s["pendingId"] for s in stored] == [m["pendingId"] for m in pending]
+    assert all("clientId" not in s for s in stored)
+    assert all("clientId" not in m for m in got)
+    own = wait_until(
+        lambda: (s := alice.named("message stored")) and len(s) == 5 and s,
+        5,
+        "message stored for each of Alice's own messages",
+    )
+    assert [s["clientId"] for s in own] == [f"c{i}" for i in range(5)]
 
 
 def test_a_resend_with_the_same_client_id_is_stored_once(cluster, clients):
