@@ -5,16 +5,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
-VENDOR := static/vendor/socket.io.js
+# The page loads socket.io.min.js; the other files serve clients written
+# for Node's server (/socket.io/socket.io.js) and debuggers (the maps).
+VENDOR_FILES := $(addprefix static/vendor/,socket.io.js socket.io.js.map \
+	socket.io.min.js socket.io.min.js.map)
+VENDOR := static/vendor/socket.io.min.js
 PEER_MODULES := bench/peer/node_modules/.package-lock.json
 N ?= 3
 
-.PHONY: run test lint format cluster bench bench-quick bench-scale chaos system-deps clean
+.PHONY: run test lint format vendor cluster bench bench-quick bench-scale chaos system-deps clean
 
-run: $(STAMPS)/venv $(VENDOR)
+run: $(STAMPS)/venv $(VENDOR_FILES)
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: $(STAMPS)/venv-bench $(STAMPS)/venv-deploy $(VENDOR) $(STAMPS)/node-dev $(PEER_MODULES) system-deps
+test: $(STAMPS)/venv-bench $(STAMPS)/venv-deploy $(VENDOR_FILES) $(STAMPS)/node-dev $(PEER_MODULES) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -27,7 +31,7 @@ format: $(STAMPS)/venv-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-cluster: $(STAMPS)/venv-deploy $(VENDOR) system-deps
+cluster: $(STAMPS)/venv-deploy $(VENDOR_FILES) system-deps
 	$(BIN)/python -m deploy.cluster --instances $(N) $(if $(SENTINEL),--sentinel)
 
 bench: $(STAMPS)/venv-bench $(PEER_MODULES) system-deps
@@ -43,7 +47,7 @@ bench-scale: $(STAMPS)/venv-bench $(PEER_MODULES) system-deps
 # Random instance kills, Redis restarts and pauses against 30 users; not part
 # of `make test`. CHAOS_SECONDS=60 for a short run, CHAOS_SEED to repeat one.
 CHAOS_SECONDS ?= 600
-chaos: $(STAMPS)/venv-dev $(VENDOR) system-deps
+chaos: $(STAMPS)/venv-dev $(VENDOR_FILES) system-deps
 	$(BIN)/python -m bench.chaos --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 # -- installs ---------------------------------------------------------------
@@ -73,12 +77,15 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-$(VENDOR): node_modules/.package-lock.json
+# `make vendor` builds the page's client bundle. Whichever of the files is
+# missing, the rule copies all four, so no target leaves the page without
+# the one it loads.
+vendor: $(VENDOR_FILES)
+
+$(VENDOR_FILES): node_modules/.package-lock.json
 	@mkdir -p static/vendor
-	cp node_modules/socket.io-client/dist/socket.io.js \
-	   node_modules/socket.io-client/dist/socket.io.js.map \
-	   node_modules/socket.io-client/dist/socket.io.min.js.map \
-	   node_modules/socket.io-client/dist/socket.io.min.js static/vendor/
+	cp $(addprefix node_modules/socket.io-client/dist/,$(notdir $(VENDOR_FILES))) \
+	   static/vendor/
 
 $(STAMPS)/node-dev: node_modules/.package-lock.json
 	@mkdir -p $(STAMPS)

@@ -483,6 +483,12 @@
     socket.connect();
   });
   $(".releaseNotice .reload").addEventListener("click", () => window.location.reload());
+  let releaseDismissed = false;
+  $(".releaseNotice .dismiss").addEventListener("click", () => {
+    releaseDismissed = true;
+    $(".releaseNotice").hidden = true;
+    inputMessage.focus();
+  });
 
   $(".roomHint").textContent =
     room === "lobby" ? "You are joining the lobby." : `You are joining room ${room}.`;
@@ -512,7 +518,7 @@
       addParticipantsMessage(data.numUsers);
     }
     loggedInBefore = true;
-    if (data.release && pageRelease && data.release !== pageRelease) {
+    if (data.release && pageRelease && data.release !== pageRelease && !releaseDismissed) {
       $(".releaseNotice").hidden = false;
     }
   });

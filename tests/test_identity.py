@@ -29,9 +29,7 @@ def test_a_name_with_a_blank_glyph_is_the_same_name(login, connect, look_alike):
     login("Alice")
     other = connect()
     other.emit("add user", look_alike)
-    assert [e["reason"] for e in events_named(other, "login error")] == [
-        "name_taken"
-    ]
+    assert [e["reason"] for e in events_named(other, "login error")] == ["name_taken"]
 
 
 @pytest.mark.parametrize("name", ["Zoë", "Nguyễn", "李小龍", "😀", "ann:x"])
@@ -142,9 +140,7 @@ def test_if_none_match_compares_weakly_and_reads_lists(header, matches):
 
 
 @pytest.mark.parametrize("query", ["&sid=", "&xsid=1", "&sid", "&sids=p1.x"])
-def test_new_sessions_are_refused_while_draining_whatever_the_query(
-    app, client, query
-):
+def test_new_sessions_are_refused_while_draining_whatever_the_query(app, client, query):
     app.extensions["chat"].draining = True
     answer = client.get(f"/socket.io/?EIO=4&transport=polling{query}")
     assert answer.status_code == 503

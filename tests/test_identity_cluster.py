@@ -56,7 +56,7 @@ def test_a_name_taken_twice_during_an_outage_ends_with_one_session(
         return any(e["reason"] == "name_taken" for e in errors)
 
     loser = wait_until(
-        lambda: (first if told(first) else second if told(second) else None),
+        lambda: first if told(first) else second if told(second) else None,
         20,
         "the session that lost the name to be told",
     )
