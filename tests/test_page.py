@@ -321,7 +321,6 @@ def test_the_new_release_notice_leaves_the_header_visible_and_closes(
 ):
     server = gunicorn({"RELEASE": "one"})
     page = open_page(server.url, "Alice", **PHONE)
-    page.evaluate("document.querySelector('meta[name=release]').content = 'zero'")
     page.evaluate("() => document.querySelector('.releaseNotice').hidden = false")
     notice = page.locator(".releaseNotice")
     expect(notice).to_be_visible()
