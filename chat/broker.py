@@ -105,7 +105,12 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         other instances from pub/sub.
         """
         room, data = message.get("room"), message.get("data")
-        if isinstance(room, str) and isinstance(data, list) and data:
+        if not isinstance(room, str) or not self.hosts(room):
+            # Nobody here to deliver to, and nothing to keep: a room not
+            # hosted leaves no state behind (a message on the main channel,
+            # from another release, for any room).
+            return super()._handle_emit(message)
+        if isinstance(data, list) and data:
             payload = data[0]
             event = message.get("event")
             if event == "new message" and isinstance(payload, dict):

@@ -36,6 +36,19 @@ class Delivery:
         # room -> (newest id any recent login read, ids any added meanwhile)
         self._covered: dict[str, tuple] = {}
 
+    def forget(self, room: str) -> None:
+        """Drop what is kept for ``room``: it has no local member any more
+        and its channel is unsubscribed (a login reading its history keeps
+        it subscribed, so no window is open)."""
+        self._ids.pop(room, None)
+        self._presence.pop(room, None)
+        self._logins.pop(room, None)
+        self._covered.pop(room, None)
+
+    def rooms(self) -> int:
+        """Rooms something is kept for (the ``chat_rooms_kept`` metric)."""
+        return len(self._ids.keys() | self._presence.keys() | self._logins.keys())
+
     def first_time(self, room: str, entry: dict) -> bool:
         """Record ``entry`` as delivered in ``room``; False if it already was."""
         seen = self._ids.setdefault(room, collections.OrderedDict())

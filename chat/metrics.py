@@ -48,3 +48,10 @@ BUILD = Info("chat_build", "the release this instance runs")
 DEGRADED = Gauge(
     "chat_degraded", "1 while this instance cannot serve the whole cluster (Redis)"
 )
+ROOMS_KEPT = Gauge(
+    "chat_rooms_kept",
+    "rooms this instance keeps state for, by structure: channel (subscribed), "
+    "delivery (ids and counts), tail (newest messages); each is freed once "
+    "the room has no local member (after ROOM_LINGER_S)",
+    ["structure"],
+)

@@ -82,6 +82,10 @@ class RecentMessages:
     def clear(self) -> None:
         self._rooms.clear()
 
+    def rooms(self) -> int:
+        """Rooms with a kept tail (the ``chat_rooms_kept`` metric)."""
+        return len(self._rooms)
+
     # -- what goes out ---------------------------------------------------------
     def newest(self, room: str, count: int) -> list[dict] | None:
         """The newest ``count`` messages, oldest first; None if not known."""

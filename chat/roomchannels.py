@@ -27,6 +27,7 @@ import time
 import gevent
 import gevent.event
 
+from chat.delivery import Delivery
 from chat.recent import RecentMessages
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class RoomChannels:
 
     channel: str
     recent: RecentMessages
+    delivery: Delivery
     rooms: dict
     pubsub: object
     listening: bool
@@ -98,6 +100,14 @@ class RoomChannels:
             log.warning("no subscription confirmed for a room", extra={"room": room})
         self._start_sweeper()
 
+    def hosts(self, room: str) -> bool:
+        """Whether this instance keeps anything for ``room``: it is
+        subscribed (a login may be reading its history) or has members."""
+        return room in self._subscribed or room in self.rooms.get("/", {})
+
+    def subscribed_rooms(self) -> int:
+        return len(self._subscribed)
+
     def hears(self, room: str) -> bool:
         """Whether ``room``'s channel is subscribed and Redis confirmed it."""
         event = self._subscribed.get(room)
@@ -137,6 +147,7 @@ class RoomChannels:
         del self._subscribed[room]
         self._wanted_at.pop(room, None)
         self.recent.forget(room)
+        self.delivery.forget(room)
         if self.listening:
             try:
                 self.pubsub.unsubscribe(self.room_channel(room))

@@ -185,6 +185,11 @@ def start_services(app: Flask) -> None:
     from chat.events import name_lost
 
     state.presence.on_name_lost = functools.partial(name_lost, app)
+    if app.config["REDIS_URL"]:
+        manager = server.manager
+        metrics.ROOMS_KEPT.labels("channel").set_function(manager.subscribed_rooms)
+        metrics.ROOMS_KEPT.labels("delivery").set_function(state.delivery.rooms)
+        metrics.ROOMS_KEPT.labels("tail").set_function(state.recent.rooms)
     if app.config["REDIS_URL"] and not server.manager_initialized:
         server.manager.delivery = state.delivery
         server.manager.recent = state.recent

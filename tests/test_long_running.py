@@ -11,6 +11,8 @@ import json
 import pytest
 import redis
 
+from tests.support import wait_until
+
 pytestmark = pytest.mark.e2e
 
 
@@ -76,3 +78,37 @@ def test_messages_heard_through_redis_do_not_grow_the_worker(
     grown_mib = (rss_kib(worker) - before) / 1024
     # On the leak this is ~29 MiB (100 bytes x 300,000).
     assert grown_mib < 8, f"the worker grew by {grown_mib:.1f} MiB"
+
+
+def _kept(instance) -> dict[str, float]:
+    """``chat_rooms_kept`` by structure, from /metrics."""
+    from deploy.procs import http_get
+
+    kept = {}
+    for line in http_get(f"{instance.url}/metrics").text.splitlines():
+        if line.startswith("chat_rooms_kept{"):
+            structure = line.split('structure="', 1)[1].split('"', 1)[0]
+            kept[structure] = float(line.rsplit(" ", 1)[1])
+    return kept
+
+
+def test_what_an_instance_keeps_per_room_is_freed_when_the_room_empties(
+    cluster, clients
+):
+    """300 rooms used (a login, a message) and left: the instance keeps
+    state for the one room still in use, not for every room it ever saw."""
+    (instance,) = cluster(1, ROOM_LINGER_S="1")
+    stays = clients(instance.url, auth={"username": "stays", "room": "home"})
+    stays.wait_for("login")
+    stays.say("hello")
+    for i in range(300):
+        visitor = clients(instance.url, auth={"username": "v", "room": f"r{i}"})
+        visitor.wait_for("login")
+        visitor.sio.call("new message", f"one-off {i}", timeout=5)
+        visitor.close()
+    assert _kept(instance)["channel"] > 1
+    wait_until(
+        lambda: all(count <= 1 for count in _kept(instance).values()),
+        30,
+        "per-room state of the rooms left to be freed",
+    )
