@@ -82,6 +82,10 @@ def ours(port: int, workdir: Path, redis_url: str | None, **settings: str) -> In
         "TRANSPORT_BYTES_PER_S": "1000000000",
         "MAX_SESSIONS_PER_IP": "0",
         "MAX_CONNECTIONS_PER_IP": "0",
+        # One generator plays every user from one address.
+        "CLIENT_MESSAGES_PER_S": "0",
+        "CLIENT_MESSAGE_BYTES_PER_S": "0",
+        "CLIENT_ROOMS_PER_HOUR": "0",
     }
     if redis_url:
         env["REDIS_URL"] = redis_url

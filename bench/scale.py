@@ -76,6 +76,10 @@ def measure(size: int, workdir: Path) -> dict:
         "LOG_LEVEL": "WARNING",
         "MAX_SESSIONS_PER_IP": "0",
         "MAX_CONNECTIONS_PER_IP": "0",
+        # One generator plays every user from one address.
+        "CLIENT_MESSAGES_PER_S": "0",
+        "CLIENT_MESSAGE_BYTES_PER_S": "0",
+        "CLIENT_ROOMS_PER_HOUR": "0",
         "RATE_PER_S": "1000",
         "RATE_BURST": "1000",
     }

@@ -4,6 +4,10 @@ Behind the shipped nginx every request's peer is 127.0.0.1; the client is
 the last hop of ``X-Forwarded-For``, which nginx sets. That header is
 believed only from the addresses in ``TRUSTED_PROXIES``: anyone else could
 write whatever they like in it.
+
+Every per-client cap and budget counts a *client*: an IPv4 address, or the
+IPv6 prefix (/64 by default, CLIENT_IPV6_PREFIX) its address is in, since
+one IPv6 host normally holds a whole /64.
 """
 
 from __future__ import annotations
@@ -44,3 +48,17 @@ def client_address(environ: dict, trusted: tuple[Network, ...]) -> str:
         if last_hop:
             return last_hop
     return peer
+
+
+def client_key(address: str, ipv6_prefix: int = 64) -> str:
+    """The client an address counts as: IPv4 itself (also when mapped into
+    IPv6), IPv6 by its prefix; anything unparsable as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
+    return str(ip)

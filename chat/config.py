@@ -98,6 +98,15 @@ class Config:
         # Per client address; 0 turns a cap off.
         self.MAX_CONNECTIONS_PER_IP = _int("MAX_CONNECTIONS_PER_IP", 200)
         self.MAX_SESSIONS_PER_IP = _int("MAX_SESSIONS_PER_IP", 100)
+        # Per-client caps count an IPv6 client by this prefix (one host
+        # normally holds a /64); IPv4 by its address.
+        self.CLIENT_IPV6_PREFIX = _int("CLIENT_IPV6_PREFIX", 64)
+        # What one client (all its sessions together) may send: chat
+        # messages a second and their bytes a second, each with a burst of
+        # two seconds' worth; and new rooms it may open an hour.
+        self.CLIENT_MESSAGES_PER_S = _float("CLIENT_MESSAGES_PER_S", 20.0)
+        self.CLIENT_MESSAGE_BYTES_PER_S = _int("CLIENT_MESSAGE_BYTES_PER_S", 32 * 1024)
+        self.CLIENT_ROOMS_PER_HOUR = _int("CLIENT_ROOMS_PER_HOUR", 20)
         # Proxies whose X-Forwarded-For is believed (addresses or networks).
         self.TRUSTED_PROXIES = _list("TRUSTED_PROXIES", "")
         # Who may read /metrics and /healthz's details (after TRUSTED_PROXIES).

@@ -19,11 +19,12 @@ from flask import current_app, request
 from flask_socketio import SocketIO, emit, join_room
 from gevent.lock import Semaphore
 
-from chat import metrics, socketio
+from chat import metrics, rooms, socketio
 from chat.history import is_entry_id, parse_id, public
 from chat.presence import Member, presence_event
 from chat.server import announce
 from chat.validation import (
+    DEFAULT_ROOM,
     Refused,
     clean_client_id,
     clean_message,
@@ -156,6 +157,11 @@ def _leave(state, sid: str) -> None:
         member, count, seq = state.presence.leave(sid)
     if member is not None:
         announce("user left", member.room, member.name, count, seq)
+        # An empty room without history no longer counts toward MAX_ROOMS
+        # (with Redis the leave script uncounts it itself).
+        cluster = current_app.config["REDIS_URL"]
+        if count == 0 and (cluster or not state.history.recent(member.room, 1)):
+            state.rooms.release(member.room)
 
 
 def _leave_later(app, sid: str) -> None:
@@ -226,8 +232,6 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
         raise Refused("already_logged_in", "This connection is already logged in.")
     name = clean_name(raw_name, config["MAX_NAME_CHARS"])
     room = clean_room(raw_room, config["MAX_ROOM_CHARS"])
-    if not state.rooms.admit(room):
-        raise Refused("too_many_rooms", "The server has too many rooms; try later.")
     brought_token = _is_token(token)
     if not brought_token:
         token = secrets.token_urlsafe(24)
@@ -235,6 +239,7 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
     result = state.presence.join(member, config["MAX_USERS_LISTED"])
     if not result.ok:
         raise Refused("name_taken", f"The name {name!r} is already in use.")
+    _admit_room(state, room, result)
     if not _connected(request.sid):
         # The session closed while Redis answered: undo, or the name stays.
         state.presence.leave(request.sid)
@@ -285,6 +290,24 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
             to=result.replaced_sid,
         )
         socketio.server.disconnect(result.replaced_sid, namespace="/")
+
+
+def _admit_room(state, room: str, result) -> None:
+    """Count the room, now that the login is otherwise accepted; a refusal
+    gives the name back (nobody was told of the join yet)."""
+    occupied = result.count > 1 or (
+        not current_app.config["REDIS_URL"] and bool(state.history.recent(room, 1))
+    )
+    always = room == DEFAULT_ROOM
+    admitted = state.rooms.admit(room, client_of_request(), occupied, always)
+    if admitted == rooms.ADMITTED:
+        return
+    state.presence.leave(request.sid)
+    if admitted == rooms.CLIENT_OPENED_TOO_MANY:
+        raise Refused(
+            "too_many_rooms", "Your network opened too many rooms; try later."
+        )
+    raise Refused("too_many_rooms", "The server has too many rooms; try later.")
 
 
 def _is_token(value) -> bool:
@@ -409,6 +432,7 @@ def on_new_message(text=None, options=None, *_):
     member = _member()
     message = clean_message(text, current_app.config["MAX_MESSAGE_CHARS"])
     client_id = clean_client_id(options)
+    _spend_client_budget(_state(), message)
     accepted = _state().messages.accept(
         member.room, member.name, message, client_id, request.sid
     )
@@ -429,6 +453,23 @@ def on_new_message(text=None, options=None, *_):
         ignore_queue=pending,
     )
     return _ack(entry)
+
+
+def client_of_request() -> str:
+    """The client this session counts as (set by chat.sessions)."""
+    return request.environ.get("chat.client") or request.remote_addr or "?"
+
+
+def _spend_client_budget(state, message: str) -> None:
+    """One client's messages a second and bytes a second, across all its
+    sessions: checked before the message is stored, so a flood from one
+    address costs the room and Redis no more than this budget."""
+    client = client_of_request()
+    size = len(message.encode())
+    if not (
+        state.client_messages.allow(client) and state.client_bytes.allow(client, size)
+    ):
+        raise Refused("rate_limited", "Too many messages from your network; slow down.")
 
 
 def _ack(entry: dict) -> dict:

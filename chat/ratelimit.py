@@ -1,34 +1,55 @@
-"""Per-connection token buckets: a client that floods is refused, not others."""
+"""Token buckets, the one implementation: per connection, per client.
+
+A client that floods is refused, not others.
+"""
 
 from __future__ import annotations
 
 import time
 
+# Every this many calls, buckets that have refilled completely are dropped:
+# a full bucket is what a new one would be, so forgetting it changes nothing
+# and the map holds only the keys that spent something lately.
+PRUNE_EVERY = 1024
+
 
 class RateLimiter:
-    """One bucket per session id; ``allow`` spends a token or says no.
+    """One bucket per key; ``allow`` spends tokens or says no.
 
     A bucket holds ``burst`` tokens and refills at ``per_s`` a second, so a
     person typing fast is never limited while a script in a loop is.
     """
 
-    def __init__(self, burst: int, per_s: float, clock=time.monotonic) -> None:
+    def __init__(self, burst: float, per_s: float, clock=time.monotonic) -> None:
         self.burst = burst
         self.per_s = per_s
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._calls = 0
 
-    def allow(self, sid: str) -> bool:
-        """Spend one token of ``sid``'s bucket; False when it is empty."""
+    def allow(self, key: str, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens of ``key``'s bucket; False when it has fewer."""
         now = self._clock()
-        tokens, last = self._buckets.get(sid, (float(self.burst), now))
+        self._calls += 1
+        if self._calls % PRUNE_EVERY == 0:
+            self._prune(now)
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.per_s)
-        if tokens < 1.0:
-            self._buckets[sid] = (tokens, now)
+        if tokens < cost:
+            self._buckets[key] = (tokens, now)
             return False
-        self._buckets[sid] = (tokens - 1.0, now)
+        self._buckets[key] = (tokens - cost, now)
         return True
 
-    def forget(self, sid: str) -> None:
-        """Drop the bucket of a session that has gone."""
-        self._buckets.pop(sid, None)
+    def forget(self, key: str) -> None:
+        """Drop the bucket of a key that has gone (a closed session)."""
+        self._buckets.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _prune(self, now: float) -> None:
+        refill_s = self.burst / self.per_s if self.per_s > 0 else float("inf")
+        full = [k for k, (_, last) in self._buckets.items() if now - last >= refill_s]
+        for key in full:
+            del self._buckets[key]

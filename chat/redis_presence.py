@@ -50,6 +50,7 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[2])
 local seq = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[7])
 local rejoined = redis.call('HDEL', KEYS[4], ARGV[4])
 local count = redis.call('HLEN', KEYS[1])
 local names = {}
@@ -61,13 +62,21 @@ end
 return {1, count, replaced, seq, rejoined, names}
 """
 
-# KEYS: room users, this instance's members, room sequence.
+# KEYS: room users, this instance's members, room sequence, the rooms
+# counted (chat.rooms), the room's history. A room left with neither
+# members nor history no longer counts toward MAX_ROOMS.
 _LEAVE = """
 redis.call('HDEL', KEYS[2], ARGV[2])
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur and cjson.decode(cur).sid == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
-  return {1, redis.call('HLEN', KEYS[1]), redis.call('INCR', KEYS[3])}
+  local left = redis.call('HLEN', KEYS[1])
+  if left == 0 and redis.call('EXISTS', KEYS[5]) == 0 then
+    redis.call('ZREM', KEYS[4], ARGV[3])
+  end
+  local seq = redis.call('INCR', KEYS[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+  return {1, left, seq}
 end
 return {0, redis.call('HLEN', KEYS[1]), 0}
 """
@@ -98,12 +107,24 @@ for i = 1, #flat, 2 do
     table.insert(out, m.room)
     table.insert(out, m.name)
     table.insert(out, redis.call('HLEN', rkey))
-    table.insert(out, redis.call('INCR', ARGV[1] .. 'room:' .. m.room .. ':seq'))
+    local skey = ARGV[1] .. 'room:' .. m.room .. ':seq'
+    table.insert(out, redis.call('INCR', skey))
+    redis.call('EXPIRE', skey, ARGV[4])
+    if redis.call('HLEN', rkey) == 0
+       and redis.call('EXISTS', ARGV[1] .. 'history:' .. m.room) == 0 then
+      redis.call('ZREM', ARGV[1] .. 'rooms', m.room)
+    end
   end
 end
 redis.call('DEL', mkey)
 return out
 """
+
+
+# A room's presence sequence lives a day past its last join or leave: an
+# instance forgets a room's newest count once it has no member there (after
+# ROOM_LINGER_S), so a sequence that starts again after a day misleads none.
+SEQ_TTL_S = 86400
 
 
 class RedisPresence:
@@ -184,6 +205,7 @@ class RedisPresence:
                 member.sid,
                 self._p,
                 list_up_to,
+                SEQ_TTL_S,
             ],
             client=client,
         )
@@ -253,8 +275,10 @@ class RedisPresence:
                 self._room_key(member.room),
                 self._members_key(self.instance_id),
                 self._seq_key(member.room),
+                f"{self._p}rooms",
+                f"{self._p}history:{member.room}",
             ],
-            args=[member.key, member.sid],
+            args=[member.key, member.sid, member.room, SEQ_TTL_S],
         )
 
     def _local_names(self, room: str) -> list[str]:
@@ -342,7 +366,9 @@ class RedisPresence:
 
     def _rebuild(self, announce) -> None:
         members = list(self.local.values())  # a snapshot: logins go on meanwhile
-        self._reap(keys=[self._instances_key], args=[self._p, self.instance_id, "1"])
+        self._reap(
+            keys=[self._instances_key], args=[self._p, self.instance_id, "1", SEQ_TTL_S]
+        )
         pipe = self._r.pipeline(transaction=False)
         for member in members:
             self._redis_join(member, client=pipe)
@@ -403,7 +429,9 @@ class RedisPresence:
             other = raw.decode()
             if other == self.instance_id or self._r.exists(self._alive_key(other)):
                 continue
-            flat = self._reap(keys=[self._instances_key], args=[self._p, other, "0"])
+            flat = self._reap(
+                keys=[self._instances_key], args=[self._p, other, "0", SEQ_TTL_S]
+            )
             found = [
                 (
                     flat[i].decode(),

@@ -26,7 +26,7 @@ from gevent.queue import JoinableQueue
 from socketio import packet
 
 from chat import metrics, transport
-from chat.clientaddr import client_address, parse_networks
+from chat.clientaddr import client_address, client_key, parse_networks
 from chat.fastpath import ChatSocket
 from chat.transport import Budget
 
@@ -81,6 +81,7 @@ class SessionLimits:
     queue_max_bytes: int
     trusted_proxies: tuple
     route_id: str = ""
+    ipv6_prefix: int = 64
 
     @classmethod
     def from_config(cls, config) -> SessionLimits:
@@ -94,6 +95,7 @@ class SessionLimits:
             queue_max_bytes=config.SEND_QUEUE_MAX_BYTES,
             trusted_proxies=parse_networks(config.TRUSTED_PROXIES),
             route_id=config.ROUTE_ID,
+            ipv6_prefix=config.CLIENT_IPV6_PREFIX,
         )
 
 
@@ -197,7 +199,7 @@ class ChatEngineIOServer(engineio.Server):
             return _plain("400 Bad Request", "JSONP polling is not supported")
         sid = query.get("sid", [None])[0]
         if sid is None:
-            address = client_address(environ, self.limits.trusted_proxies)
+            address = self.client_of(environ)
             cap = self.limits.max_sessions_per_ip
             if cap and self._open_per_address.get(address, 0) >= cap:
                 log.info("refusing a session: %d open from one address", cap)
@@ -230,11 +232,22 @@ class ChatEngineIOServer(engineio.Server):
         environ["wsgi.input"] = io.BytesIO(body)
         return None
 
+    def client_of(self, environ) -> str:
+        """The client a request counts as (chat.clientaddr), noted in the
+        environ: the session's event handlers budget by it too."""
+        client = environ.get("chat.client")
+        if client is None:
+            address = client_address(environ, self.limits.trusted_proxies)
+            client = environ["chat.client"] = client_key(
+                address, self.limits.ipv6_prefix
+            )
+        return client
+
     # -- session life -------------------------------------------------------
     def _trigger_event(self, event, *args, **kwargs):
         if event == "connect":
             eio_sid, environ = args[0], args[1]
-            address = client_address(environ, self.limits.trusted_proxies)
+            address = self.client_of(environ)
             self._address_of[eio_sid] = address
             self._open_per_address[address] = self._open_per_address.get(address, 0) + 1
             self._connect_deadline[eio_sid] = (

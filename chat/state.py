@@ -50,6 +50,10 @@ class ChatState:
     admission: Admission = field(default_factory=lambda: Admission(0, 0))
     # The newest messages of the rooms this instance hears (with Redis).
     recent: RecentMessages = field(default_factory=lambda: RecentMessages(0))
+    # Per client (chat.clientaddr), all its sessions together: chat
+    # messages and their bytes (set from the config by build_state).
+    client_messages: RateLimiter = field(default_factory=lambda: RateLimiter(0, 0))
+    client_bytes: RateLimiter = field(default_factory=lambda: RateLimiter(0, 0))
 
 
 class RecentEvents:
@@ -77,9 +81,18 @@ def build_state(config) -> ChatState:
     """Pick in-memory or Redis stores from ``config.REDIS_URL``."""
     state = _stores(config)
     state.admission = Admission(config.LOGINS_IN_FLIGHT, config.LOGIN_QUEUE_MAX)
+    state.client_messages = _per_client(config.CLIENT_MESSAGES_PER_S)
+    state.client_bytes = _per_client(config.CLIENT_MESSAGE_BYTES_PER_S)
     if config.REDIS_URL:
         state.recent = RecentMessages(config.HISTORY_LENGTH)
     return state
+
+
+def _per_client(per_s: float) -> RateLimiter:
+    """A client's budget: two seconds' worth of burst; 0 turns it off."""
+    if per_s <= 0:
+        return RateLimiter(float("inf"), float("inf"))
+    return RateLimiter(2 * per_s, per_s)
 
 
 def _stores(config) -> ChatState:
@@ -94,7 +107,9 @@ def _stores(config) -> ChatState:
             MemoryPresence(),
             history,
             *limiters,
-            MemoryRooms(config.MAX_ROOMS, config.HISTORY_TTL_S),
+            MemoryRooms(
+                config.MAX_ROOMS, config.HISTORY_TTL_S, config.CLIENT_ROOMS_PER_HOUR
+            ),
             MessageStore(history),
             instance_id,
             replay_limit=config.HISTORY_RETAIN,
@@ -116,7 +131,13 @@ def _stores(config) -> ChatState:
         ),
         client_id_ttl_s=config.CLIENT_ID_TTL_S,
     )
-    rooms = RedisRooms(client, prefix, config.MAX_ROOMS, config.HISTORY_TTL_S)
+    rooms = RedisRooms(
+        client,
+        prefix,
+        config.MAX_ROOMS,
+        config.HISTORY_TTL_S,
+        config.CLIENT_ROOMS_PER_HOUR,
+    )
     messages = MessageStore(
         history,
         config.OUTBOX_MAX_MESSAGES,

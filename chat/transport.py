@@ -41,7 +41,7 @@ from geventwebsocket.websocket import Header, Stream, WebSocket
 from gunicorn.workers.ggevent import PyWSGIServer
 from wsaccel.xormask import XorMaskerSimple
 
-from chat.clientaddr import Network, in_networks, parse_networks
+from chat.clientaddr import Network, client_key, in_networks, parse_networks
 from chat.headers import parse_headers
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class TransportLimits:
     max_connections_per_ip: int
     trusted_proxies: tuple[Network, ...] = ()
     body_timeout_s: float = 5.0
+    ipv6_prefix: int = 64
     backlog_messages: int = 1000
     backlog_bytes: int = 1024 * 1024
 
@@ -99,6 +100,7 @@ class TransportLimits:
             body_timeout_s=config["REQUEST_BODY_TIMEOUT_S"],
             max_connections_per_ip=config["MAX_CONNECTIONS_PER_IP"],
             trusted_proxies=parse_networks(config["TRUSTED_PROXIES"]),
+            ipv6_prefix=config["CLIENT_IPV6_PREFIX"],
             backlog_messages=config["SEND_QUEUE_MAX_MESSAGES"],
             backlog_bytes=config["SEND_QUEUE_MAX_BYTES"],
         )
@@ -683,6 +685,7 @@ class ChatWSGIServer(PyWSGIServer):
         peer = address[0] if isinstance(address, tuple) else str(address or "")
         cap = limits.max_connections_per_ip
         counted = cap > 0 and not in_networks(peer, limits.trusted_proxies)
+        peer = client_key(peer, limits.ipv6_prefix)
         if counted and self.open_per_address[peer] >= cap:
             log.info("refusing a connection: %d open from one address", cap)
             with contextlib.suppress(OSError):

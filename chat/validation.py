@@ -176,7 +176,11 @@ def clean_client_id(raw: object) -> str | None:
     return client_id
 
 
-def clean_room(raw: object, max_chars: int = 32, default: str = "lobby") -> str:
+# Where a login without a room goes; always admitted (chat.rooms).
+DEFAULT_ROOM = "lobby"
+
+
+def clean_room(raw: object, max_chars: int = 32, default: str = DEFAULT_ROOM) -> str:
     """A room name: trimmed, lower-cased, then exactly ``[a-z0-9_-]{1,32}``.
 
     ``max_chars`` may only shorten the 32 of the rule.
