@@ -28,6 +28,7 @@ class ChatClient:
         reconnection: bool = False,
         resume: bool = False,
         ssl_verify: bool = True,
+        headers: dict | None = None,
     ) -> None:
         self.events: list[tuple[str, object]] = []
         self._cond = threading.Condition()
@@ -50,7 +51,13 @@ class ChatClient:
                 "token": (self.named("login") or [{}])[-1].get("token"),
                 "lastId": self.last_id(),
             }
-        self.sio.connect(url, transports=list(transports), auth=auth, wait_timeout=10)
+        self.sio.connect(
+            url,
+            transports=list(transports),
+            auth=auth,
+            headers=headers or {},
+            wait_timeout=10,
+        )
 
     def last_id(self) -> str | None:
         """The id of the newest message received, live or in a ``history``."""
@@ -84,6 +91,21 @@ class ChatClient:
             raise AssertionError(
                 f"no {name!r} event matching in {timeout}s; got {self.events[-10:]}"
             )
+        return ok[0]
+
+    def wait_for_any(self, names, timeout: float = 10.0) -> tuple[str, object]:
+        """The first event received whose name is one of ``names``."""
+
+        def found():
+            for event, data in self.events:
+                if event in names:
+                    return ((event, data),)
+            return None
+
+        with self._cond:
+            ok = self._cond.wait_for(found, timeout)
+        if not ok:
+            raise AssertionError(f"none of {names} in {timeout}s: {self.events[-10:]}")
         return ok[0]
 
     def login(self, name: str, room: str | None = None) -> dict:
