@@ -128,6 +128,12 @@ class Config:
         # ``login`` lists who is online only in rooms up to this size.
         self.MAX_USERS_LISTED = _int("MAX_USERS_LISTED", 100)
         self.HISTORY_RETAIN = _int("HISTORY_RETAIN", 1000)
+        # Bytes of history kept in Redis, in all and per room: each room may
+        # hold HISTORY_MAX_BYTES / MAX_ROOMS (at most HISTORY_ROOM_MAX_BYTES),
+        # its oldest messages going first. The defaults fit the shipped
+        # Redis (maxmemory 512mb) with room for presence and dedup keys.
+        self.HISTORY_MAX_BYTES = _int("HISTORY_MAX_BYTES", 256 * 1024 * 1024)
+        self.HISTORY_ROOM_MAX_BYTES = _int("HISTORY_ROOM_MAX_BYTES", 1024 * 1024)
         # A reconnecting client gets at most this many missed messages.
         self.HISTORY_CATCHUP_MAX = _int("HISTORY_CATCHUP_MAX", 200)
         # A room's history expires this long after its last message.

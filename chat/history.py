@@ -88,9 +88,15 @@ def pending_entry(username: str, message: str, client_id: str) -> dict:
 # Stores a message once per (room, sender, clientId): a resend after a lost
 # acknowledgement, or an outbox retry after a store that timed out but
 # landed, gets the first id back instead of a second entry.
-# KEYS: stream, clientId key ('' when none). Returns {is_new, id, prev}:
-# ``prev`` is the id of the entry before the new one ('' for none), which
-# lets an instance keep a room's newest messages exactly (chat.recent).
+# KEYS: stream, clientId key ('' when none), the stream's byte count.
+# ARGV: retain, username, message, clientId, ttl, clientId ttl, the room's
+# byte budget, this entry's size. Returns {is_new, id, prev}: ``prev`` is
+# the id of the entry before the new one ('' for none), which lets an
+# instance keep a room's newest messages exactly (chat.recent).
+# The oldest entries go until the room holds at most ``retain`` messages and
+# its budget of bytes: a room's history is bounded in bytes, so MAX_ROOMS
+# rooms fit the Redis memory the operator gave them, and a new message can
+# always be stored.
 _STORE = """
 if KEYS[2] ~= '' then
   local first = redis.call('GET', KEYS[2])
@@ -98,18 +104,41 @@ if KEYS[2] ~= '' then
 end
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = newest[1] and newest[1][1] or ''
-local fields = {'u', ARGV[2], 'm', ARGV[3]}
+local fields = {'u', ARGV[2], 'm', ARGV[3], 's', ARGV[8]}
 if ARGV[4] ~= '' then
   table.insert(fields, 'c')
   table.insert(fields, ARGV[4])
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', unpack(fields))
+local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
+local bytes = redis.call('INCRBY', KEYS[3], ARGV[8])
+local length = redis.call('XLEN', KEYS[1])
+while length > 1 and (length > tonumber(ARGV[1]) or bytes > tonumber(ARGV[7])) do
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  local size = 0
+  for i = 1, #oldest[2], 2 do
+    if oldest[2][i] == 's' then size = tonumber(oldest[2][i + 1]) end
+  end
+  redis.call('XDEL', KEYS[1], oldest[1])
+  bytes = redis.call('DECRBY', KEYS[3], size)
+  length = length - 1
+end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
 if KEYS[2] ~= '' then
   redis.call('SET', KEYS[2], id, 'EX', ARGV[6])
 end
 return {1, id, prev}
 """
+
+# What an entry costs in Redis beyond its text: the id, the field names and
+# the stream's own bookkeeping (measured: about 60 bytes an entry).
+ENTRY_OVERHEAD_BYTES = 64
+
+
+def entry_size(username: str, message: str, client_id: str | None) -> int:
+    """The bytes a stored message counts for in its room's budget."""
+    text = len(username.encode()) + len(message.encode())
+    return text + len(client_id or "") + ENTRY_OVERHEAD_BYTES
 
 
 class MemoryHistory:
@@ -205,10 +234,12 @@ class RedisHistory:
         ttl_s: int = 7 * 24 * 3600,
         store_client: redis.Redis | None = None,
         client_id_ttl_s: int = 600,
+        room_max_bytes: int = 256 * 1024,
     ) -> None:
         self._r = client
         self._p = prefix
         self._retain = retain
+        self._room_max_bytes = room_max_bytes
         self._ttl_s = ttl_s
         self._client_id_ttl_s = client_id_ttl_s
         self._store = (store_client or client).register_script(_STORE)
@@ -248,7 +279,7 @@ class RedisHistory:
             else ""
         )
         is_new, raw_id, *prev = self._store(
-            keys=[self._key(room), cid_key],
+            keys=[self._key(room), cid_key, f"{self._key(room)}:bytes"],
             args=[
                 self._retain,
                 username,
@@ -256,6 +287,8 @@ class RedisHistory:
                 client_id or "",
                 self._ttl_s,
                 self._client_id_ttl_s,
+                self._room_max_bytes,
+                entry_size(username, message, client_id),
             ],
             client=self._r if patient else None,
         )

@@ -55,3 +55,8 @@ ROOMS_KEPT = Gauge(
     "the room has no local member (after ROOM_LINGER_S)",
     ["structure"],
 )
+REDIS_MEMORY = Gauge(
+    "chat_redis_memory_bytes",
+    "Redis memory: used, and maxmemory (the budget; 0 when unset), read at scrape",
+    ["kind"],
+)

@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 RETRY_S = (0.05, 0.2, 0.5, 1.0)
 
 
+def is_out_of_memory(exc: Exception) -> bool:
+    """Redis refused a write because it reached ``maxmemory``."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or (
+        isinstance(exc, redis.ResponseError) and "maxmemory" in str(exc)
+    )
+
+
 @dataclass(frozen=True)
 class Accepted:
     """What became of a message: ``status`` is stored, duplicate or pending.
@@ -85,7 +92,15 @@ class MessageStore:
             try:
                 entry, is_new = self._history.store(room, username, text, client_id)
             except redis.RedisError as exc:
-                log.warning("store timed out, keeping messages in the outbox: %s", exc)
+                if is_out_of_memory(exc):
+                    # Redis answered, and will refuse again: the sender is
+                    # told now instead of waiting on an outbox that cannot
+                    # drain.
+                    log.error("Redis is out of memory (OOM); message refused: %s", exc)
+                    raise Refused(
+                        "storage_full", "The chat's storage is full; try again later."
+                    ) from None
+                log.warning("store failed, keeping messages in the outbox: %s", exc)
             else:
                 return Accepted(entry, "stored" if is_new else "duplicate")
         key = client_id and client_id_key(room, username, client_id)

@@ -54,6 +54,8 @@ class ChatState:
     # messages and their bytes (set from the config by build_state).
     client_messages: RateLimiter = field(default_factory=lambda: RateLimiter(0, 0))
     client_bytes: RateLimiter = field(default_factory=lambda: RateLimiter(0, 0))
+    # The Redis client of presence and history (None on one instance).
+    redis: object = None
 
 
 class RecentEvents:
@@ -86,6 +88,12 @@ def build_state(config) -> ChatState:
     if config.REDIS_URL:
         state.recent = RecentMessages(config.HISTORY_LENGTH)
     return state
+
+
+def room_budget(config) -> int:
+    """Bytes of history one room may keep in Redis."""
+    share = config.HISTORY_MAX_BYTES // max(1, config.MAX_ROOMS)
+    return max(1, min(config.HISTORY_ROOM_MAX_BYTES, share))
 
 
 def _per_client(per_s: float) -> RateLimiter:
@@ -130,6 +138,7 @@ def _stores(config) -> ChatState:
             config.REDIS_URL, config.STORE_TIMEOUT_S, health_check_interval=30
         ),
         client_id_ttl_s=config.CLIENT_ID_TTL_S,
+        room_max_bytes=room_budget(config),
     )
     rooms = RedisRooms(
         client,
@@ -153,4 +162,5 @@ def _stores(config) -> ChatState:
         messages,
         instance_id,
         replay_limit=config.HISTORY_RETAIN,
+        redis=client,
     )

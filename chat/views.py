@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import time
 
+import redis
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from chat import metrics as chat_metrics
 from chat.clientaddr import client_address, in_networks, parse_networks
 from chat.server import degraded_reason
 
@@ -95,5 +97,19 @@ def metrics() -> Response:
     """Prometheus text format: counts and timings; INTERNAL_NETWORKS only."""
     if not _internal():
         abort(404)
+    _read_redis_memory(current_app.extensions["chat"])
     # ``mimetype=`` would append a second charset to Prometheus' type.
     return Response(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _read_redis_memory(state) -> None:
+    """Redis memory used against its budget, for ``chat_redis_memory_bytes``:
+    one INFO per scrape, nothing when Redis does not answer."""
+    if state.redis is None:
+        return
+    try:
+        info = state.redis.info("memory")
+    except redis.RedisError:
+        return
+    chat_metrics.REDIS_MEMORY.labels("used").set(info.get("used_memory", 0))
+    chat_metrics.REDIS_MEMORY.labels("max").set(info.get("maxmemory", 0))

@@ -168,8 +168,13 @@ class RedisServer(Process):
         persistent: bool = False,
         replica_of: int | None = None,
         tls: tuple[Path, Path, Path] | None = None,
+        maxmemory: str = "512mb",
     ) -> None:
         super().__init__(workdir / "redis.log")
+        # Redis is a budget the app keeps (history in bytes per room, keys
+        # with TTLs): a cap it must never reach, and never an eviction that
+        # would silently drop what the app acknowledged.
+        self.maxmemory = maxmemory
         self.workdir = workdir
         # (certificate, key, CA certificate): TLS only, on ``port``.
         self.tls = tls
@@ -215,6 +220,10 @@ class RedisServer(Process):
             "always",
             "--dir",
             str(self.workdir),
+            "--maxmemory",
+            self.maxmemory,
+            "--maxmemory-policy",
+            "noeviction",
         ]
         if self.password:
             argv += ["--requirepass", self.password]

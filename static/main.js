@@ -18,7 +18,7 @@
     "#1565c0", "#4527a0", "#7b1fa2", "#ad1457",
   ];
   // Refusals worth a retry button: the same message may pass later.
-  const RETRYABLE = new Set(["unavailable", "server_error", "rate_limited", "not_logged_in"]);
+  const RETRYABLE = new Set(["storage_full", "unavailable", "server_error", "rate_limited", "not_logged_in"]);
 
   const $ = (selector) => document.querySelector(selector);
   const meta = (name) => document.querySelector(`meta[name="${name}"]`).content;

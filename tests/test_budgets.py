@@ -125,3 +125,112 @@ def test_a_flood_from_one_prefix_leaves_the_room_usable(cluster, clients):
     # The default budget is 20 a second with a burst of 40, for all twelve.
     assert len(accepted) <= 40 + 20 * seconds + 5, (len(accepted), seconds)
     assert sorted(delays)[len(delays) // 2] < 1.0, delays
+
+
+@pytest.fixture
+def small_redis(tmp_path):
+    """A redis-server with maxmemory 16mb, as an operator would cap it."""
+    from deploy.procs import RedisServer
+
+    server = RedisServer(tmp_path, maxmemory="16mb").start()
+    yield server
+    server.stop()
+
+
+def test_a_flood_into_many_rooms_fits_redis_and_bystanders_are_stored(
+    small_redis, gunicorn, clients
+):
+    """One address floods 8 KB messages into rooms of its own at its full
+    budget; Redis (maxmemory 16mb) keeps every bystander's message, each
+    acknowledged with an id, and stays within the history budget."""
+    import redis as redis_py
+
+    instance = gunicorn(
+        {
+            "REDIS_URL": small_redis.url,
+            "MAX_ROOMS": "20",
+            "HISTORY_MAX_BYTES": str(4 * 1024 * 1024),
+            "CLIENT_MESSAGE_BYTES_PER_S": str(400 * 1024),
+            "CLIENT_MESSAGES_PER_S": "100",
+            "CLIENT_ROOMS_PER_HOUR": "100",
+            "RATE_BURST": "1000",
+            "RATE_PER_S": "1000",
+            # Past the transport's own budget a connection is cut; this test
+            # is about what reaches Redis.
+            "TRANSPORT_BYTES_PER_S": str(16 * 1024 * 1024),
+            "TRANSPORT_PACKETS_PER_S": "100000",
+            **PROXIED,
+        }
+    )
+    bystander = from_address(clients, instance.url, "198.51.100.1")
+    bystander.login("Bea")
+    flooders = [
+        from_address(
+            clients,
+            instance.url,
+            "203.0.113.7",
+            auth={"username": f"f{i}", "room": f"flood{i}"},
+        )
+        for i in range(10)
+    ]
+    for flooder in flooders:
+        flooder.wait_for("login")
+    stop = threading.Event()
+    refused = []
+
+    def flood(flooder):
+        while not stop.is_set():
+            try:
+                ack = flooder.sio.call("new message", "\U0001f600" * 2000, timeout=10)
+            except Exception as exc:  # recorded, asserted below
+                refused.append(repr(exc))
+                return
+            if "error" in ack:
+                refused.append(ack["error"])
+
+    threads = [threading.Thread(target=flood, args=(f,)) for f in flooders]
+    for thread in threads:
+        thread.start()
+    try:
+        acks = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            acks.append(bystander.sio.call("new message", "hello", timeout=10))
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    assert all("id" in ack for ack in acks), [a for a in acks if "id" not in a]
+    assert set(refused) == {"rate_limited"}
+    used = redis_py.Redis.from_url(small_redis.url).info("memory")["used_memory"]
+    # History is at most 4 MB here, whatever was sent (about 60 MB).
+    assert used < 12 * 1024 * 1024, used
+
+
+def test_when_redis_is_out_of_memory_the_sender_is_told_at_once(
+    small_redis, gunicorn, clients
+):
+    import redis as redis_py
+
+    instance = gunicorn({"REDIS_URL": small_redis.url})
+    alice = clients(instance.url)
+    alice.login("Alice")
+    assert "id" in alice.sio.call("new message", "before", timeout=5)
+    store = redis_py.Redis.from_url(small_redis.url)
+    used = store.info("memory")["used_memory"]
+    store.config_set("maxmemory", used // 2)  # full from now on
+    try:
+        started = time.monotonic()
+        ack = alice.sio.call("new message", "after", timeout=5)
+        assert time.monotonic() - started < 1.0
+        assert ack["error"] == "storage_full", ack
+        assert "storage is full" in ack["message"]
+        wait_until(lambda: "OOM" in instance.log(), 5, "the log to say OOM")
+        assert "timed out" not in instance.log()
+        metrics = __import__("deploy.procs", fromlist=["http_get"]).http_get(
+            f"{instance.url}/metrics"
+        )
+        assert 'chat_redis_memory_bytes{kind="max"}' in metrics.text
+    finally:
+        store.config_set("maxmemory", "16mb")
