@@ -143,7 +143,10 @@ class Delivery:
         ]
 
     def note_count(self, room: str, seq: int, count: int) -> None:
-        """Remember a count the room was told (``login`` carries one too)."""
+        """Remember a count the room was told (``login`` carries one too).
+
+        A room told it is empty is forgotten: Redis drops an empty room's
+        sequence, and its next join starts again from 1."""
         if seq >= self._presence.get(room, (-1, 0))[0]:
             self._presence[room] = (seq, count)
 
@@ -161,5 +164,7 @@ class Delivery:
         self.note_count(room, seq, payload.get("numUsers", 0))
         newest_seq, count = self._presence[room]
         if newest_seq == seq:
+            if count == 0:
+                del self._presence[room]
             return payload
         return {**payload, "numUsers": count}

@@ -63,8 +63,9 @@ return {1, count, replaced, seq, rejoined, names}
 """
 
 # KEYS: room users, this instance's members, room sequence, the rooms
-# counted (chat.rooms), the room's history. A room left with neither
-# members nor history no longer counts toward MAX_ROOMS.
+# counted (chat.rooms), the room's history. ARGV: name key, sid, room, the
+# sequence's TTL. A room left with neither members nor history no longer
+# counts toward MAX_ROOMS.
 _LEAVE = """
 redis.call('HDEL', KEYS[2], ARGV[2])
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -75,7 +76,11 @@ if cur and cjson.decode(cur).sid == ARGV[2] then
     redis.call('ZREM', KEYS[4], ARGV[3])
   end
   local seq = redis.call('INCR', KEYS[3])
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
+  if left == 0 then
+    redis.call('DEL', KEYS[3])
+  else
+    redis.call('EXPIRE', KEYS[3], ARGV[4])
+  end
   return {1, left, seq}
 end
 return {0, redis.call('HLEN', KEYS[1]), 0}
@@ -110,9 +115,11 @@ for i = 1, #flat, 2 do
     local skey = ARGV[1] .. 'room:' .. m.room .. ':seq'
     table.insert(out, redis.call('INCR', skey))
     redis.call('EXPIRE', skey, ARGV[4])
-    if redis.call('HLEN', rkey) == 0
-       and redis.call('EXISTS', ARGV[1] .. 'history:' .. m.room) == 0 then
-      redis.call('ZREM', ARGV[1] .. 'rooms', m.room)
+    if redis.call('HLEN', rkey) == 0 then
+      redis.call('DEL', skey)
+      if redis.call('EXISTS', ARGV[1] .. 'history:' .. m.room) == 0 then
+        redis.call('ZREM', ARGV[1] .. 'rooms', m.room)
+      end
     end
   end
 end
@@ -124,6 +131,9 @@ return out
 # A room's presence sequence lives a day past its last join or leave: an
 # instance forgets a room's newest count once it has no member there (after
 # ROOM_LINGER_S), so a sequence that starts again after a day misleads none.
+# An empty room's sequence goes with its last member: every instance forgets
+# a room's count when told it is empty (chat.delivery), so the next join
+# starts again from 1 and a one-off room leaves no key.
 SEQ_TTL_S = 86400
 
 
