@@ -52,7 +52,7 @@ def create_app(config=None) -> Flask:
     from chat.broker import require_redis
     from chat.clientjs import client_files
     from chat.config import Config
-    from chat.guards import guard
+    from chat.guards import Guard
     from chat.logs import InstanceFilter, configure_logging
     from chat.server import log_start, socketio_options, start_services
     from chat.sessions import install
@@ -72,7 +72,7 @@ def create_app(config=None) -> Flask:
     socketio.init_app(app, **socketio_options(config))
     install(socketio.server, config)
     vendor = Path(app.static_folder) / "vendor"
-    app.wsgi_app = guard(
+    app.wsgi_app = Guard(
         client_files(app.wsgi_app, vendor),
         app.extensions["chat"],
         config.ALLOWED_HOSTS,

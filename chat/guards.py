@@ -43,7 +43,7 @@ def _host_name(host_header: str) -> str | None:
     return host
 
 
-def guard(wsgi_app, state, allowed_hosts: list[str], refusal=lambda environ: None):
+class Guard:
     """Refuse unknown hosts, new sessions while draining; add ``nosniff``.
 
     - Host: a page on another name that resolves here (DNS rebinding) would
@@ -56,48 +56,71 @@ def guard(wsgi_app, state, allowed_hosts: list[str], refusal=lambda environ: Non
       the instances and over time instead of stalling everyone here.
     - Every answer carries ``X-Content-Type-Options: nosniff``, so an error
       body that echoes input is never sniffed into HTML.
-    - ``refusal(environ)`` answers socket.io requests over a session limit
-      (chat.sessions) before engine.io does any work.
+    - ``session_refusal(environ)`` answers socket.io requests over a session
+      limit (chat.sessions) before engine.io does any work.
+
+    ``refusal`` is also asked by the websocket handler *before* it answers
+    an upgrade with 101 (chat.transport): a refusal sent after the 101 is
+    lost, and a client then waits out its whole connect timeout (20 s for
+    socket.io's) on a websocket that closed without a word, where nginx
+    would have moved a 503 to another instance at once.
     """
-    any_host = "*" in allowed_hosts
-    allowed = {h.lower() for h in allowed_hosts}
 
-    def app(environ, start_response):
-        def start(status, headers, exc_info=None):
-            names = {k.lower() for k, _ in headers}
-            if "x-content-type-options" not in names:
-                headers = [*headers, ("X-Content-Type-Options", "nosniff")]
-            if "content-security-policy" not in names:
-                headers = [*headers, *_PAGE_HEADERS]
-            return start_response(status, headers, exc_info)
+    def __init__(
+        self, wsgi_app, state, allowed_hosts: list[str], session_refusal=None
+    ) -> None:
+        self.wsgi_app = wsgi_app
+        self.state = state
+        self.any_host = "*" in allowed_hosts
+        self.allowed = {h.lower() for h in allowed_hosts}
+        self.session_refusal = session_refusal or (lambda environ: None)
 
+    def refusal(self, environ) -> tuple[str, list, list[bytes]] | None:
+        """(status, headers, body) for a request refused here, or None."""
         host = _host_name(environ.get("HTTP_HOST", ""))
-        if host is None or (not any_host and host not in allowed):
+        if host is None or (not self.any_host and host not in self.allowed):
             log.info("refused a request for an unknown host: %r", (host or "")[:64])
-            start("400 Bad Request", list(_TEXT))
-            return [b"Unknown host"]
-        if state.draining and _is_handshake(environ):
-            start(
-                "503 Service Unavailable",
-                [*_TEXT, ("Connection", "close"), ("Retry-After", "1")],
-            )
-            return [b"shutting down"]
-        if state.admission.busy() and _is_handshake(environ):
+            return "400 Bad Request", list(_TEXT), [b"Unknown host"]
+        if self.state.draining and _is_handshake(environ):
+            headers = [*_TEXT, ("Connection", "close"), ("Retry-After", "1")]
+            return "503 Service Unavailable", headers, [b"shutting down"]
+        if self.state.admission.busy() and _is_handshake(environ):
             metrics.REFUSED.labels("busy").inc()
-            start(
-                "503 Service Unavailable",
-                [*_TEXT, ("Retry-After", state.admission.retry_after())],
-            )
-            return [b"busy: try again shortly"]
+            headers = [*_TEXT, ("Retry-After", self.state.admission.retry_after())]
+            return "503 Service Unavailable", headers, [b"busy: try again shortly"]
         if environ.get("PATH_INFO", "").startswith("/socket.io"):
-            refused = refusal(environ)
-            if refused is not None:
-                status, headers, body = refused
-                start(status, headers)
-                return body
-        return wsgi_app(environ, start)
+            return self.session_refusal(environ)
+        return None
 
-    return app
+    def __call__(self, environ, start_response):
+        def start(status, headers, exc_info=None):
+            return start_response(status, with_safety_headers(headers), exc_info)
+
+        refused = self.refusal(environ)
+        if refused is not None:
+            status, headers, body = refused
+            start(status, headers)
+            return body
+        return self.wsgi_app(environ, start)
+
+
+def with_safety_headers(headers: list) -> list:
+    """``headers`` with nosniff, the CSP and X-Frame-Options unless set."""
+    names = {k.lower() for k, _ in headers}
+    if "x-content-type-options" not in names:
+        headers = [*headers, ("X-Content-Type-Options", "nosniff")]
+    if "content-security-policy" not in names:
+        headers = [*headers, *_PAGE_HEADERS]
+    return headers
+
+
+def refusal_before_upgrade(application, environ) -> tuple | None:
+    """What the app's ``Guard`` refuses ``environ`` with, asked before a
+    websocket upgrade; None when it passes (or the app has no guard)."""
+    wsgi_app = getattr(application, "wsgi_app", application)
+    if not isinstance(wsgi_app, Guard):
+        return None
+    return wsgi_app.refusal(environ)
 
 
 def session_id(environ) -> str | None:

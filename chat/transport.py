@@ -42,6 +42,7 @@ from gunicorn.workers.ggevent import PyWSGIServer
 from wsaccel.xormask import XorMaskerSimple
 
 from chat.clientaddr import Network, client_key, in_networks, parse_networks
+from chat.guards import refusal_before_upgrade, with_safety_headers
 from chat.headers import parse_headers
 
 log = logging.getLogger(__name__)
@@ -541,6 +542,18 @@ class ChatWebSocketHandler(WebSocketHandler):
                 websocket.handler = websocket.environ = None
             elif not websocket.closed:
                 websocket.close()
+
+    def upgrade_websocket(self):
+        """Ask the app's guard first: a refusal (draining, busy, a session
+        cap, an unknown host) is answered as plain HTTP, before any 101."""
+        if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            refused = refusal_before_upgrade(self.application, self.environ)
+            if refused is not None:
+                status, headers, body = refused
+                self.close_connection = True
+                self.start_response(status, with_safety_headers(headers))
+                return body
+        return super().upgrade_websocket()
 
     def upgrade_connection(self):
         """RFC 6455 handshake, answered with a ``LimitedWebSocket``."""

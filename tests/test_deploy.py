@@ -6,6 +6,7 @@ commits on top of whatever serves and asserts what a user or an operator
 sees.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -237,6 +238,43 @@ def test_a_push_rolls_one_instance_at_a_time_applies_env_and_nobody_notices(
     user.wait_for("login")
     user.say("x" * 25)
     assert "24" in user.wait_for("chat error")["message"]
+
+
+def test_a_push_costs_stock_clients_a_moment_and_no_message(host):
+    """Two stock Node socket.io clients (websocket, reconnection 200 ms to
+    1 s) send a message every 200 ms through nginx while a push restarts
+    both instances: each is offline at most 3 s at a time, and every
+    message is acknowledged. A handshake answered 101 by a draining
+    instance and then closed used to hang each for socket.io's 20 s."""
+    runs = [
+        subprocess.Popen(
+            ["node", str(ROOT / "tests/node/through_a_deploy.js"), host.url, who, "20"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for who in ("stock-a", "stock-b")
+    ]
+    try:
+        for run in runs:
+            assert "loggedIn" in json.loads(run.stdout.readline())
+        host.commit(
+            "templates/index.html",
+            "<title>Socket.IO Chat",
+            "<title>Socket.IO Chat, once more",
+            "Another title",
+        )
+        pushed = host.push()
+        assert pushed.returncode == 0, pushed.stderr
+        results = [json.loads(run.communicate(timeout=60)[0]) for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+    for result in results:
+        print(result)
+        assert result["offline"], "the push did not move this client"
+        assert max(result["offline"]) <= 3.0, result
+        assert result["acked"] == result["sent"], result
 
 
 def test_a_release_whose_login_raises_is_refused_by_the_smoke_check(host, clients):
