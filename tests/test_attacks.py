@@ -167,6 +167,8 @@ def test_client_that_never_reads_is_dropped_and_memory_stays_bounded(gunicorn, c
             "TRANSPORT_PACKETS_PER_S": "100000",
             "TRANSPORT_BYTES_PER_S": "100000000",
             "SEND_QUEUE_MAX_BYTES": "262144",
+            "CLIENT_MESSAGES_PER_S": "0",
+            "CLIENT_MESSAGE_BYTES_PER_S": "0",
         }
     )
     alice = clients(server.url)

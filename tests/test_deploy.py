@@ -166,7 +166,10 @@ class Conversation:
         Conversation.talks += 1
         alice, bob = f"Alice{self.talks}", f"Bob{self.talks}"
         self.names = {alice, bob}
-        self.alice = clients(url, auth={"username": alice}, reconnection=True)
+        # Both reconnect as the page does: with the token of their login.
+        self.alice = clients(
+            url, auth={"username": alice}, reconnection=True, resume=True
+        )
         self.alice.wait_for("login")
         self.bob = clients(url, auth={"username": bob}, reconnection=True, resume=True)
         self.bob.wait_for("login")

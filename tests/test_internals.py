@@ -60,6 +60,8 @@ def test_installed_versions_are_the_ones_the_guards_were_written_for(package, pi
                 "read_requestline",
                 "read_request",
                 "SUPPORTED_VERSIONS",
+                "upgrade_websocket",
+                "run_application",
             ],
         ),
         (
@@ -290,3 +292,13 @@ def test_pywsgi_reads_request_headers_through_message_class():
     assert issubclass(pywsgi.OldMessage, http.client.HTTPMessage)
     handler = transport.ChatWebSocketHandler.MessageClass
     assert handler is not pywsgi.WSGIHandler.MessageClass
+
+
+def test_the_websocket_handler_answers_a_refused_upgrade_before_any_101():
+    """gevent-websocket's ``run_application`` sends what ``upgrade_websocket``
+    returns as plain HTTP when no websocket was made: where chat.transport
+    answers a draining or busy instance's 503 before the 101."""
+    source = inspect.getsource(WebSocketHandler.run_application)
+    assert "self.result = self.upgrade_websocket()" in source
+    assert "hasattr(self, 'websocket')" in source
+    assert "self.process_result()" in source

@@ -97,7 +97,7 @@ def test_what_an_instance_keeps_per_room_is_freed_when_the_room_empties(
 ):
     """300 rooms used (a login, a message) and left: the instance keeps
     state for the one room still in use, not for every room it ever saw."""
-    (instance,) = cluster(1, ROOM_LINGER_S="1")
+    (instance,) = cluster(1, ROOM_LINGER_S="1", CLIENT_ROOMS_PER_HOUR="0")
     stays = clients(instance.url, auth={"username": "stays", "room": "home"})
     stays.wait_for("login")
     stays.say("hello")
