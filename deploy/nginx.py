@@ -93,9 +93,16 @@ http {{
 }}
 """
 
+# A client is an IPv4 address or an IPv6 /64, as in the app (one IPv6 host
+# normally holds a whole /64): the key is the first 8 of the 16 bytes of an
+# IPv6 address, all 4 of an IPv4 one.
 EDGE_ZONES = """\
-  limit_conn_zone $binary_remote_addr zone=chat_conn:10m;
-  limit_req_zone $binary_remote_addr zone=chat_req:10m rate=20r/s;
+  map $binary_remote_addr $chat_client {
+    "~^(?s)(?P<prefix>.{8}).{8}$" $prefix;
+    default $binary_remote_addr;
+  }
+  limit_conn_zone $chat_client zone=chat_conn:10m;
+  limit_req_zone $chat_client zone=chat_req:10m rate=20r/s;
   limit_conn_status 429;
   limit_req_status 429;
 """

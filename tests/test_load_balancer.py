@@ -5,7 +5,7 @@ import json
 import pytest
 import requests
 
-from tests.support import presence, wait_until
+from tests.support import free_port, presence, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -120,3 +120,25 @@ def test_without_sticky_sessions_polling_is_refused_with_400(cluster, nginx):
     refused = requests.post(url, data="40", timeout=5)
     assert refused.status_code == 400
     assert "Invalid session" in refused.text
+
+
+def test_the_edge_limits_count_an_ipv6_client_by_its_64_prefix(tmp_path):
+    """nginx's per-client zones key on what the app counts: an IPv4 address,
+    or the first 8 bytes (the /64) of an IPv6 one; nginx accepts the map."""
+    import subprocess
+
+    from deploy.nginx import nginx_conf
+    from deploy.procs import find_tool
+
+    conf = nginx_conf(free_port(), [free_port()], tmp_path)
+    assert "limit_conn_zone $chat_client" in conf
+    assert "limit_req_zone $chat_client" in conf
+    assert '"~^(?s)(?P<prefix>.{8}).{8}$" $prefix;' in conf
+    path = tmp_path / "nginx.conf"
+    path.write_text(conf)
+    checked = subprocess.run(
+        [find_tool("nginx"), "-t", "-c", str(path), "-p", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stderr
