@@ -330,3 +330,14 @@ def test_the_new_release_notice_leaves_the_header_visible_and_closes(
     notice.locator(".dismiss").click()
     expect(notice).to_be_hidden()
     expect(page.locator(".peopleToggle")).to_be_visible()
+
+
+def test_a_name_that_renders_blank_is_refused_with_the_reason(gunicorn, open_page):
+    server = gunicorn()
+    page = open_page(server.url)
+    page.fill(".usernameInput", "\u2800\u2800")
+    page.press(".usernameInput", "Enter")
+    expect(page.locator(".loginError")).to_have_text(
+        "The name needs at least one visible letter or sign."
+    )
+    expect(page.locator(".chat.page")).to_be_hidden()
