@@ -123,10 +123,10 @@ def clean_name(raw: object, max_chars: int) -> str:
     """
     if not isinstance(raw, str):
         raise Refused("invalid_name", "The name must be text.")
-    name = unicodedata.normalize("NFKC", raw)
-    name = "".join(ch for ch in name if ch not in BLANK_GLYPHS).strip()
+    name = unicodedata.normalize("NFKC", raw).strip()
     if not name:
         raise Refused("invalid_name", "The name must not be empty.")
+    name = "".join(ch for ch in name if ch not in BLANK_GLYPHS).strip()
     if len(name) > max_chars:
         raise Refused(
             "invalid_name", f"The name is longer than {max_chars} characters."
