@@ -160,7 +160,7 @@ def _leave(state, sid: str) -> None:
         # An empty room without history no longer counts toward MAX_ROOMS
         # (with Redis the leave script uncounts it itself).
         cluster = current_app.config["REDIS_URL"]
-        if count == 0 and (cluster or not state.history.recent(member.room, 1)):
+        if count == 0 and (cluster or not state.history.has_messages(member.room)):
             state.rooms.release(member.room)
 
 
@@ -296,7 +296,7 @@ def _admit_room(state, room: str, result) -> None:
     """Count the room, now that the login is otherwise accepted; a refusal
     gives the name back (nobody was told of the join yet)."""
     occupied = result.count > 1 or (
-        not current_app.config["REDIS_URL"] and bool(state.history.recent(room, 1))
+        not current_app.config["REDIS_URL"] and state.history.has_messages(room)
     )
     always = room == DEFAULT_ROOM
     admitted = state.rooms.admit(room, client_of_request(), occupied, always)

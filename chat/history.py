@@ -188,6 +188,10 @@ class MemoryHistory:
             self._trimmed[room] = parse_id(entries.popleft()["id"])
         return entry
 
+    def has_messages(self, room: str) -> bool:
+        """Whether ``room`` has history, without copying it."""
+        return bool(self._rooms.get(room))
+
     def recent(self, room: str, count: int) -> list[dict]:
         """The last ``count`` messages, oldest first."""
         entries = self._rooms.get(room, ())
