@@ -21,7 +21,7 @@ workers = 1
 
 
 class ChatWorker(GeventWebSocketWorker):
-    """The gevent-websocket worker, serving with chat.transport's handler.
+    """The gevent-websocket worker, serving with chat.transport's handler and server.
 
     The handler is bound to the app's limits after the app is loaded in the
     worker (after gevent's monkey patching), never in the master.
@@ -29,7 +29,8 @@ class ChatWorker(GeventWebSocketWorker):
 
     def load_wsgi(self):
         super().load_wsgi()
-        from chat.transport import ChatWSGIServer, handler_class
+        from chat.transport.handler import handler_class
+        from chat.transport.server import ChatWSGIServer
 
         self.server_class = ChatWSGIServer
         self.wsgi_handler = handler_class(self.wsgi.config)
@@ -48,7 +49,7 @@ class ChatWorker(GeventWebSocketWorker):
         """
         import gevent
 
-        from chat.server import drain
+        from chat.lifecycle import drain
 
         gevent.spawn(drain, self.wsgi)
         self.alive = False
@@ -91,13 +92,13 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
 def _log_formats():
-    """chat/logs.py loaded on its own: importing the ``chat`` package here, in
+    """chat/observe/logs.py loaded on its own: importing the ``chat`` package here, in
     the master, would import Flask and socket.io before the worker's gevent
     monkey-patching."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent / "chat" / "logs.py"
+    path = Path(__file__).resolve().parent / "chat" / "observe" / "logs.py"
     spec = importlib.util.spec_from_file_location("chat_log_formats", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -120,7 +121,7 @@ def post_worker_init(worker):
 
     import gevent
 
-    from chat.server import drain
+    from chat.lifecycle import drain
 
     stop = worker.handle_exit
 

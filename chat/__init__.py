@@ -1,83 +1,59 @@
-"""The chat room: an app factory and the one SocketIO object handlers bind to."""
+"""The chat room: the app factory, where every object is built once and
+handed to what needs it.
+
+Where to start reading: chat.events (the contract's handlers), then
+chat.messages in the order its docstring gives. The README's module map
+lists every package.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from flask import Flask
-from flask.sessions import SessionInterface
 from flask_socketio import SocketIO
 
-socketio = SocketIO()
-
-
-class ChatFlask(Flask):
-    """Flask, without URL routing for the contexts of socket.io events.
-
-    Flask-SocketIO pushes a request context built from the session's first
-    request (``/socket.io/...``) for every event it handles. Flask binds a
-    URL adapter to it and matches the path each time, for handlers that
-    never build a URL: a few per cent of an instance's CPU in a reconnect
-    storm. HTTP requests to that path never reach Flask (engine.io's
-    middleware answers them), so its contexts get no adapter: nothing is
-    matched, and no NotFound with a traceback (a reference cycle per event)
-    is kept on them either.
-    """
-
-    def create_url_adapter(self, request):
-        if request is not None and request.path.startswith("/socket.io/"):
-            return None
-        return super().create_url_adapter(request)
-
-
-class NoSessions(SessionInterface):
-    """The chat keeps nothing in Flask's session (a page's name and token
-    live in the page), so no session cookie is read or written.
-
-    Flask-SocketIO pushes a request context for every event, and Flask
-    opens the session each time: parsing and verifying a cookie that is
-    never used cost about 6 % of a login in a reconnect storm.
-    """
-
-    def open_session(self, app, request):
-        return self.make_null_session(app)
-
-    def save_session(self, app, session, response) -> None:
-        return None
+from chat import events
+from chat.cluster.manager import require_redis
+from chat.config import Config
+from chat.internals.socketio_server import install
+from chat.lifecycle import log_start, socketio_options, start_services
+from chat.observe.logs import InstanceFilter, configure_logging
+from chat.state import build_state
+from chat.web import views
+from chat.web.app import ChatFlask, NoSessions
+from chat.web.bundle import client_files
+from chat.web.guards import Guard
 
 
 def create_app(config=None) -> Flask:
-    """Build the app from ``config`` (default: the environment, see config.py)."""
-    from chat import events, views  # noqa: F401  (handlers register on import)
-    from chat.broker import require_redis
-    from chat.clientjs import client_files
-    from chat.config import Config
-    from chat.guards import Guard
-    from chat.logs import InstanceFilter, configure_logging
-    from chat.server import log_start, socketio_options, start_services
-    from chat.sessions import install
-    from chat.state import build_state
+    """Build the app from ``config`` (default: the environment, see config.py).
 
-    config = config or Config()
-    handler = configure_logging(config.LOG_FORMAT, config.LOG_LEVEL)
-    if config.REDIS_URL:
-        require_redis(config.REDIS_URL)
+    The app's Flask-SocketIO object is ``app.extensions["socketio"]``.
+    """
     app = ChatFlask(__name__, template_folder="../templates", static_folder="../static")
-    app.config.from_object(config)
+    app.config.from_object(config or Config())
+    # Settings are read one way everywhere: ``config["NAME"]``.
+    config = app.config
+    handler = configure_logging(config["LOG_FORMAT"], config["LOG_LEVEL"])
+    if config["REDIS_URL"]:
+        require_redis(config["REDIS_URL"])
     app.session_interface = NoSessions()
-    app.extensions["chat"] = build_state(config)
+    socketio = SocketIO()
+    state = app.extensions["chat"] = build_state(config, socketio)
     if handler is not None:
-        handler.addFilter(InstanceFilter(app.extensions["chat"].instance_id))
+        handler.addFilter(InstanceFilter(state.instance_id))
     app.register_blueprint(views.bp)
-    socketio.init_app(app, **socketio_options(config))
+    events.register(socketio)
+    socketio.init_app(app, **socketio_options(config, state))
     install(socketio.server, config)
     vendor = Path(app.static_folder) / "vendor"
     app.wsgi_app = Guard(
         client_files(app.wsgi_app, vendor),
-        app.extensions["chat"],
-        config.ALLOWED_HOSTS,
+        state,
+        config["ALLOWED_HOSTS"],
         socketio.server.eio.refusal,
     )
-    start_services(app)
+    start_services(app, socketio)
     log_start(app)
     return app

@@ -123,7 +123,7 @@ class Config:
         self.LEAVE_GRACE_S = _float("LEAVE_GRACE_S", 5.0)
         self.HISTORY_LENGTH = _int("HISTORY_LENGTH", 50)
         # A room's pub/sub channel stays subscribed this long after its last
-        # local member left (chat/roomchannels.py).
+        # local member left (chat/cluster/channels.py).
         self.ROOM_LINGER_S = _float("ROOM_LINGER_S", 10.0)
         # ``login`` lists who is online only in rooms up to this size.
         self.MAX_USERS_LISTED = _int("MAX_USERS_LISTED", 100)
@@ -142,7 +142,7 @@ class Config:
         self.MAX_ROOMS = _int("MAX_ROOMS", 1000)
         # Logins run at most this many at a time (0: no bound); past
         # LOGIN_QUEUE_MAX waiting, new sessions get 503 + Retry-After
-        # (0: never). See chat/admission.py.
+        # (0: never). See chat/limits/admission.py.
         self.LOGINS_IN_FLIGHT = _int("LOGINS_IN_FLIGHT", 16)
         self.LOGIN_QUEUE_MAX = _int("LOGIN_QUEUE_MAX", 4000)
         self.LOG_FORMAT = os.environ.get("LOG_FORMAT") or "text"
@@ -160,7 +160,7 @@ class Config:
         self.READY_MAX_FAILURES_PER_MIN = _int("READY_MAX_FAILURES_PER_MIN", 10)
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"
         # Connects, logins and disconnects: one INFO line this often with
-        # their counts (each has its own line at DEBUG; chat/tally.py).
+        # their counts (each has its own line at DEBUG; chat/observe/tally.py).
         self.LOG_SESSIONS_EVERY_S = _float("LOG_SESSIONS_EVERY_S", 10.0)
         self.TESTING = False
 

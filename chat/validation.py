@@ -176,7 +176,7 @@ def clean_client_id(raw: object) -> str | None:
     return client_id
 
 
-# Where a login without a room goes; always admitted (chat.rooms).
+# Where a login without a room goes; always admitted (chat.presence.rooms).
 DEFAULT_ROOM = "lobby"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat import create_app, socketio
+from chat import create_app
 from chat.config import TestConfig
 
 
@@ -38,6 +38,7 @@ def connect(app, client):
     opened = []
 
     def open_client(auth=None):
+        socketio = app.extensions["socketio"]
         sock = socketio.test_client(app, flask_test_client=client, auth=auth)
         opened.append(sock)
         return sock

@@ -283,9 +283,9 @@ def test_a_push_costs_stock_clients_a_moment_and_no_message(host):
 def test_a_release_whose_login_raises_is_refused_by_the_smoke_check(host, clients):
     serving = host.served()
     host.commit(
-        "chat/events.py",
-        "    state = _state()\n",
-        "    state = _state()\n    raise RuntimeError('typo')\n",
+        "chat/events/login.py",
+        "    state = chat_state()\n",
+        "    state = chat_state()\n    raise RuntimeError('typo')\n",
         "Break login",
     )
     try:

@@ -1,4 +1,4 @@
-"""chat.headers reads request headers as the email parser did, faster."""
+"""chat.transport.headers reads request headers as the email parser did, faster."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import io
 import pytest
 from gevent.pywsgi import OldMessage
 
-from chat.headers import parse_headers
+from chat.transport.headers import parse_headers
 
 BLOCKS = [
     b"Host: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",

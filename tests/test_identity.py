@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from chat.clientjs import none_match
-from chat.guards import _host_name
-from chat.history import client_id_key, is_entry_id
+from chat.messages.entries import client_id_key, is_entry_id
 from chat.validation import BLANK_GLYPHS, blank_glyphs, name_key
+from chat.web.bundle import none_match
+from chat.web.guards import _host_name
 from tests.conftest import events_named
 
 

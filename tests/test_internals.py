@@ -1,7 +1,7 @@
 """Fails loudly when an upgrade moves the library internals chat/ relies on.
 
-chat/transport.py, chat/fastpath.py and chat/sessions.py subclass
-gevent-websocket, python-engineio and python-socketio classes, override
+chat.internals and chat.transport subclass gevent-websocket,
+python-engineio and python-socketio classes, override
 private methods and rely on the order in which engine.io builds a socket; a
 new version may rename them and leave the app silently unguarded or slow.
 """
@@ -22,17 +22,17 @@ from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 from gunicorn.workers.ggevent import PyWSGIServer
 
-from chat import fastpath, sessions, transport
-from chat import socketio as chat_socketio
-
-PINNED = {**transport.PINNED, **sessions.PINNED, **fastpath.PINNED}
+from chat.internals import engineio_server, engineio_socket, socketio_server
+from chat.internals.pins import PINNED
+from chat.transport import handler as transport_handler
+from chat.transport import server as transport_server
 
 
 @pytest.mark.parametrize(("package", "pinned"), sorted(PINNED.items()))
 def test_installed_versions_are_the_ones_the_guards_were_written_for(package, pinned):
     assert version(package) == pinned, (
-        f"{package} {version(package)} is installed; chat/transport.py and "
-        f"chat/sessions.py were written for {pinned}: re-check their overrides"
+        f"{package} {version(package)} is installed; chat.internals and "
+        f"chat.transport were written for {pinned}: re-check their overrides"
     )
 
 
@@ -120,16 +120,16 @@ def test_websocket_keeps_the_slots_the_limited_socket_extends():
 
 
 def test_install_puts_the_guards_on_flask_socketios_server(app):
-    server = chat_socketio.server
-    assert type(server) is sessions.ChatSocketIOServer
-    assert type(server.eio) is sessions.ChatEngineIOServer
+    server = app.extensions["socketio"].server
+    assert type(server) is socketio_server.ChatSocketIOServer
+    assert type(server.eio) is engineio_server.ChatEngineIOServer
     handler = server.eio.handlers["message"]
-    assert handler.__func__ is sessions.ChatSocketIOServer._handle_eio_message
-    assert isinstance(server.eio.create_queue(), sessions.BoundedSendQueue)
+    assert handler.__func__ is socketio_server.ChatSocketIOServer._handle_eio_message
+    assert isinstance(server.eio.create_queue(), engineio_server.BoundedSendQueue)
 
 
 def test_engineio_swaps_in_the_fast_socket_before_its_first_ping_or_read():
-    """fastpath.ChatSocket replaces the socket class at the 'connect' event;
+    """engineio_socket.ChatSocket replaces the socket class at the 'connect' event;
     engine.io must build the socket, fire 'connect', then ping and read."""
     source = inspect.getsource(engineio.Server._handle_connect)
     built = source.index("socket.Socket(self, sid)")
@@ -141,12 +141,12 @@ def test_engineio_swaps_in_the_fast_socket_before_its_first_ping_or_read():
 
 def test_broadcasts_reach_each_recipient_through_send_eio_packet():
     """One shared engine.io packet per broadcast is what lets the frame be
-    built once (fastpath.frame_for caches it on the packet)."""
+    built once (engineio_socket.packet_frame caches it on the packet)."""
     source = inspect.getsource(socketio.Manager.emit)
     assert "self.server._send_eio_packet(eio_sid, p)" in source
     pkt = engineio.packet.Packet(engineio.packet.MESSAGE, data="2x")
-    assert fastpath.frame_for(pkt) == b"\x81\x03" + b"42x"
-    assert fastpath.frame_for(pkt) is fastpath.frame_for(pkt)
+    assert engineio_socket.packet_frame(pkt) == b"\x81\x03" + b"42x"
+    assert engineio_socket.packet_frame(pkt) is engineio_socket.packet_frame(pkt)
 
 
 def test_gevent_send_with_zero_timeout_raises_instead_of_waiting():
@@ -163,7 +163,7 @@ def test_gevent_send_with_zero_timeout_raises_instead_of_waiting():
 
 
 def test_pywsgi_leaves_a_connection_alone_once_its_handler_lets_go():
-    """A detached websocket (transport.ChatWebSocketHandler.run_websocket)
+    """A detached websocket (ChatWebSocketHandler.run_websocket)
     relies on pywsgi neither reading another request nor closing the socket
     once ``close_connection`` is set and ``socket`` is None."""
     from gevent.pywsgi import WSGIHandler
@@ -218,7 +218,8 @@ def test_buffered_reader_hands_over_what_it_holds_without_waiting():
 
 @pytest.mark.settings(ROUTE_ID="p5051")
 def test_session_ids_start_with_the_route_id(client):
-    """chat.sessions overrides engine.io's ``generate_id``: nginx routes by it."""
+    """ChatEngineIOServer overrides engine.io's ``generate_id``: nginx
+    routes by it."""
     handshake = client.get("/socket.io/?EIO=4&transport=polling")
     sid = json.loads(handshake.get_data(as_text=True)[1:])["sid"]
     assert sid.startswith("p5051.") and len(sid) > len("p5051.") + 10
@@ -234,8 +235,8 @@ def test_redis_py_parses_replies_with_hiredis():
 
 
 def test_no_session_cookie_is_read_or_written(client):
-    """chat.NoSessions: Flask opens no session per socket.io event."""
-    from chat import NoSessions
+    """NoSessions: Flask opens no session per socket.io event."""
+    from chat.web.app import NoSessions
 
     assert isinstance(client.application.session_interface, NoSessions)
     page = client.get("/", headers={"Cookie": "session=garbage"})
@@ -243,12 +244,12 @@ def test_no_session_cookie_is_read_or_written(client):
 
 
 def test_the_sentinel_pool_blocks_like_redis_pys_blocking_pool():
-    """chat.redisconn mixes Sentinel's pool with BlockingConnectionPool: the
+    """chat.cluster.clients mixes Sentinel's pool with BlockingConnectionPool: the
     connection checkout must come from the blocking one, the master lookup
     from Sentinel's connection class."""
     import redis.sentinel
 
-    from chat.redisconn import SentinelBlockingConnectionPool
+    from chat.cluster.clients import SentinelBlockingConnectionPool
 
     cls = SentinelBlockingConnectionPool
     assert cls.get_connection is redis.BlockingConnectionPool.get_connection
@@ -261,16 +262,16 @@ def test_the_sentinel_pool_blocks_like_redis_pys_blocking_pool():
 
 
 def test_text_packets_skip_the_binary_scan(app):
-    """sessions.TextPacket turns off python-socketio's scan for bytes with the
+    """socketio_server.TextPacket turns off python-socketio's scan for bytes with the
     class flag its msgpack serializer uses; the flag must still gate it."""
-    assert chat_socketio.server.packet_class is sessions.TextPacket
+    assert app.extensions["socketio"].server.packet_class is socketio_server.TextPacket
     assert "uses_binary_events" in inspect.getsource(socketio.packet.Packet.__init__)
     history = {"messages": [{"id": "1-0", "message": "hi"}] * 50}
-    pkt = sessions.TextPacket(socketio.packet.EVENT, data=["history", history])
+    pkt = socketio_server.TextPacket(socketio.packet.EVENT, data=["history", history])
     assert pkt.packet_type == socketio.packet.EVENT
     assert pkt.encode().startswith('2["history",')
     with pytest.raises(TypeError):
-        sessions.TextPacket(socketio.packet.EVENT, data=["x", b"bytes"]).encode()
+        socketio_server.TextPacket(socketio.packet.EVENT, data=["x", b"bytes"]).encode()
 
 
 def test_the_server_accepts_connections_in_small_bites():
@@ -278,25 +279,26 @@ def test_the_server_accepts_connections_in_small_bites():
     loop must still read it (gunicorn sets it only for its StreamServer)."""
     from gevent.baseserver import BaseServer
 
-    assert transport.ChatWSGIServer.max_accept == 16
+    assert transport_server.ChatWSGIServer.max_accept == 16
     assert "self.max_accept" in inspect.getsource(BaseServer._do_read)
 
 
 def test_pywsgi_reads_request_headers_through_message_class():
-    """chat.headers replaces pywsgi's header parsing through ``MessageClass``."""
+    """chat.transport.headers replaces pywsgi's header parsing through
+    ``MessageClass``."""
     from gevent import pywsgi
 
     assert "self.MessageClass(self.rfile" in inspect.getsource(
         pywsgi.WSGIHandler.read_request
     )
     assert issubclass(pywsgi.OldMessage, http.client.HTTPMessage)
-    handler = transport.ChatWebSocketHandler.MessageClass
+    handler = transport_handler.ChatWebSocketHandler.MessageClass
     assert handler is not pywsgi.WSGIHandler.MessageClass
 
 
 def test_the_websocket_handler_answers_a_refused_upgrade_before_any_101():
     """gevent-websocket's ``run_application`` sends what ``upgrade_websocket``
-    returns as plain HTTP when no websocket was made: where chat.transport
+    returns as plain HTTP when no websocket was made: where chat.transport.handler
     answers a draining or busy instance's 503 before the 101."""
     source = inspect.getsource(WebSocketHandler.run_application)
     assert "self.result = self.upgrade_websocket()" in source

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from chat.logs import JsonFormatter
+from chat.observe.logs import JsonFormatter
 
 
 def metric(client, name, labels=""):
@@ -154,14 +154,14 @@ def test_event_request_contexts_are_not_routed_and_keep_no_exception(app, upgrad
 @pytest.mark.settings(READY_MAX_FAILURES_PER_MIN=2)
 def test_readiness_fails_while_handlers_keep_failing(client, connect, monkeypatch):
     """A release whose login raises is alive but not ready: /readyz says so."""
-    import chat.events
+    import chat.events.login
 
     assert client.get("/readyz").status_code == 200
 
     def broken(*args):
         raise RuntimeError("a bug in login")
 
-    monkeypatch.setattr(chat.events, "_login_serialised", broken)
+    monkeypatch.setattr(chat.events.login, "_login_serialised", broken)
     sock = connect()
     for _ in range(3):
         sock.emit("add user", "Alice")

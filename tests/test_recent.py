@@ -1,4 +1,4 @@
-"""The newest messages an instance keeps per room (chat.recent), and logins
+"""The newest messages an instance keeps per room (chat.messages.tails), and logins
 served from them: the same history as a Redis read, or a Redis read."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import redis
 import requests
 
-from chat.recent import RecentMessages
+from chat.messages.tails import RoomTails
 
 
 def entry(n: int) -> dict:
@@ -19,7 +19,7 @@ def ids(messages) -> list[str]:
 
 
 def test_a_tail_grows_only_by_the_message_after_its_newest():
-    kept = RecentMessages(keep=3)
+    kept = RoomTails(keep=3)
     kept.start("r", [entry(1), entry(2)], whole=False)
     kept.add("r", entry(3), "2-0")
     kept.add("r", entry(3), "2-0")  # the same message again: once
@@ -32,7 +32,7 @@ def test_a_tail_grows_only_by_the_message_after_its_newest():
 
 
 def test_a_gap_or_a_message_without_prev_ends_the_tail():
-    kept = RecentMessages(keep=5)
+    kept = RoomTails(keep=5)
     kept.start("r", [entry(1)], whole=False)
     kept.add("r", entry(3), "2-0")  # 2-0 never came: lost, or still on its way
     assert kept.newest("r", 1) is None
@@ -42,7 +42,7 @@ def test_a_gap_or_a_message_without_prev_ends_the_tail():
 
 
 def test_a_short_tail_answers_only_when_it_is_the_whole_stream():
-    kept = RecentMessages(keep=5)
+    kept = RoomTails(keep=5)
     kept.start("part", [entry(7)], whole=False)
     assert kept.newest("part", 5) is None
     assert ids(kept.newest("part", 1)) == ["7-0"]

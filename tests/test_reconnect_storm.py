@@ -9,9 +9,9 @@ import gevent
 import pytest
 import redis
 
-from chat import redisconn
-from chat.history import RedisHistory
-from chat.rooms import ADMITTED, RedisRooms
+from chat.cluster import clients as redisconn
+from chat.messages.stream import RedisHistory
+from chat.presence.rooms import ADMITTED, RedisRooms
 from tests.conftest import events_named
 from tests.test_observability import metric
 

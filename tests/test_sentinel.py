@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from chat.redisconn import parse_sentinel_url
+from chat.cluster.clients import parse_sentinel_url
 from deploy.procs import RedisSentinels, wait_until
 from tests.conftest import CLUSTER_ENV
 

@@ -1,0 +1,4 @@
+"""Joining instances through Redis: ``clients`` (a Redis client for every
+URL form: plain, TLS, Sentinel), ``manager`` (python-socketio's Redis
+manager: the message queue), ``channels`` (a room's events on the room's own
+channel, heard only where the room has members)."""

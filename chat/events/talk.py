@@ -1,0 +1,120 @@
+"""Talking: messages, typing notices, and answers to events the contract
+does not have or a handler that failed."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app, request
+from flask_socketio import emit
+
+from chat.events.context import (
+    chat_state,
+    client_of_request,
+    guarded,
+    logged_in_member,
+    reply,
+)
+from chat.observe import metrics
+from chat.validation import Refused, clean_client_id, clean_message
+
+log = logging.getLogger("chat.events")
+
+
+@guarded("new message")
+def on_new_message(text=None, options=None, *_):
+    """Store and broadcast a message to the rest of the room.
+
+    The acknowledgement carries the message's id and timestamp, so the
+    sender can tell its own messages apart in a later ``history``. While
+    Redis cannot store it, the message is kept in the outbox and delivered
+    here as ``pending`` (no id yet); ``message stored`` follows.
+    """
+    member = logged_in_member()
+    message = clean_message(text, current_app.config["MAX_MESSAGE_CHARS"])
+    client_id = clean_client_id(options)
+    state = chat_state()
+    _spend_client_budget(state, message)
+    accepted = state.outbox.accept(
+        member.room, member.name, message, client_id, request.sid
+    )
+    entry = accepted.entry
+    metrics.MESSAGES_IN.inc()
+    if accepted.status == "duplicate":
+        # A resend of a message already stored (and delivered): ack only.
+        return _ack(entry)
+    metrics.MESSAGES_OUT.inc()
+    state.fanout.send(member.room, entry, request.sid, accepted.status == "pending")
+    return _ack(entry)
+
+
+def _spend_client_budget(state, message: str) -> None:
+    """One client's messages a second and bytes a second, across all its
+    sessions: checked before the message is stored, so a flood from one
+    address costs the room and Redis no more than this budget."""
+    client = client_of_request()
+    size = len(message.encode())
+    if not (
+        state.client_messages.allow(client) and state.client_bytes.allow(client, size)
+    ):
+        raise Refused("rate_limited", "Too many messages from your network; slow down.")
+
+
+def _ack(entry: dict) -> dict:
+    if entry.get("pending"):
+        return {"clientId": entry["clientId"], "pending": True}
+    ack = {"id": entry["id"], "ts": entry["ts"]}
+    if "clientId" in entry:
+        ack["clientId"] = entry["clientId"]
+    return ack
+
+
+@guarded("typing", limiter="typing_limiter")
+def on_typing(*_):
+    """Tell the rest of the room this user is typing."""
+    member = logged_in_member()
+    emit("typing", {"username": member.name}, to=member.room, include_self=False)
+
+
+@guarded("stop typing", limiter="typing_limiter")
+def on_stop_typing(*_):
+    """Tell the rest of the room this user stopped typing."""
+    member = logged_in_member()
+    emit("stop typing", {"username": member.name}, to=member.room, include_self=False)
+
+
+def on_unknown(event, *_):
+    """Answer an event the contract does not have, instead of ignoring it."""
+    metrics.REFUSED.labels("unknown_event").inc()
+    reply(
+        "chat error",
+        {
+            "event": str(event)[:64],
+            "reason": "unknown_event",
+            "message": "This server does not know that event.",
+        },
+    )
+
+
+def on_handler_error(exc):
+    """A bug must not kill the connection: log it and tell the client."""
+    log.exception(
+        "handler failed",
+        extra={"sid": getattr(request, "sid", "?"), "reason": "server_error"},
+    )
+    metrics.REFUSED.labels("server_error").inc()
+    chat_state().failures.add()
+    # Flask-SocketIO notes the event being handled on the request.
+    event = getattr(request, "event", None) or {}
+    message = "The server could not handle that event."
+    reply(
+        "chat error",
+        {
+            "event": str(event.get("message", ""))[:64],
+            "reason": "server_error",
+            "message": message,
+        },
+    )
+    # The acknowledgement, when one was asked for: the page marks that
+    # message as not sent, with a retry.
+    return {"error": "server_error", "message": message}

@@ -1,0 +1,19 @@
+"""The library versions whose internals chat/ relies on, in one place.
+
+chat.internals subclasses python-engineio's socket and server and
+python-socketio's server and manager; chat.transport subclasses
+gevent-websocket's websocket and handler and gunicorn's pywsgi server, and
+unmasks with wsaccel; chat.cluster.manager subclasses python-socketio's
+Redis manager. requirements.txt pins the same versions, and
+tests/test_internals.py fails when an installed one differs or when an
+upgrade moves what the overrides rely on.
+"""
+
+PINNED = {
+    "gevent": "26.9.0",
+    "gevent-websocket": "0.10.1",
+    "wsaccel": "0.6.7",
+    "python-engineio": "4.15.1",
+    "python-socketio": "5.18.1",
+    "bidict": "0.24.1",
+}

@@ -1,0 +1,175 @@
+"""Who receives what: the one place that decides the recipients of a room's
+events on this instance.
+
+A ``new message`` reaches this module in one of four ways, and each is
+decided here:
+
+- ``send``: from a local sender, once it is stored (or pending in the
+  outbox while Redis is away);
+- ``heard``: every emit for a room hosted here passes through it before
+  python-socketio delivers it, this instance's own and other instances'
+  from pub/sub: a message id is delivered once, the sessions whose login
+  history already had it are skipped, the room's tail is extended
+  (chat.messages.tails) and ``prev`` is taken off; presence events get the
+  newest count (chat.presence.counts);
+- ``stored``: an outbox message got its id;
+- ``replay``: after a lost subscription, or when another instance went
+  away, what the streams have that this instance may not have delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from chat.messages.entries import public
+from chat.presence.member import presence_event
+
+log = logging.getLogger(__name__)
+
+# A message published this long before the subscription broke may still
+# have been in flight; the replay starts that far back and skips what this
+# instance already delivered.
+REPLAY_SLACK_MS = 5000
+
+
+def _with(message: dict, sids: list[str]) -> list[str]:
+    """``message``'s skip_sid (None, one sid or a list) plus ``sids``."""
+    skip = message.get("skip_sid")
+    if skip is None:
+        return list(sids)
+    return [*(skip if isinstance(skip, list) else [skip]), *sids]
+
+
+class Fanout:
+    """The recipients of the room events of one instance.
+
+    ``socketio`` is the app's Flask-SocketIO object; ``state`` the
+    instance's stores (chat.state): who is online here, the history and
+    outbox, what was delivered, the kept tails and the presence counts.
+    """
+
+    def __init__(self, socketio, state) -> None:
+        self.socketio = socketio
+        self.state = state
+
+    # -- a local sender ----------------------------------------------------
+    def send(self, room: str, entry: dict, sender_sid: str, pending: bool) -> None:
+        """A message of ``sender_sid`` goes to the rest of ``room``.
+
+        A pending one (no id yet) goes to this instance's users only; the
+        other instances get it from the outbox, with its id
+        (``stored``)."""
+        self.socketio.emit(
+            "new message",
+            public(entry),
+            to=room,
+            skip_sid=sender_sid,
+            ignore_queue=pending,
+        )
+
+    def presence(self, event: str, room: str, name: str, count: int, seq=None):
+        """Tell everyone in ``room`` that a user joined or left."""
+        self.socketio.emit(event, presence_event(name, count, seq), to=room)
+
+    # -- every delivery ----------------------------------------------------
+    def heard(self, room: str, message: dict) -> dict | None:
+        """The emit ``message`` for ``room`` as this instance delivers it,
+        or None when it must not be delivered (already was)."""
+        data = message.get("data")
+        if not (isinstance(data, list) and data):
+            return message
+        payload = data[0]
+        event = message.get("event")
+        state = self.state
+        if event == "new message" and isinstance(payload, dict):
+            msg_id = payload.get("id")
+            if "prev" in payload:
+                prev = payload["prev"]
+                payload = {k: v for k, v in payload.items() if k != "prev"}
+                message = {**message, "data": [payload, *data[1:]]}
+            else:
+                prev = None
+            if msg_id:
+                state.tails.add(room, payload, prev)
+            if msg_id and not state.delivered.first_time(room, payload):
+                return None
+            if msg_id and (sent := state.delivered.already_sent(room, msg_id)):
+                message = {**message, "skip_sid": _with(message, sent)}
+        elif event in ("user joined", "user left") and isinstance(payload, dict):
+            view = state.counts.presence_view(room, payload)
+            message = {**message, "data": [view, *data[1:]]}
+        return message
+
+    def forget(self, room: str) -> None:
+        """``room`` has no local member and its channel is unsubscribed."""
+        self.state.tails.forget(room)
+        self.state.delivered.forget(room)
+        self.state.counts.forget(room)
+
+    def gap(self) -> None:
+        """Publishes may have been lost (no subscription): no room's tail
+        can be trusted until it is read from the stream again."""
+        self.state.tails.clear()
+
+    # -- the outbox and the streams ----------------------------------------
+    def stored(self, room: str, entry: dict, pending: dict, sender_sid: str) -> None:
+        """An outbox message now has its id: tell the others, and who saw it pending.
+
+        This instance's users who were in the room when it was accepted saw
+        it (pending): its id is marked delivered here first, so the emit
+        reaches the other instances, and they get ``message stored`` naming
+        its ``pendingId``. The sender's session alone gets its clientId
+        back. Users who logged in here since never saw it: they get the
+        message itself.
+        """
+        delivered = self.state.delivered
+        emit = self.socketio.emit
+        delivered.first_time(room, entry)
+        shown = public(entry)
+        emit("new message", shown, to=room, skip_sid=sender_sid)
+        stored = {
+            "pendingId": pending["pendingId"],
+            "id": entry["id"],
+            "ts": entry["ts"],
+        }
+        late = set(delivered.logged_in_since(room, pending["ts"]))
+        emit(
+            "message stored",
+            stored,
+            to=room,
+            skip_sid=[*late, sender_sid],
+            ignore_queue=True,
+        )
+        own = {**stored, "clientId": pending["clientId"]}
+        emit("message stored", own, to=sender_sid, ignore_queue=True)
+        late -= {sender_sid, *delivered.already_sent(room, entry["id"])}
+        for sid in late:
+            emit("new message", shown, to=sid, ignore_queue=True)
+
+    def replay(self, gap_started_ms: int) -> None:
+        """Deliver, from the streams, what this instance may have missed.
+
+        After a lost subscription, or when another instance went away. Ids
+        already delivered here, and those a login's history had, are
+        skipped.
+        """
+        state = self.state
+        self.gap()
+        since = f"{gap_started_ms - REPLAY_SLACK_MS}-0"
+        replayed = 0
+        for room in {m.room for m in list(state.presence.local.values())}:
+            for entry in state.history.after(room, since, state.replay_limit):
+                if state.outbox.holds(room, entry):
+                    continue  # this instance's outbox announces it itself
+                if state.delivered.first_time(room, entry):
+                    skip = state.delivered.already_sent(room, entry["id"])
+                    self.socketio.emit(
+                        "new message",
+                        public(entry),
+                        to=room,
+                        skip_sid=skip,
+                        ignore_queue=True,
+                    )
+                    replayed += 1
+        if replayed:
+            log.warning("replayed %d messages from the streams", replayed)

@@ -1,0 +1,223 @@
+"""History shared by the cluster: one capped Redis stream per room, the
+source of truth for every message's id.
+
+``dropped`` is True when messages after the client's last id were already
+trimmed away.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import redis
+
+from chat.messages.entries import client_id_key, entry_size, make_entry, parse_id
+
+log = logging.getLogger(__name__)
+
+# Stores a message once per (room, sender, clientId): a resend after a lost
+# acknowledgement, or an outbox retry after a store that timed out but
+# landed, gets the first id back instead of a second entry.
+# KEYS: stream, clientId key ('' when none), the stream's byte count.
+# ARGV: retain, username, message, clientId, ttl, clientId ttl, the room's
+# byte budget, this entry's size. Returns {is_new, id, prev}: ``prev`` is
+# the id of the entry before the new one ('' for none), which lets an
+# instance keep a room's newest messages exactly (chat.messages.tails).
+# The oldest entries go until the room holds at most ``retain`` messages and
+# its budget of bytes: a room's history is bounded in bytes, so MAX_ROOMS
+# rooms fit the Redis memory the operator gave them, and a new message can
+# always be stored.
+_STORE = """
+if KEYS[2] ~= '' then
+  local first = redis.call('GET', KEYS[2])
+  if first then return {0, first} end
+end
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = newest[1] and newest[1][1] or ''
+local fields = {'u', ARGV[2], 'm', ARGV[3], 's', ARGV[8]}
+if ARGV[4] ~= '' then
+  table.insert(fields, 'c')
+  table.insert(fields, ARGV[4])
+end
+local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
+local bytes = redis.call('INCRBY', KEYS[3], ARGV[8])
+local length = redis.call('XLEN', KEYS[1])
+while length > 1 and (length > tonumber(ARGV[1]) or bytes > tonumber(ARGV[7])) do
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  local size = 0
+  for i = 1, #oldest[2], 2 do
+    if oldest[2][i] == 's' then size = tonumber(oldest[2][i + 1]) end
+  end
+  redis.call('XDEL', KEYS[1], oldest[1])
+  bytes = redis.call('DECRBY', KEYS[3], size)
+  length = length - 1
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+if KEYS[2] ~= '' then
+  redis.call('SET', KEYS[2], id, 'EX', ARGV[6])
+end
+return {1, id, prev}
+"""
+
+
+def _survive_outage(fallback):
+    """While Redis is down the chat goes on without history; say so in the log."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, room, *args):
+            try:
+                return method(self, room, *args)
+            except redis.RedisError as exc:
+                log.warning("history unavailable: %s", exc)
+                return fallback(room, *args)
+
+        return run
+
+    return wrap
+
+
+class RedisHistory:
+    """History shared by the cluster: one capped stream per room.
+
+    ``store_client`` (default: ``client``) is the one ``store`` uses: give it
+    a short timeout, so a hung Redis costs a sender that long at most and the
+    message goes to the outbox.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        retain: int,
+        ttl_s: int = 7 * 24 * 3600,
+        store_client: redis.Redis | None = None,
+        client_id_ttl_s: int = 600,
+        room_max_bytes: int = 256 * 1024,
+    ) -> None:
+        self._r = client
+        self._p = prefix
+        self._retain = retain
+        self._room_max_bytes = room_max_bytes
+        self._ttl_s = ttl_s
+        self._client_id_ttl_s = client_id_ttl_s
+        self._store = (store_client or client).register_script(_STORE)
+
+    def _key(self, room: str) -> str:
+        return f"{self._p}history:{room}"
+
+    @staticmethod
+    def _decode(raw_id: bytes, fields: dict) -> dict:
+        client_id = fields.get(b"c")
+        return make_entry(
+            raw_id.decode(),
+            fields[b"u"].decode(),
+            fields[b"m"].decode(),
+            client_id.decode() if client_id else None,
+        )
+
+    def store(
+        self,
+        room: str,
+        username: str,
+        message: str,
+        client_id: str | None = None,
+        patient: bool = False,
+    ) -> tuple[dict, bool]:
+        """XADD once per ``client_id`` with an exact cap: (entry, True if new).
+
+        Raises ``redis.RedisError`` when Redis does not answer in time (the
+        store client's short timeout, or the regular one when ``patient``):
+        the caller keeps the message in its outbox. The stream expires
+        HISTORY_TTL_S after its last message, so rooms nobody uses do not
+        stay in Redis.
+        """
+        cid_key = (
+            f"{self._p}cid:{client_id_key(room, username, client_id)}"
+            if client_id
+            else ""
+        )
+        is_new, raw_id, *prev = self._store(
+            keys=[self._key(room), cid_key, f"{self._key(room)}:bytes"],
+            args=[
+                self._retain,
+                username,
+                message,
+                client_id or "",
+                self._ttl_s,
+                self._client_id_ttl_s,
+                self._room_max_bytes,
+                entry_size(username, message, client_id),
+            ],
+            client=self._r if patient else None,
+        )
+        entry = make_entry(raw_id.decode(), username, message, client_id)
+        if prev:
+            # Travels with the message to the instances (chat.messages.tails),
+            # and is taken off before delivering (chat.messages.fanout).
+            entry["prev"] = prev[0].decode()
+        return entry, bool(is_new)
+
+    def newest(self, room: str, count: int) -> list[dict]:
+        """The last ``count`` messages, oldest first."""
+        found = self.read_newest(room, count)
+        return [] if found is None else found
+
+    @_survive_outage(lambda room, count: None)
+    def read_newest(self, room: str, count: int) -> list[dict] | None:
+        """As ``newest``, but None when Redis could not be read."""
+        if count <= 0:
+            return []
+        rows = self._r.xrevrange(self._key(room), count=count)
+        return [self._decode(i, f) for i, f in reversed(rows)]
+
+    @_survive_outage(lambda room, after_id, limit: [])
+    def after(self, room: str, after_id: str, limit: int) -> list[dict]:
+        """Up to ``limit`` messages after ``after_id``, oldest first (for replay)."""
+        rows = self._r.xrange(self._key(room), min=f"({after_id}", count=limit)
+        return [self._decode(i, f) for i, f in rows]
+
+    @_survive_outage(lambda room, last_id, limit: ([], True))
+    def since(self, room: str, last_id: str, limit: int) -> tuple[list[dict], bool]:
+        """The newest ``limit`` messages after ``last_id``; True if some were lost."""
+        after = parse_id(last_id)
+        if after < (0, 0):
+            return self.newest(room, limit), True
+        start = f"({after[0]}-{after[1]}"
+        # One round trip for both (every login after a reconnect does this).
+        pipe = self._r.pipeline(transaction=False)
+        pipe.xrevrange(self._key(room), min=start, count=limit + 1)
+        pipe.xinfo_stream(self._key(room))
+        rows, info = pipe.execute(raise_on_error=False)
+        if isinstance(rows, Exception):
+            raise rows
+        found = [self._decode(i, f) for i, f in reversed(rows)]
+        if isinstance(info, redis.ResponseError):  # no such stream
+            return found[-limit:], len(found) > limit
+        if isinstance(info, Exception):
+            raise info
+        return found[-limit:], self._trimmed_after(info, after) or len(found) > limit
+
+    def _trimmed_after(self, info: dict, after: tuple[int, int]) -> bool:
+        """Whether the cap may have trimmed entries newer than ``after``.
+
+        Redis's ``max-deleted-entry-id`` counts XDEL only, not MAXLEN
+        trimming, so it cannot say. Trimming removes the oldest first: if
+        anything was ever trimmed and ``after`` is older than the oldest
+        entry left, entries after it may be gone (a client whose last id was
+        exactly the newest trimmed one is told so too: over-reporting a
+        loss, never hiding one). Redis before 7 has no ``entries-added``: a
+        stream at its cap counts as trimmed.
+        """
+        first = info.get("first-entry")
+        if not first:
+            return False
+        added = info.get("entries-added")
+        trimmed_any = (
+            added > info["length"]
+            if added is not None
+            else (info["length"] >= self._retain)
+        )
+        return trimmed_any and after < parse_id(first[0].decode())

@@ -1,0 +1,188 @@
+"""Cluster-wide presence in Redis, with no ghosts when an instance dies.
+
+Layout (prefix ``chat:``):
+- ``room:<room>:users``      hash, casefolded name -> member JSON (+ instance)
+- ``instance:<id>:members``  hash, sid -> member JSON: what to clean up if it dies
+- ``instance:<id>:alive``    key with a TTL, refreshed by the heartbeat
+- ``instances``              set of instance ids that may hold members
+
+Joins and leaves are scripts (chat.presence.scripts); the heartbeat, sweep,
+reaping and hand-over are ``Upkeep`` (chat.presence.upkeep).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import redis
+
+from chat.presence.member import JoinResult, Member
+from chat.presence.scripts import JOIN, LEAVE, REAP, SEQ_TTL_S
+from chat.presence.upkeep import Upkeep
+
+log = logging.getLogger(__name__)
+
+
+class RedisPresence(Upkeep):
+    """Presence shared by all instances through one Redis."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        instance_id: str,
+        heartbeat_s: float,
+        ttl_s: int,
+    ) -> None:
+        self.local: dict[str, Member] = {}
+        self.degraded_reason: str | None = None
+        self.instance_id = instance_id
+        self._r = client
+        self._p = prefix
+        self._heartbeat_s = heartbeat_s
+        self._ttl_s = ttl_s
+        self._dirty = True
+        self._running = False
+        # Set on a graceful shutdown: members stay in Redis for the grace.
+        self._handing_over = False
+        self._beaten = False
+        # Reaping others needs a clear view: no Redis error of our own
+        # within the TTL (a stall that hid their beats hid ours too).
+        self._last_error_at = -float(ttl_s)
+        self._last_renewed = time.monotonic()
+        # Sessions whose join script may have run while the reply is not in.
+        self._joining: set[str] = set()
+        # Instances seen registered at the last beat; set by the app: what
+        # to do when one has gone (its last publishes may be lost with it).
+        self._known_instances: set[bytes] = set()
+        self.on_instance_gone = lambda seconds_ago: None
+        # Set by the app: tell a session it lost its name (after an outage).
+        self.on_name_lost = lambda member: None
+        self.last_beat_attempt = time.monotonic()
+        self._join = client.register_script(JOIN)
+        self._leave = client.register_script(LEAVE)
+        self._reap = client.register_script(REAP)
+
+    # -- keys --------------------------------------------------------------
+    def _room_key(self, room: str) -> str:
+        return f"{self._p}room:{room}:users"
+
+    def _members_key(self, instance_id: str) -> str:
+        return f"{self._p}instance:{instance_id}:members"
+
+    def _seq_key(self, room: str) -> str:
+        return f"{self._p}room:{room}:seq"
+
+    def _alive_key(self, instance_id: str) -> str:
+        return f"{self._p}instance:{instance_id}:alive"
+
+    @property
+    def _instances_key(self) -> str:
+        return f"{self._p}instances"
+
+    # -- the presence interface ------------------------------------------
+    def _encode(self, member: Member) -> str:
+        return json.dumps(
+            {**member.to_dict(), "key": member.key, "instance": self.instance_id}
+        )
+
+    def _redis_join(self, member: Member, client=None, list_up_to: int = 0) -> object:
+        return self._join(
+            keys=[
+                self._room_key(member.room),
+                self._members_key(self.instance_id),
+                self._seq_key(member.room),
+                f"{self._p}reaped",
+            ],
+            args=[
+                member.key,
+                self._encode(member),
+                member.token,
+                member.sid,
+                self._p,
+                list_up_to,
+                SEQ_TTL_S,
+            ],
+            client=client,
+        )
+
+    def join(self, member: Member, list_up_to: int = 0) -> JoinResult:
+        """Claim the name cluster-wide; while Redis is down, among local users.
+
+        The room's names come back with it when it has at most
+        ``list_up_to`` users.
+        """
+        self._joining.add(member.sid)
+        try:
+            ok, count, replaced, seq, _, *names = self._redis_join(
+                member, list_up_to=list_up_to
+            )
+        except redis.RedisError as exc:
+            return self._join_degraded(member, exc, list_up_to)
+        finally:
+            self._joining.discard(member.sid)
+        if not ok:
+            return JoinResult(False, int(count))
+        replaced_sid = replaced.decode() if replaced else None
+        self.local.pop(replaced_sid or "", None)
+        self.local[member.sid] = member
+        listed = None
+        if int(count) <= list_up_to:
+            listed = sorted((n.decode() for n in names[0]), key=str.casefold)
+        return JoinResult(True, int(count), replaced_sid, int(seq), listed)
+
+    def _join_degraded(
+        self, member: Member, exc: Exception, list_up_to: int
+    ) -> JoinResult:
+        self.mark_degraded(exc)
+        same_room = [m for m in self.local.values() if m.room == member.room]
+        holder = next((m for m in same_room if m.key == member.key), None)
+        if holder is not None and holder.token != member.token:
+            return JoinResult(False, len(same_room))
+        if holder is not None:
+            self.local.pop(holder.sid)
+        self.local[member.sid] = member
+        count = len(same_room) + (0 if holder else 1)
+        listed = None
+        if count <= list_up_to:
+            listed = self._local_names(member.room)
+        return JoinResult(True, count, holder.sid if holder else None, None, listed)
+
+    def leave(self, sid: str) -> tuple[Member | None, int, int | None]:
+        """Release the session's name if it still holds it: (member, count, seq).
+
+        While handing over (``hand_over``) the name stays in Redis for the
+        grace period: nothing is released and nobody is told.
+        """
+        member = self.local.pop(sid, None)
+        if member is None or self._handing_over:
+            return None, 0, None
+        try:
+            removed, count, seq = self._release(member)
+        except redis.RedisError as exc:
+            self.mark_degraded(exc)
+            return member, self._local_count(member.room), None
+        return (member if removed else None), int(count), int(seq)
+
+    def _release(self, member: Member) -> list:
+        """The leave script: [removed, count, seq]."""
+        return self._leave(
+            keys=[
+                self._room_key(member.room),
+                self._members_key(self.instance_id),
+                self._seq_key(member.room),
+                f"{self._p}rooms",
+                f"{self._p}history:{member.room}",
+            ],
+            args=[member.key, member.sid, member.room, SEQ_TTL_S],
+        )
+
+    def _local_names(self, room: str) -> list[str]:
+        return sorted(
+            (m.name for m in self.local.values() if m.room == room), key=str.casefold
+        )
+
+    def _local_count(self, room: str) -> int:
+        return sum(1 for m in self.local.values() if m.room == room)

@@ -1,0 +1,113 @@
+"""The Lua scripts of cluster presence: each join, leave and reaping is one
+atomic step in Redis (key layout in chat.presence.redis_store)."""
+
+# KEYS: room users, this instance's members, room sequence, reaped sids.
+# Returns {ok, count, replaced sid, seq, rejoined, names}: ``rejoined`` is 1
+# when the room was told this session had left (a reaping), so it must hear
+# a join; ``names`` lists the room when it has at most ARGV[6] users (the
+# login's list, in the same round trip).
+# A name is taken from its holder with the holder's token and nothing else:
+# not during a hand-over, not after an outage. A refusal returns the
+# holder's name (the rebuild after an outage announces it).
+JOIN = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local replaced = ''
+if cur then
+  local holder = cjson.decode(cur)
+  if holder.token ~= ARGV[3] then
+    return {0, redis.call('HLEN', KEYS[1]), '', 0, 0, holder.name}
+  end
+  replaced = holder.sid
+  if holder.sid ~= ARGV[4] then
+    redis.call('HDEL', ARGV[5] .. 'instance:' .. holder.instance .. ':members',
+               holder.sid)
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[2])
+local seq = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[7])
+local rejoined = redis.call('HDEL', KEYS[4], ARGV[4])
+local count = redis.call('HLEN', KEYS[1])
+local names = {}
+if count <= tonumber(ARGV[6]) then
+  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+    table.insert(names, cjson.decode(v).name)
+  end
+end
+return {1, count, replaced, seq, rejoined, names}
+"""
+
+# KEYS: room users, this instance's members, room sequence, the rooms
+# counted (chat.presence.rooms), the room's history. ARGV: name key, sid, room, the
+# sequence's TTL. A room left with neither members nor history no longer
+# counts toward MAX_ROOMS.
+LEAVE = """
+redis.call('HDEL', KEYS[2], ARGV[2])
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and cjson.decode(cur).sid == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  local left = redis.call('HLEN', KEYS[1])
+  if left == 0 and redis.call('EXISTS', KEYS[5]) == 0 then
+    redis.call('ZREM', KEYS[4], ARGV[3])
+  end
+  local seq = redis.call('INCR', KEYS[3])
+  if left == 0 then
+    redis.call('DEL', KEYS[3])
+  else
+    redis.call('EXPIRE', KEYS[3], ARGV[4])
+  end
+  return {1, left, seq}
+end
+return {0, redis.call('HLEN', KEYS[1]), 0}
+"""
+
+# Removes every member an instance registered. Unless forced (an instance
+# cleaning up after itself), only the caller that wins the SREM does it, and
+# it remembers the reaped sessions: if one turns out to be alive (its
+# instance was only cut off), its rebuild tells the room it is back.
+REAP = """
+if ARGV[3] ~= '1' and redis.call('SREM', KEYS[1], ARGV[2]) == 0 then
+  return {}
+end
+local mkey = ARGV[1] .. 'instance:' .. ARGV[2] .. ':members'
+local reaped = ARGV[1] .. 'reaped'
+local flat = redis.call('HGETALL', mkey)
+local out = {}
+for i = 1, #flat, 2 do
+  local m = cjson.decode(flat[i + 1])
+  local rkey = ARGV[1] .. 'room:' .. m.room .. ':users'
+  local lname = m.key
+  local cur = redis.call('HGET', rkey, lname)
+  if cur and cjson.decode(cur).sid == flat[i] then
+    redis.call('HDEL', rkey, lname)
+    if ARGV[3] ~= '1' then
+      redis.call('HSET', reaped, flat[i], '1')
+      redis.call('EXPIRE', reaped, 86400)
+    end
+    table.insert(out, m.room)
+    table.insert(out, m.name)
+    table.insert(out, redis.call('HLEN', rkey))
+    local skey = ARGV[1] .. 'room:' .. m.room .. ':seq'
+    table.insert(out, redis.call('INCR', skey))
+    redis.call('EXPIRE', skey, ARGV[4])
+    if redis.call('HLEN', rkey) == 0 then
+      redis.call('DEL', skey)
+      if redis.call('EXISTS', ARGV[1] .. 'history:' .. m.room) == 0 then
+        redis.call('ZREM', ARGV[1] .. 'rooms', m.room)
+      end
+    end
+  end
+end
+redis.call('DEL', mkey)
+return out
+"""
+
+
+# A room's presence sequence lives a day past its last join or leave: an
+# instance forgets a room's newest count once it has no member there (after
+# ROOM_LINGER_S), so a sequence that starts again after a day misleads none.
+# An empty room's sequence goes with its last member: every instance forgets
+# a room's count when told it is empty (chat.presence.counts), so the next join
+# starts again from 1 and a one-off room leaves no key.
+SEQ_TTL_S = 86400

@@ -1,0 +1,6 @@
+"""Bytes in and out of one connection, limits first: ``websocket`` (frames
+and their ordered writer), ``handler`` (the HTTP request, the handshake, the
+session a websocket belongs to), ``server`` (the WSGI server and its
+per-client connection cap), ``headers`` (request header parsing),
+``clientaddr`` (who a client is: an address, IPv6 by prefix), ``codec`` (the
+JSON codec)."""

@@ -1,0 +1,249 @@
+"""The websocket of one connection: every limit checked on the frame header,
+and an ordered writer that never blocks the greenlet that sends.
+
+gevent-websocket reads a frame of any declared length, joins continuation
+frames without a cap, unmasks byte by byte in Python, and never yields while
+the kernel holds more data, so one client could freeze or bloat the process
+before engine.io's ``max_http_buffer_size`` is ever looked at.
+``LimitedWebSocket`` checks every frame header first (size, opcode, budget),
+caps a fragmented message as it grows, unmasks with wsaccel's C code and
+yields after a few milliseconds of work. It writes through
+``OrderedWriter`` (chat.transport.writer).
+
+Written against the versions in chat.internals.pins; tests/test_internals.py
+fails when an upgrade moves what this module relies on.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import struct
+import time
+from typing import TYPE_CHECKING
+
+import gevent
+from geventwebsocket.exceptions import ProtocolError, WebSocketError
+from geventwebsocket.websocket import Header, WebSocket
+from wsaccel.xormask import XorMaskerSimple
+
+from chat.limits.buckets import Budget
+from chat.transport.writer import OrderedWriter, cut_off_after_grace, encode_frame
+
+if TYPE_CHECKING:
+    from chat.transport.handler import TransportLimits
+
+log = logging.getLogger(__name__)
+
+# RFC 6455 close codes.
+CLOSE_UNSUPPORTED = 1003
+CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+
+# Longest a websocket's reader runs before it lets others run.
+YIELD_AFTER_S = 0.002
+
+
+class OverLimit(WebSocketError):
+    """A frame over a limit: the connection is closed with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class LimitedWebSocket(OrderedWriter, WebSocket):
+    """gevent-websocket's WebSocket with every limit checked on the header,
+    and an ordered writer that never blocks the greenlet that sends.
+
+    Every frame it sends, close and pong included, takes the one path of
+    ``OrderedWriter`` (chat.transport.writer).
+    """
+
+    __slots__ = (
+        "limits",
+        "budget",
+        "raw_socket",
+        "yielded_at",
+        "backlog",
+        "backlog_bytes",
+        "flusher",
+        "overflowed",
+        "on_overflow",
+        "shut_down",
+        "reader",
+        "inbuf",
+        "close_code",
+        "__weakref__",
+    )
+
+    def __init__(self, environ, stream, handler, limits: TransportLimits) -> None:
+        super().__init__(environ, stream, handler)
+        self.limits = limits
+        self.budget = Budget(limits.packets_per_s, limits.bytes_per_s)
+        self.raw_socket = handler.socket
+        self.yielded_at = time.perf_counter()
+        self.backlog: collections.deque | None = None  # while a flusher runs
+        self.backlog_bytes = 0
+        self.flusher = None
+        self.overflowed = False
+        self.on_overflow = None
+        self.shut_down = False
+        self.close_code: int | None = None  # of the close frame this side sent
+        # Set by the session that reads this websocket from the top of the
+        # connection's greenlet (``ChatWebSocketHandler.run_websocket``):
+        # called with the websocket. A bound method, not a partial: a call
+        # through C code would add a C-level frame to the stack that every
+        # waiting connection keeps a copy of.
+        self.reader = None
+        # Bytes read from the socket and not yet parsed, once the websocket
+        # reads its socket itself (``read_socket_directly``); before that it
+        # reads through the HTTP handler's buffered reader.
+        self.inbuf: bytes | None = None
+
+    # -- writing --------------------------------------------------------------
+    def send_frame(self, message, opcode):
+        """gevent-websocket's frame, written through the ordered writer."""
+        if self.closed:
+            raise WebSocketError("Connection is already closed")
+        if isinstance(message, str):
+            message = message.encode("utf-8")
+        elif not isinstance(message, (bytes, bytearray)):
+            message = str(message).encode("utf-8")
+        self._write(encode_frame(message, opcode))
+
+    # -- reading ------------------------------------------------------------
+    def read_socket_directly(self, rfile) -> None:
+        """Read the socket itself from now on, not through ``rfile``.
+
+        A buffered reader costs its buffer, and a C-level frame on the stack
+        of every connection waiting in it. Whatever ``rfile`` holds already
+        is taken over first, without waiting: a client may have sent frames
+        in the same packet as the last one read through it.
+        """
+        sock = self.raw_socket
+        sock.settimeout(0.0)
+        try:
+            pending = rfile.read1(self.limits.max_message_bytes + 14)
+        except OSError:
+            pending = b""
+        finally:
+            sock.settimeout(None)
+        self.inbuf = pending or b""
+        self.stream = self.raw_read = None
+
+    def read(self, n: int) -> bytes:
+        """``n`` bytes (fewer only at the end of the connection)."""
+        inbuf = self.inbuf
+        if inbuf is None:
+            return self.raw_read(n)
+        while len(inbuf) < n:
+            chunk = self.raw_socket.recv(max(n - len(inbuf), 4096))
+            if not chunk:
+                break
+            inbuf += chunk
+        self.inbuf = inbuf[n:]
+        return inbuf[:n]
+
+    def read_frame(self):
+        """One frame; its size and the connection's budget checked before reading."""
+        header = Header.decode_header(self)
+        if header.flags:
+            raise ProtocolError("reserved bits set")
+        if header.length > self.limits.max_message_bytes:
+            raise OverLimit(CLOSE_TOO_BIG, "frame_too_large")
+        if not self.budget.spend(header.length):
+            raise OverLimit(CLOSE_POLICY, "transport_rate")
+        if not header.length:
+            return header, b""
+        payload = self.read(header.length)
+        if len(payload) != header.length:
+            raise WebSocketError("Unexpected EOF reading frame payload")
+        if header.mask:
+            payload = XorMaskerSimple(header.mask).process(payload)
+        return header, payload
+
+    def read_message(self):
+        """The next text message; binary is refused, fragments are capped."""
+        message = bytearray()
+        started = False
+        while True:
+            header, payload = self.read_frame()
+            opcode = header.opcode
+            if opcode == self.OPCODE_BINARY:
+                raise OverLimit(CLOSE_UNSUPPORTED, "binary_frame")
+            if opcode == self.OPCODE_TEXT:
+                if started:
+                    raise ProtocolError("text frame inside a fragmented message")
+                started = True
+            elif opcode == self.OPCODE_CONTINUATION:
+                if not started:
+                    raise ProtocolError("continuation without a message")
+            elif opcode == self.OPCODE_PING:
+                self.handle_ping(header, payload)
+                continue
+            elif opcode == self.OPCODE_PONG:
+                continue
+            elif opcode == self.OPCODE_CLOSE:
+                self.handle_close(header, payload)
+                return None
+            else:
+                raise ProtocolError(f"unexpected opcode {opcode}")
+            message += payload
+            if len(message) > self.limits.max_message_bytes:
+                raise OverLimit(CLOSE_TOO_BIG, "message_too_large")
+            if header.fin:
+                # bytes.decode validates UTF-8 in C; no per-byte Python.
+                return message.decode("utf-8")
+
+    def receive(self):
+        """A message, or None once the connection is closed (for any reason).
+
+        Yields to the hub once this reader has run ``YIELD_AFTER_S`` since it
+        last did: a client whose frames keep arriving would otherwise never
+        let another greenlet run, because a gevent read returns at once
+        while the kernel holds data. Yielding before every message instead
+        would cut the intake of busy senders under load.
+        """
+        if self.closed:
+            return None
+        now = time.perf_counter()
+        if now - self.yielded_at > YIELD_AFTER_S:
+            gevent.sleep(0)
+            self.yielded_at = time.perf_counter()
+        try:
+            return self.read_message()
+        except OverLimit as over:
+            log.info("closing websocket (%d): %s", over.code, over.reason)
+            self.close(over.code)
+        except UnicodeError:
+            self.close(CLOSE_INVALID_DATA)
+        except ProtocolError:
+            self.close(1002)
+        except (OSError, WebSocketError):
+            self.close()
+        return None
+
+    def close(self, code: int = 1000, message: bytes = b"") -> None:
+        """Send a close frame that carries ``code``, then end the TCP connection.
+
+        gevent-websocket's own ``close`` sends an empty close frame (the code
+        never reaches the client) and leaves the socket open, so a reader
+        blocked on a silent client would hold it until the idle timeout.
+        The close frame goes after what is already in the backlog; the TCP
+        connection ends once that is written, or ``ENDING_GRACE_S`` from now
+        if a client that does not read keeps the flusher waiting.
+        """
+        if self.closed:
+            return
+        payload = struct.pack("!H", code) + (message or b"")
+        self._write(encode_frame(payload, self.OPCODE_CLOSE))
+        self.close_code = code
+        self.closed = True
+        self.stream = self.raw_write = self.raw_read = self.environ = None
+        if self.flusher is None:
+            self._shut_down()
+        else:
+            cut_off_after_grace(self)

@@ -1,0 +1,155 @@
+"""The ordered writer of a websocket: frames go out in order from whichever
+greenlet sends them, never blocking it.
+
+A frame goes straight to the kernel with a non-blocking send. What the
+kernel does not take (a client reading slowly, a burst larger than the
+socket buffer) goes to a backlog that one short-lived flusher greenlet
+drains in order; while it is not empty every later frame queues behind it,
+so frames never interleave. The backlog is bounded (``backlog_messages`` /
+``_bytes``): past it the frame is dropped and ``on_overflow`` is told once,
+so the session can be closed.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import socket
+import struct
+
+import gevent
+from geventwebsocket.websocket import WebSocket
+
+# How long a websocket whose session ended may still send before its TCP
+# connection is cut off (a client that does not read would hold it).
+ENDING_GRACE_S = 2.0
+
+
+class Counts:
+    """What this process holds, for /metrics (one instance per process)."""
+
+    __slots__ = ("connections", "flushers")
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.flushers = 0
+
+
+counts = Counts()
+
+
+class OrderedWriter:
+    """The writing half of ``LimitedWebSocket`` (which holds the slots)."""
+
+    __slots__ = ()
+
+    def write(self, frame: bytes) -> bool:
+        """Send one encoded frame in order, without blocking; False if dropped."""
+        if self.closed:
+            return False
+        return self._write(frame)
+
+    def _write(self, frame) -> bool:
+        if self.shut_down:
+            return False
+        if self.flusher is None:
+            try:
+                # gevent's send with timeout 0.0 raises instead of waiting.
+                sent = self.raw_socket.send(frame, 0, 0.0)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._shut_down()
+                return False
+            if sent == len(frame):
+                return True
+            frame = memoryview(frame)[sent:]
+            self.backlog = collections.deque((frame,))
+            self.backlog_bytes = len(frame)
+            counts.flushers += 1
+            self.flusher = gevent.spawn(self._flush)
+            return True
+        limits = self.limits
+        if (
+            len(self.backlog) >= limits.backlog_messages
+            or self.backlog_bytes + len(frame) > limits.backlog_bytes
+        ):
+            if not self.overflowed:
+                self.overflowed = True
+                if self.on_overflow is not None:
+                    self.on_overflow()
+            return False
+        self.backlog.append(frame)
+        self.backlog_bytes += len(frame)
+        return True
+
+    def _flush(self) -> None:
+        """Drain the backlog in order; the only greenlet that may block writing."""
+        backlog = self.backlog
+        try:
+            while backlog:
+                chunk = backlog[0]
+                self.raw_socket.sendall(chunk)
+                backlog.popleft()
+                self.backlog_bytes -= len(chunk)
+        except OSError:
+            self._shut_down()
+        finally:
+            counts.flushers -= 1
+            self.flusher = self.backlog = None
+            self.backlog_bytes = 0
+        if self.closed:
+            self._shut_down()
+
+    def drain(self, timeout: float) -> None:
+        """Wait (in the connection's own greenlet) until the backlog is written,
+        at most ``timeout``, then end the TCP connection: the server closes
+        the socket once its handler returns, and would cut the backlog off."""
+        flusher = self.flusher
+        if flusher is not None:
+            flusher.join(timeout)
+        self._shut_down()
+
+    def _shut_down(self) -> None:
+        if not self.shut_down:
+            self.shut_down = True
+            with contextlib.suppress(OSError):
+                self.raw_socket.shutdown(socket.SHUT_RDWR)
+
+
+def encode_frame(payload: bytes, opcode: int = WebSocket.OPCODE_TEXT) -> bytes:
+    """One unmasked, unfragmented server frame."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, length)
+    elif length <= 0xFFFF:
+        header = struct.pack("!BBH", 0x80 | opcode, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
+    return header + payload
+
+
+# Websockets whose session ended, and when to cut them off if still open.
+_ending: dict = {}
+
+
+def end_within_grace(websocket: OrderedWriter, now: float) -> None:
+    """Cut ``websocket`` off at ``now + ENDING_GRACE_S`` unless it ends first."""
+    if not websocket.shut_down:
+        _ending.setdefault(websocket, now + ENDING_GRACE_S)
+
+
+def cut_off_after_grace(websocket: OrderedWriter) -> None:
+    """``websocket`` is closed but its backlog still being written: cut its
+    TCP connection off ``ENDING_GRACE_S`` from now if that takes longer."""
+    _ending[websocket] = gevent.get_hub().loop.now() + ENDING_GRACE_S
+
+
+def cut_off_ended(now: float) -> None:
+    """Shut down the TCP connection of ended sessions past their grace."""
+    for websocket, deadline in list(_ending.items()):
+        if websocket.shut_down:
+            del _ending[websocket]
+        elif now >= deadline:
+            del _ending[websocket]
+            websocket._shut_down()
