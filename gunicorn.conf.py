@@ -7,11 +7,28 @@ tables say what each one is for.
 
 import gc
 import os
+import sys
 
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 
+
+def _whole(name: str, default: int, low: int, high: int | None = None) -> int:
+    """An integer setting of gunicorn's; a bad one stops with one line that
+    names it (the app's own settings are checked by chat/config.py)."""
+    raw = (os.environ.get(name) or "").strip() or str(default)
+    expected = f"a whole number from {low}" + (f" to {high}" if high else " up")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        sys.stderr.write(f"cannot start: {name}={raw!r}: expected {expected}\n")
+        raise SystemExit(2)
+    return value
+
+
 # -- server socket ----------------------------------------------------------
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5050')}"
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{_whole('PORT', 5050, 1, 65535)}"
 backlog = 2048
 
 # -- worker processes ---------------------------------------------------------
@@ -57,7 +74,7 @@ class ChatWorker(GeventWebSocketWorker):
 
 worker_class = ChatWorker
 # The gevent worker's default of 1000 would cap the container at 1000 users.
-worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
+worker_connections = _whole("WORKER_CONNECTIONS", 10000, 1)
 timeout = 30
 
 
@@ -79,7 +96,7 @@ def raise_descriptor_limit(wanted: int) -> None:
 
 # Each connection is one descriptor; Redis, logs and listeners need a few more.
 raise_descriptor_limit(worker_connections + 1024)
-graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT_S", "20"))
+graceful_timeout = _whole("GRACEFUL_TIMEOUT_S", 20, 0)
 keepalive = 5
 
 # Several instances on one host must not share gunicorn's control socket.

@@ -8,6 +8,8 @@ lists every package.
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 from flask import Flask
@@ -15,7 +17,7 @@ from flask_socketio import SocketIO
 
 from chat import events
 from chat.cluster.manager import require_redis
-from chat.config import Config
+from chat.config import Config, SettingError
 from chat.internals.socketio_server import install
 from chat.lifecycle import log_start, socketio_options, start_services
 from chat.observe.logs import InstanceFilter, configure_logging
@@ -25,6 +27,21 @@ from chat.web.app import ChatFlask, NoSessions
 from chat.web.bundle import client_files
 from chat.web.guards import Guard
 
+log = logging.getLogger(__name__)
+
+
+def _settings(config):
+    """``config``, or the settings from the environment; a setting that
+    cannot work stops the process with one line (exit 3: gunicorn's "worker
+    failed to boot", so the master stops too)."""
+    if config is not None:
+        return config
+    try:
+        return Config()
+    except SettingError as error:
+        sys.stderr.write(f"cannot start: {error}\n")
+        raise SystemExit(3) from None
+
 
 def create_app(config=None) -> Flask:
     """Build the app from ``config`` (default: the environment, see config.py).
@@ -32,10 +49,13 @@ def create_app(config=None) -> Flask:
     The app's Flask-SocketIO object is ``app.extensions["socketio"]``.
     """
     app = ChatFlask(__name__, template_folder="../templates", static_folder="../static")
-    app.config.from_object(config or Config())
+    settings = _settings(config)
+    app.config.from_object(settings)
     # Settings are read one way everywhere: ``config["NAME"]``.
     config = app.config
     handler = configure_logging(config["LOG_FORMAT"], config["LOG_LEVEL"])
+    for warning in getattr(settings, "warnings", ()):
+        log.warning(warning)
     if config["REDIS_URL"]:
         require_redis(config["REDIS_URL"])
     app.session_interface = NoSessions()
