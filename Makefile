@@ -12,6 +12,8 @@ VENDOR_FILES := $(addprefix static/vendor/,socket.io.js socket.io.js.map \
 VENDOR := static/vendor/socket.io.min.js
 PEER_MODULES := bench/peer/node_modules/.package-lock.json
 N ?= 3
+# make cluster: nginx on CLUSTER_PORT, the instances on the ports after it.
+CLUSTER_PORT ?= 5050
 
 .PHONY: run test lint format vendor cluster bench bench-quick bench-scale chaos soak system-deps clean
 
@@ -32,7 +34,8 @@ format: $(STAMPS)/venv-dev
 	$(BIN)/ruff format .
 
 cluster: $(STAMPS)/venv-deploy $(VENDOR_FILES) system-deps
-	$(BIN)/python -m deploy.cluster --instances $(N) $(if $(SENTINEL),--sentinel)
+	$(BIN)/python -m deploy.cluster --instances $(N) --port $(CLUSTER_PORT) \
+	  $(if $(SENTINEL),--sentinel)
 
 bench: $(STAMPS)/venv-bench $(PEER_MODULES) system-deps
 	ulimit -n 20000 2>/dev/null || true; $(BIN)/python -m bench.run
@@ -105,6 +108,13 @@ system-deps:
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
+	command -v runc >/dev/null || missing="$$missing runc"; \
+	command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
+	command -v newuidmap >/dev/null || missing="$$missing uidmap"; \
+	command -v slirp4netns >/dev/null || missing="$$missing slirp4netns"; \
+	command -v fuse-overlayfs >/dev/null || missing="$$missing fuse-overlayfs"; \
+	command -v catatonit >/dev/null || test -x /usr/libexec/podman/catatonit || missing="$$missing catatonit"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

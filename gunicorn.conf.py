@@ -109,9 +109,9 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
 def _log_formats():
-    """chat/observe/logs.py loaded on its own: importing the ``chat`` package here, in
-    the master, would import Flask and socket.io before the worker's gevent
-    monkey-patching."""
+    """chat/observe/logs.py loaded on its own: importing the ``chat`` package
+    here, in the master, would import Flask and socket.io before the worker's
+    gevent monkey-patching."""
     import importlib.util
     from pathlib import Path
 
@@ -124,7 +124,7 @@ def _log_formats():
 
 if os.environ.get("LOG_FORMAT") == "json":
     # gunicorn's own lines (start, workers, signals, access) as JSON too.
-    logconfig_dict = _log_formats().gunicorn_logconfig(loglevel)
+    logconfig_dict = _log_formats().gunicorn_logconfig(loglevel, bool(accesslog))
 
 
 # -- server hooks -------------------------------------------------------------

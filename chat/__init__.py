@@ -20,7 +20,11 @@ from chat.cluster.manager import require_redis
 from chat.config import Config, SettingError
 from chat.internals.socketio_server import install
 from chat.lifecycle import log_start, socketio_options, start_services
-from chat.observe.logs import InstanceFilter, configure_logging
+from chat.observe.logs import (
+    InstanceFilter,
+    configure_logging,
+    name_instance_everywhere,
+)
 from chat.state import build_state
 from chat.web import views
 from chat.web.app import ChatFlask, NoSessions
@@ -54,15 +58,17 @@ def create_app(config=None) -> Flask:
     # Settings are read one way everywhere: ``config["NAME"]``.
     config = app.config
     handler = configure_logging(config["LOG_FORMAT"], config["LOG_LEVEL"])
-    for warning in getattr(settings, "warnings", ()):
-        log.warning(warning)
     if config["REDIS_URL"]:
         require_redis(config["REDIS_URL"])
     app.session_interface = NoSessions()
     socketio = SocketIO()
     state = app.extensions["chat"] = build_state(config, socketio)
     if handler is not None:
-        handler.addFilter(InstanceFilter(state.instance_id))
+        instance_filter = InstanceFilter(state.instance_id)
+        handler.addFilter(instance_filter)
+        name_instance_everywhere(instance_filter)
+    for warning in getattr(settings, "warnings", ()):
+        log.warning(warning, extra={"instance": state.instance_id})
     app.register_blueprint(views.bp)
     events.register(socketio)
     socketio.init_app(app, **socketio_options(config, state))

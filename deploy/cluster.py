@@ -26,7 +26,15 @@ import threading
 from pathlib import Path
 
 from deploy.host import Host, point_current, ready
-from deploy.procs import BIN, ROOT, RedisSentinels, RedisServer, free_port, wait_until
+from deploy.procs import (
+    BIN,
+    ROOT,
+    RedisSentinels,
+    RedisServer,
+    bindable,
+    free_port,
+    wait_until,
+)
 from deploy.supervisord import Layout, redis_program
 
 
@@ -64,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    ports = [args.port, *range(args.port + 1, args.port + 1 + args.instances)]
+    taken = [port for port in ports if not bindable(port)]
+    if taken:
+        print(
+            f"cannot start: port {', '.join(map(str, taken))} is in use (another "
+            f"cluster?); choose others: make cluster CLUSTER_PORT={args.port + 1000}"
+        )
+        return 1
     workdir = args.workdir.resolve()
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     layout = Layout(workdir)

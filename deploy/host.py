@@ -4,6 +4,7 @@
     git remote add prod ssh://host/srv/chat/repo.git
     git push prod main                           # every deploy
     python3 /srv/chat/current/deploy/host.py rollback /srv/chat [SHA]
+    python3 /srv/chat/current/deploy/host.py stop /srv/chat
 
 Layout of the host directory:
 
@@ -45,9 +46,10 @@ from pathlib import Path
 
 # Run as a script from a release's checkout: make ``deploy`` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from deploy.nginx import nginx_argv, nginx_conf  # noqa: E402  (stdlib only)
+from deploy.nginx import nginx_argv, nginx_conf, reap_orphans  # noqa: E402
 from deploy.procs import free_port, http_get, route_id  # noqa: E402
 from deploy.supervisord import (  # noqa: E402
+    STOP_WAIT_S,
     Layout,
     instance_program,
     nginx_program,
@@ -57,7 +59,9 @@ from deploy.supervisord import (  # noqa: E402
 ENV_TEMPLATE = """\
 # Settings for every release of the chat on this host; never in the repository.
 # A push applies changes: every instance restarts with them.
-INSTANCES=2
+# 2 or more need REDIS_URL (a push with several instances and no Redis is
+# refused: each instance would be a chat of its own).
+INSTANCES=1
 BASE_PORT=5051
 HOST=127.0.0.1
 # nginx, the public side: LB_HOST=0.0.0.0 to serve other machines.
@@ -73,6 +77,12 @@ SECRET_KEY={secret}
 # How long each switched instance has to answer /readyz before the deploy
 # rolls back.
 DEPLOY_READY_TIMEOUT_S=60
+# processes: each instance is a gunicorn under supervisord. containers: the
+# push builds an image (Dockerfile) with Podman and each instance is a
+# container of it (nginx stays under supervisord).
+MODE=processes
+# Releases (and, in container mode, images) kept for rollback.
+KEEP_RELEASES=5
 """
 
 PRE_RECEIVE = """\
@@ -186,8 +196,55 @@ def venv_for(root: Path, release: Path) -> Path:
     return venv
 
 
+def check_settings(root: Path) -> dict[str, str]:
+    """The host's settings, refused with one line when they cannot work."""
+    settings = read_env(root)
+    mode = settings.get("MODE", "processes")
+    if mode not in ("processes", "containers"):
+        raise SystemExit(f"[deploy] refused: MODE={mode!r}: processes or containers")
+    count = settings.get("INSTANCES", "1")
+    if not count.isdigit() or int(count) < 1:
+        raise SystemExit(f"[deploy] refused: INSTANCES={count!r}: a whole number >= 1")
+    if int(count) > 1 and not settings.get("REDIS_URL"):
+        raise SystemExit(
+            f"[deploy] refused: INSTANCES={count} needs REDIS_URL in {root}/env "
+            "(without Redis each instance would be a chat of its own)"
+        )
+    return settings
+
+
+def image_of(release: Path) -> str:
+    """The container image of a release (container mode)."""
+    return f"localhost/chat:{release.name[:12]}"
+
+
+def build_image(root: Path, sha: str) -> Path:
+    """Container mode: the release's image from its Dockerfile, with Podman."""
+    from deploy import containers
+
+    release = root / "releases" / sha
+    say(f"building the image of {sha[:12]}")
+    try:
+        if not containers.image_exists(containers.BASE_IMAGE):
+            say("making the base image (once per host)")
+        containers.build(release, image_of(release))
+    except subprocess.CalledProcessError as failed:
+        for line in ((failed.stdout or "") + (failed.stderr or "")).splitlines()[-15:]:
+            say(f"  {line}")
+        raise SystemExit("[deploy] build failed: podman build") from None
+    # The smoke check's two clients (deploy/smoke.js) run on the host.
+    run(
+        ["npm", "ci", "--omit=dev", "--no-audit", "--no-fund", "--loglevel=error"],
+        release,
+        "npm ci",
+    )
+    return release
+
+
 def build(root: Path, sha: str) -> Path:
     """Install a release's dependencies; exit non-zero if that fails."""
+    if read_env(root).get("MODE") == "containers":
+        return build_image(root, sha)
     release = root / "releases" / sha
     say(f"building {sha[:12]}")
     venv = venv_for(root, release)
@@ -214,13 +271,13 @@ def smoke_check(root: Path, release: Path) -> None:
     posts into a room people use.
     """
     port = free_port()
-    env = {
-        **clean_environ(),
+    own = {
         **read_env(root),
         "PORT": str(port),
         "HOST": "127.0.0.1",
         "RELEASE": release.name,
     }
+    env = {**clean_environ(), **own}
     log_path = root / "logs" / f"smoke-{release.name[:12]}.log"
 
     def fail(why: str) -> None:
@@ -228,15 +285,19 @@ def smoke_check(root: Path, release: Path) -> None:
             say(f"  {line}")
         raise SystemExit(f"[deploy] build failed: smoke check, {why}")
 
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(release / ".venv/bin/gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=release,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    if read_env(root).get("MODE") == "containers":
+        proc = SmokeContainer(release, own, log_path)
+    else:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [str(release / ".venv/bin/gunicorn")]
+                + ["-c", "gunicorn.conf.py", "wsgi:app"],
+                cwd=release,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
     url = f"http://127.0.0.1:{port}"
     try:
         if not ready(url, 30, proc):
@@ -258,12 +319,54 @@ def smoke_check(root: Path, release: Path) -> None:
             lines = (chat.stdout + chat.stderr).strip().splitlines()
             fail(f"two clients cannot chat ({lines[-1] if lines else 'no output'})")
     finally:
-        if proc.poll() is None:
+        if isinstance(proc, SmokeContainer):
+            proc.remove()
+        elif proc.poll() is None:
             proc.terminate()
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
+
+
+class SmokeContainer:
+    """A container of the release's image on a spare port, for the smoke check."""
+
+    def __init__(self, release: Path, env: dict[str, str], log_path: Path) -> None:
+        from deploy import containers
+
+        self.containers = containers
+        self.name = f"chat-smoke-{release.name[:12]}"
+        self.log_path = log_path
+        containers.podman("rm", "--force", self.name, check=False)
+        containers.podman(
+            "run",
+            "--detach",
+            "--name",
+            self.name,
+            "--network",
+            "host",
+            *container_env(env),
+            image_of(release),
+        )
+
+    def poll(self) -> int | None:
+        """None while the container runs (as ``Popen.poll``)."""
+        state = self.containers.podman(
+            "inspect", "--format", "{{.State.Running}}", self.name, check=False
+        )
+        return None if state.stdout.strip() == "true" else 1
+
+    def remove(self) -> None:
+        logs = self.containers.podman("logs", self.name, check=False)
+        self.log_path.write_text(logs.stdout + logs.stderr)
+        self.containers.podman("rm", "--force", "--time", "5", self.name, check=False)
+
+
+def container_env(settings: dict[str, str]) -> list[str]:
+    """``--env`` options for the chat's settings (nothing of this host's own
+    environment reaches a container)."""
+    return [f"--env={key}={value}" for key, value in sorted(settings.items())]
 
 
 def ready(url: str, timeout: float, proc: subprocess.Popen | None = None) -> bool:
@@ -295,6 +398,8 @@ class Host:
         self.ready_timeout = float(self.settings.get("DEPLOY_READY_TIMEOUT_S", "60"))
         self.tools = tools or root / "tools" / "bin"
         self.extra = list(extra)  # more programs (make cluster's redis-server)
+        # processes: instances under supervisord; containers: Podman's.
+        self.containers = self.settings.get("MODE") == "containers"
 
     def write_conf(self) -> None:
         """supervisord.conf and nginx.conf from the current env."""
@@ -319,8 +424,14 @@ class Host:
             )
         )
         programs = [*self.extra]
-        programs += [instance_program(self.layout, p) for p in self.ports]
-        programs.append(nginx_program(self.layout, nginx_argv(conf)))
+        if not self.containers:
+            programs += [instance_program(self.layout, p) for p in self.ports]
+        launcher = self.root / "current" / "deploy" / "host.py"
+        programs.append(
+            nginx_program(
+                self.layout, [sys.executable, str(launcher), "nginx", str(self.root)]
+            )
+        )
         self.layout.conf.write_text(supervisord_conf(self.layout, programs))
 
     def ctl(self, *args: str, check: bool = True) -> str:
@@ -360,11 +471,13 @@ class Host:
         return f"http://127.0.0.1:{port}"
 
     def serves(self, port: int) -> bool:
-        """The instance answers /readyz and supervisord counts it as started
-        (RUNNING), within the deploy's readiness timeout."""
+        """The instance answers /readyz and supervisord (or Podman) counts it
+        as started, within the deploy's readiness timeout."""
         deadline = time.monotonic() + self.ready_timeout
         if not ready(self.url(port), self.ready_timeout):
             return False
+        if self.containers:
+            return self.container_running(port)
         while time.monotonic() < deadline:
             if self.ctl("status", f"chat-{port}", check=False).split()[1:2] == [
                 "RUNNING"
@@ -383,6 +496,9 @@ class Host:
         self.write_conf()
         if not self.running():
             self.start_supervisord()
+            if self.containers:
+                for port in self.ports:
+                    self.start_container(port, release)
             late = [p for p in self.ports if not self.serves(p)]
             if late:
                 self._give_up(release, previous, self.ports, late[0])
@@ -390,13 +506,89 @@ class Host:
         # Instances added to or removed from env; nginx reads its new config.
         self.ctl("update")
         self.ctl("signal", "HUP", "nginx", check=False)
+        if self.containers:
+            self.remove_other_containers()
         switched = []
         for port in self.ports:
             say(f"restarting the instance on {port}")
             switched.append(port)
-            self.ctl("restart", f"chat-{port}", check=False)
+            self.restart(port, release)
             if not self.serves(port):
                 self._give_up(release, previous, switched, port)
+
+    def restart(self, port: int, release: Path) -> None:
+        """The instance on ``port`` drains and comes back on ``release``."""
+        if self.containers:
+            self.start_container(port, release)
+        else:
+            self.ctl("restart", f"chat-{port}", check=False)
+
+    # -- container mode ---------------------------------------------------------
+    def start_container(self, port: int, release: Path) -> None:
+        """Replace the container on ``port`` (it drains first) by one of
+        ``release``'s image, restarted by Podman whenever it exits."""
+        from deploy import containers
+
+        name = f"chat-{port}"
+        containers.podman(
+            "rm", "--force", "--time", str(STOP_WAIT_S), name, check=False, timeout=120
+        )
+        containers.podman(
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "--restart",
+            "always",
+            "--stop-timeout",
+            str(STOP_WAIT_S),
+            "--log-opt",
+            f"path={self.layout.logs / name}.log",
+            *container_env(instance_settings(self.settings, release, port)),
+            image_of(release),
+        )
+
+    def container_running(self, port: int) -> bool:
+        from deploy import containers
+
+        state = containers.podman(
+            "inspect", "--format", "{{.State.Running}}", f"chat-{port}", check=False
+        )
+        return state.stdout.strip() == "true"
+
+    def remove_other_containers(self) -> None:
+        """Containers of instances no longer in env (INSTANCES went down)."""
+        from deploy import containers
+
+        names = containers.podman(
+            "ps", "--all", "--format", "{{.Names}}", "--filter", "name=^chat-[0-9]+$"
+        ).stdout.split()
+        for name in names:
+            if int(name.split("-")[1]) not in self.ports:
+                say(f"removing {name}")
+                containers.podman(
+                    "rm", "--force", "--time", str(STOP_WAIT_S), name, check=False
+                )
+
+    def stop(self) -> None:
+        """Stop everything this host runs (containers drain first)."""
+        if self.containers:
+            from deploy import containers
+
+            for port in self.ports:
+                containers.podman(
+                    "rm",
+                    "--force",
+                    "--time",
+                    str(STOP_WAIT_S),
+                    f"chat-{port}",
+                    check=False,
+                    timeout=120,
+                )
+        if self.running():
+            self.ctl("shutdown", check=False)
 
     def _give_up(self, release, previous, switched, port) -> None:
         why = (
@@ -404,12 +596,12 @@ class Host:
             f"{self.ready_timeout:g}s; see {self.layout.logs}/chat-{port}.log"
         )
         if previous is None:
-            self.ctl("stop", "all", check=False)
+            self.stop()
             raise SystemExit(f"[deploy] roll failed: {why}; nothing was serving before")
         say(f"{why}: rolling back to {previous.name[:12]}")
         point_current(self.root, previous)
         for back in switched:
-            self.ctl("restart", f"chat-{back}", check=False)
+            self.restart(back, previous)
             self.serves(back)
         raise SystemExit(
             f"[deploy] roll failed: {why}; {previous.name[:12]} serves again"
@@ -437,15 +629,58 @@ def note_served(root: Path, sha: str) -> None:
 def deploy(root: Path, sha: str) -> None:
     """pre-receive: build, smoke-check and roll; any failure refuses the push."""
     started = time.monotonic()
-    release = build(root, sha)
-    smoke_check(root, release)
-    say(f"built {sha[:12]}: smoke check passed (two clients chatted)")
-    previous = serving(root)
-    say(f"rolling restart to {sha[:12]}")
-    Host(root).roll(release, previous)
-    note_served(root, sha)
+    try:
+        check_settings(root)
+        release = build(root, sha)
+        smoke_check(root, release)
+        say(f"built {sha[:12]}: smoke check passed (two clients chatted)")
+        previous = serving(root)
+        say(f"rolling restart to {sha[:12]}")
+        Host(root).roll(release, previous)
+        note_served(root, sha)
+    finally:
+        prune(root)
     port = read_env(root).get("LB_PORT", "5050")
     say(f"serving {sha[:12]} on port {port} ({time.monotonic() - started:.0f} s)")
+
+
+def prune(root: Path) -> None:
+    """Keep the serving release and the last KEEP_RELEASES served (rollback's
+    choices); remove every other release, a refused one included, the
+    virtual environments none of them uses, and their images."""
+    keep_count = int(read_env(root).get("KEEP_RELEASES") or 5)
+    served_file = root / "served"
+    lines = served_file.read_text().splitlines() if served_file.exists() else []
+    shas = [line.split()[0] for line in lines if line.strip()]
+    keep = set(shas[-keep_count:])
+    current = serving(root)
+    if current is not None:
+        keep.add(current.name)
+    releases = root / "releases"
+    gone = []
+    for release in releases.iterdir() if releases.exists() else ():
+        if release.name not in keep:
+            shutil.rmtree(release, ignore_errors=True)
+            gone.append(release)
+    used = {
+        (release / ".venv").resolve()
+        for release in releases.iterdir()
+        if (release / ".venv").is_symlink()
+    }
+    for venv in (root / "venvs").iterdir() if (root / "venvs").exists() else ():
+        if venv.resolve() not in used:
+            shutil.rmtree(venv, ignore_errors=True)
+    if gone and shutil.which("podman"):
+        from deploy import containers
+
+        for release in gone:
+            containers.podman("rmi", "--force", image_of(release), check=False)
+
+
+def stop(root: Path) -> None:
+    """Stop this host's chat: the instances drain, then nginx and supervisord."""
+    Host(root).stop()
+    say("stopped; the next push (or supervisord -c supervisord.conf) starts it")
 
 
 def rollback(root: Path, sha: str | None) -> None:
@@ -475,21 +710,52 @@ def rollback(root: Path, sha: str | None) -> None:
 
 
 # -- one instance (supervisord's command) -----------------------------------------
-def instance(root: Path, port: int) -> None:
-    """Replace this process by gunicorn of the current release on ``port``."""
-    release = (root / "current").resolve()
-    env = {
-        **clean_environ(),
+# The host's own settings, which an instance has no use for.
+HOST_ONLY = frozenset(
+    {
+        "INSTANCES",
+        "BASE_PORT",
+        "LB_HOST",
+        "LB_PORT",
+        "LB_TLS_CERT",
+        "LB_TLS_KEY",
+        "LB_TLS_PORT",
+        "DEPLOY_READY_TIMEOUT_S",
+        "MODE",
+        "KEEP_RELEASES",
+    }
+)
+
+
+def instance_settings(settings: dict[str, str], release: Path, port: int) -> dict:
+    """What the instance on ``port`` runs with, process or container."""
+    return {
         # nginx on this host is the only peer; the client is in X-Forwarded-For.
         "TRUSTED_PROXIES": "127.0.0.1",
         "RELEASE": release.name,
-        **read_env(root),
+        **{k: v for k, v in settings.items() if k not in HOST_ONLY},
         "PORT": str(port),
         "ROUTE_ID": route_id(port),
     }
+
+
+def instance(root: Path, port: int) -> None:
+    """Replace this process by gunicorn of the current release on ``port``."""
+    release = (root / "current").resolve()
+    env = {**clean_environ(), **instance_settings(read_env(root), release, port)}
     os.chdir(release)
     gunicorn = release / ".venv" / "bin" / "gunicorn"
     os.execve(gunicorn, [str(gunicorn), "-c", "gunicorn.conf.py", "wsgi:app"], env)
+
+
+def run_nginx(root: Path) -> None:
+    """Replace this process by nginx with the host's current configuration,
+    once whatever a killed nginx left holding the port is gone."""
+    conf = Layout(root).nginx_dir / "nginx.conf"
+    if reap_orphans(conf.parent / "nginx.pid"):
+        say("killed the workers a killed nginx left behind")
+    argv = nginx_argv(conf)
+    os.execv(argv[0], argv)
 
 
 def main(argv: list[str]) -> None:
@@ -502,9 +768,13 @@ def main(argv: list[str]) -> None:
         rollback(root, argv[2] if len(argv) > 2 else None)
     elif command == "instance":
         instance(root, int(argv[2]))
+    elif command == "stop":
+        stop(root)
+    elif command == "nginx":
+        run_nginx(root)
     else:
         raise SystemExit(
-            f"unknown command {command!r}: init, deploy, rollback or instance"
+            f"unknown command {command!r}: init, deploy, rollback, stop or instance"
         )
 
 

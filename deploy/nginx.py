@@ -23,6 +23,7 @@ scheme from ``X-Forwarded-Proto``.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from deploy.procs import (
@@ -246,3 +247,45 @@ def nginx_argv(conf: Path) -> list[str]:
         "-e",
         str(conf.parent / "nginx-error.log"),
     ]
+
+
+def reap_orphans(pid_file: Path, timeout: float = 5.0) -> int:
+    """Kill what is left of an nginx whose master was killed (kill -9).
+
+    Its workers keep running in the master's process group, holding the
+    listening port with the old configuration, and a new nginx could never
+    bind. The group is the old master's pid (supervisord makes every program
+    a group leader); only processes named nginx in it are killed. Returns
+    how many were.
+    """
+    import os
+    import signal
+    import time
+
+    try:
+        group = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+    def left() -> list[int]:
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)
+                name = fields[0].split("(", 1)[1]
+                pgrp = int(fields[1].split()[2])
+            except (OSError, IndexError, ValueError):
+                continue
+            if pgrp == group and name == "nginx":
+                pids.append(int(stat.parent.name))
+        return pids
+
+    stray = left()
+    for pid in stray:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid_file.unlink(missing_ok=True)
+    return len(stray)

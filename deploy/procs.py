@@ -37,11 +37,12 @@ def free_ports(count: int) -> int:
     (a host's instances take BASE_PORT, BASE_PORT+1, ...)."""
     while True:
         base = free_port()
-        if all(_bindable(p) for p in range(base, base + count)):
+        if all(bindable(p) for p in range(base, base + count)):
             return base
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` is free to listen on."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))

@@ -14,7 +14,7 @@ import socketio
 
 from deploy.procs import ROOT, free_port, wait_until
 
-__all__ = ["ROOT", "ChatClient", "free_port", "wait_until"]
+__all__ = ["ROOT", "ChatClient", "Conversation", "free_port", "wait_until"]
 
 
 class ChatClient:
@@ -139,3 +139,65 @@ def polling_session(url: str) -> str:
     assert requests.post(session, data="40", timeout=5).text == "OK"
     assert requests.get(session, timeout=5).text.startswith("40")
     return session
+
+
+class Conversation:
+    """Alice and Bob through nginx, Alice sending a numbered message every
+    50 ms; what was acknowledged must reach Bob (live, or as missed messages
+    when he logs in again with the last id he saw)."""
+
+    talks = 0
+
+    def __init__(self, clients, url):
+        # Names of their own: a closed client's name may be held a while.
+        Conversation.talks += 1
+        alice, bob = f"Alice{self.talks}", f"Bob{self.talks}"
+        self.names = {alice, bob}
+        # Both reconnect as the page does: with the token of their login.
+        self.alice = clients(
+            url, auth={"username": alice}, reconnection=True, resume=True
+        )
+        self.alice.wait_for("login")
+        self.bob = clients(url, auth={"username": bob}, reconnection=True, resume=True)
+        self.bob.wait_for("login")
+        self.acked: list[str] = []
+        self._stop = threading.Event()
+        self._sender = threading.Thread(target=self._send, daemon=True)
+
+    def _send(self):
+        n = 0
+        while not self._stop.wait(0.05):
+            n += 1
+            text = f"during the push {n}"
+            try:
+                ack = self.alice.sio.call("new message", text, timeout=5)
+            except Exception:  # noqa: BLE001  (not connected, no ack: not sent)
+                continue
+            if isinstance(ack, dict) and "id" in ack:
+                self.acked.append(text)
+
+    def __enter__(self):
+        self._sender.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._sender.join(10)
+
+    def received_by_bob(self):
+        texts = {m["message"] for m in self.bob.named("new message")}
+        for history in self.bob.named("history"):
+            texts |= {m["message"] for m in history["messages"]}
+        return texts
+
+    def assert_nothing_lost(self):
+        assert self.acked, "no message was acknowledged during the push"
+        wait_until(
+            lambda: set(self.acked) <= self.received_by_bob(),
+            20,
+            "Bob to have every acknowledged message",
+        )
+        # (Users of earlier tests may leave meanwhile; these two never do.)
+        for who in (self.alice, self.bob):
+            left = {d["username"] for d in who.named("user left")}
+            assert not left & self.names, "someone who stayed was announced"

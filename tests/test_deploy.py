@@ -10,13 +10,14 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from deploy.procs import ROOT, RedisServer, free_port, free_ports, wait_until
+from tests.support import Conversation
 
 pytestmark = pytest.mark.e2e
 
@@ -154,66 +155,38 @@ def test_supervisord_restarts_a_killed_instance(host):
     assert int(host.ctl("pid", f"chat-{port}")) != pid
 
 
-class Conversation:
-    """Alice and Bob through nginx, Alice sending a numbered message every
-    50 ms; what was acknowledged must reach Bob (live, or as missed messages
-    when he logs in again with the last id he saw)."""
+def nginx_in_group(group):
+    """pids of nginx processes in process group ``group``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.split("(", 1)[1] == "nginx" and int(tail.split()[2]) == group:
+            found.append(int(stat.parent.name))
+    return found
 
-    talks = 0
 
-    def __init__(self, clients, url):
-        # Names of their own: a closed client's name may be held a while.
-        Conversation.talks += 1
-        alice, bob = f"Alice{self.talks}", f"Bob{self.talks}"
-        self.names = {alice, bob}
-        # Both reconnect as the page does: with the token of their login.
-        self.alice = clients(
-            url, auth={"username": alice}, reconnection=True, resume=True
-        )
-        self.alice.wait_for("login")
-        self.bob = clients(url, auth={"username": bob}, reconnection=True, resume=True)
-        self.bob.wait_for("login")
-        self.acked: list[str] = []
-        self._stop = threading.Event()
-        self._sender = threading.Thread(target=self._send, daemon=True)
-
-    def _send(self):
-        n = 0
-        while not self._stop.wait(0.05):
-            n += 1
-            text = f"during the push {n}"
-            try:
-                ack = self.alice.sio.call("new message", text, timeout=5)
-            except Exception:  # noqa: BLE001  (not connected, no ack: not sent)
-                continue
-            if isinstance(ack, dict) and "id" in ack:
-                self.acked.append(text)
-
-    def __enter__(self):
-        self._sender.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._sender.join(10)
-
-    def received_by_bob(self):
-        texts = {m["message"] for m in self.bob.named("new message")}
-        for history in self.bob.named("history"):
-            texts |= {m["message"] for m in history["messages"]}
-        return texts
-
-    def assert_nothing_lost(self):
-        assert self.acked, "no message was acknowledged during the push"
-        wait_until(
-            lambda: set(self.acked) <= self.received_by_bob(),
-            20,
-            "Bob to have every acknowledged message",
-        )
-        # (Users of earlier tests may leave meanwhile; these two never do.)
-        for who in (self.alice, self.bob):
-            left = {d["username"] for d in who.named("user left")}
-            assert not left & self.names, "someone who stayed was announced"
+def test_a_load_balancer_killed_with_sigkill_comes_back_on_its_port(host, clients):
+    """kill -9 of nginx's master leaves its worker holding the port: the
+    nginx supervisord starts again must not fail to bind behind it."""
+    pid = int(host.ctl("pid", "nginx"))
+    assert nginx_in_group(pid), "nginx's worker runs in its master's group"
+    os.kill(pid, signal.SIGKILL)
+    wait_until(
+        lambda: (
+            statuses(host)["nginx"] == "RUNNING"
+            and int(host.ctl("pid", "nginx")) != pid
+        ),
+        30,
+        "supervisord to start nginx again",
+    )
+    wait_until(lambda: not nginx_in_group(pid), 10, "the old worker to be gone")
+    user = clients(host.url, auth={"username": "Lb"})
+    assert user.wait_for("login")["numUsers"] >= 1
+    errors = (host.root / "nginx" / "nginx-error.log").read_text()
+    assert "Address already in use" not in errors
 
 
 def test_a_push_rolls_one_instance_at_a_time_applies_env_and_nobody_notices(
@@ -300,12 +273,35 @@ def test_a_release_whose_login_raises_is_refused_by_the_smoke_check(host, client
         git("reset", "-q", "--hard", "HEAD~1", cwd=host.work)
 
 
+def test_settings_that_cannot_work_refuse_the_push_with_one_line(host):
+    """Two instances without Redis would be two chats that cannot see each
+    other: refused before anything is built, and nothing is left behind."""
+    serving = host.served()
+    redis_url = next(
+        line.split("=", 1)[1]
+        for line in (host.root / "env").read_text().splitlines()
+        if line.startswith("REDIS_URL=")
+    )
+    host.set_env("REDIS_URL", "")
+    assert git("commit", "-q", "--allow-empty", "-m", "Empty", cwd=host.work)
+    pushed = git("rev-parse", "HEAD", cwd=host.work).stdout.strip()
+    try:
+        refused = host.push()
+        assert refused.returncode != 0
+        assert "[deploy] refused: INSTANCES=2 needs REDIS_URL" in refused.stderr
+        assert host.served() == serving
+        assert not (host.root / "releases" / pushed).exists()
+    finally:
+        host.set_env("REDIS_URL", redis_url)
+        git("reset", "-q", "--hard", "HEAD~1", cwd=host.work)
+
+
 def test_a_release_not_ready_after_switching_is_rolled_back(host, clients):
     serving = host.served()
     talk = Conversation(clients, host.url)
     # Passes the smoke check on a spare port; never ready on the second
     # instance's port, so the deploy must undo the first instance's switch.
-    line = '        self.LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"\n'
+    line = "        self.TESTING = False\n"
     host.commit(
         "chat/config.py",
         line,

@@ -95,3 +95,24 @@ def test_a_killed_instance_fails_over_is_restarted_and_ctrl_c_stops_all(
         ["pgrep", "-f", str(workdir)], capture_output=True, text=True
     ).stdout.split()
     assert left == [], f"processes left running: {left}"
+
+
+def test_a_cluster_whose_ports_are_taken_says_so_and_does_not_start(tmp_path):
+    """Another cluster on the ports: fail with the reason, never report
+    someone else's cluster as this one."""
+    base = free_ports(3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base + 1))
+        taken.listen()
+        started = subprocess.run(
+            [sys.executable, "-m", "deploy.cluster", "--instances", "2"]
+            + ["--port", str(base), "--workdir", str(tmp_path / "c")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert started.returncode != 0
+    assert f"port {base + 1} is in use" in started.stdout
+    assert "CLUSTER_PORT=" in started.stdout
+    assert "chat cluster of" not in started.stdout

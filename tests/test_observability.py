@@ -96,6 +96,33 @@ def test_every_line_is_json_with_fields_and_no_message_text(gunicorn, clients):
 
 
 @pytest.mark.e2e
+def test_json_covers_start_up_warnings_and_access_lines_naming_the_instance(
+    gunicorn,
+):
+    """A container platform collects stdout and stderr: with LOG_FORMAT=json
+    every line is JSON, ACCESS_LOG=- gives access lines, and the worker's
+    lines (gunicorn's own included) name the instance."""
+    from deploy.procs import http_get
+    from tests.support import wait_until
+
+    server = gunicorn({"LOG_FORMAT": "json", "ACCESS_LOG": "-", "SECRET_KEY": ""})
+    assert http_get(f"{server.url}/healthz").status_code == 200
+
+    def entries():
+        return [json.loads(line) for line in server.log().splitlines() if line]
+
+    wait_until(
+        lambda: any("/healthz" in e["msg"] for e in entries()), 10, "an access line"
+    )
+    found = entries()
+    [start] = [e for e in found if e.get("event") == "start"]
+    warning = [e for e in found if e["msg"].startswith("SECRET_KEY is not set")]
+    assert warning and warning[0]["level"] == "WARNING"
+    access = [e for e in found if e["logger"] == "gunicorn.access"]
+    assert access and all(e["instance"] == start["instance"] for e in access)
+
+
+@pytest.mark.e2e
 def test_at_info_sessions_are_one_line_per_interval_with_counts(gunicorn, clients):
     """A reconnect storm must not cost a log line per connection at INFO."""
     server = gunicorn({"LOG_FORMAT": "json", "LOG_SESSIONS_EVERY_S": "1"})

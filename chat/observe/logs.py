@@ -86,6 +86,13 @@ def configure_logging(fmt: str, level: str) -> logging.Handler | None:
     return handler
 
 
+def name_instance_everywhere(instance_filter: logging.Filter) -> None:
+    """gunicorn's own lines from this worker name the instance too."""
+    for name in ("gunicorn.error", "gunicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(instance_filter)
+
+
 class InstanceFilter(logging.Filter):
     """Puts this instance's id on every record, so a line names its instance."""
 
@@ -99,8 +106,9 @@ class InstanceFilter(logging.Filter):
         return True
 
 
-def gunicorn_logconfig(level: str) -> dict:
-    """gunicorn's ``logconfig_dict`` for one JSON object per line."""
+def gunicorn_logconfig(level: str, access: bool) -> dict:
+    """gunicorn's ``logconfig_dict`` for one JSON object per line; access
+    lines only when ``access`` (ACCESS_LOG is set)."""
     handler = {
         "class": "logging.StreamHandler",
         "formatter": "json",
@@ -110,7 +118,11 @@ def gunicorn_logconfig(level: str) -> dict:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {"stderr": handler},
+        "handlers": {
+            "stderr": handler,
+            # ACCESS_LOG=- is stdout, in either format.
+            "stdout": {**handler, "stream": "ext://sys.stdout"},
+        },
         "loggers": {
             "gunicorn.error": {
                 "level": level.upper(),
@@ -118,8 +130,8 @@ def gunicorn_logconfig(level: str) -> dict:
                 "propagate": False,
             },
             "gunicorn.access": {
-                "level": "INFO",
-                "handlers": ["stderr"],
+                "level": "INFO" if access else "CRITICAL",
+                "handlers": ["stdout"] if access else [],
                 "propagate": False,
             },
         },

@@ -179,7 +179,10 @@ class Upkeep:
                 )
                 for i in range(0, len(flat), 4)
             ]
-            log.warning(
+            # An instance that left with nobody to clean up after (a planned
+            # stop hands its users over) is no news; one that left users is.
+            log.log(
+                logging.WARNING if found else logging.INFO,
                 "instance %s stopped beating; removed %d of its users",
                 other,
                 len(found),

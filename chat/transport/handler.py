@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import gevent
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Stream
+from gunicorn.workers.ggevent import PyWSGIHandler
 
 from chat.transport.clientaddr import Network, parse_networks
 from chat.transport.headers import parse_headers
@@ -95,6 +96,16 @@ class ChatWebSocketHandler(WebSocketHandler):
             self._header_timer.cancel()
             self._header_timer = None
         return line
+
+    # gunicorn's access line (ACCESS_LOG), not gevent-websocket's logger,
+    # which nothing configures.
+    log_request = PyWSGIHandler.log_request
+
+    def get_environ(self):
+        """pywsgi's environ, with the raw path gunicorn's access line reads."""
+        environ = super().get_environ()
+        environ["RAW_URI"] = self.path
+        return environ
 
     def MessageClass(self, *args):  # noqa: N802 (pywsgi's name)
         """Request headers without the email parser (chat.transport.headers)."""
