@@ -281,6 +281,8 @@ def smoke_check(root: Path, release: Path) -> None:
     log_path = root / "logs" / f"smoke-{release.name[:12]}.log"
 
     def fail(why: str) -> None:
+        if isinstance(proc, SmokeContainer):
+            proc.save_log()
         for line in log_path.read_text(errors="replace").splitlines()[-15:]:
             say(f"  {line}")
         raise SystemExit(f"[deploy] build failed: smoke check, {why}")
@@ -357,9 +359,12 @@ class SmokeContainer:
         )
         return None if state.stdout.strip() == "true" else 1
 
-    def remove(self) -> None:
+    def save_log(self) -> None:
         logs = self.containers.podman("logs", self.name, check=False)
         self.log_path.write_text(logs.stdout + logs.stderr)
+
+    def remove(self) -> None:
+        self.save_log()
         self.containers.podman("rm", "--force", "--time", "5", self.name, check=False)
 
 

@@ -107,7 +107,9 @@ def test_a_release_that_cannot_log_in_is_refused_and_nothing_changes(host, clien
     try:
         refused = host.push()
         assert refused.returncode != 0
-        assert "build failed: smoke check, two clients cannot chat" in refused.stderr
+        assert "build failed: smoke check, two clients cannot chat" in refused.stderr, (
+            refused.stderr
+        )
         assert host.served() == serving == host.main()
         for port in host.ports:
             assert image_of_container(port) == f"localhost/chat:{serving[:12]}"
