@@ -121,6 +121,13 @@ def statuses(host):
     }
 
 
+def instance_ready_at(url):
+    try:
+        return requests.get(f"{url}/readyz", timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
 def instance_ready(port):
     try:
         return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).ok
@@ -183,6 +190,7 @@ def test_a_load_balancer_killed_with_sigkill_comes_back_on_its_port(host, client
         "supervisord to start nginx again",
     )
     wait_until(lambda: not nginx_in_group(pid), 10, "the old worker to be gone")
+    wait_until(lambda: instance_ready_at(host.url), 20, "nginx to answer again")
     user = clients(host.url, auth={"username": "Lb"})
     assert user.wait_for("login")["numUsers"] >= 1
     errors = (host.root / "nginx" / "nginx-error.log").read_text()
