@@ -15,7 +15,7 @@ N ?= 3
 # make cluster: nginx on CLUSTER_PORT, the instances on the ports after it.
 CLUSTER_PORT ?= 5050
 
-.PHONY: run test lint format vendor cluster bench bench-quick bench-scale chaos soak system-deps clean
+.PHONY: run test lint format vendor image cluster bench bench-quick bench-scale chaos soak system-deps clean
 
 run: $(STAMPS)/venv $(VENDOR_FILES)
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
@@ -32,6 +32,11 @@ lint: $(STAMPS)/venv-dev
 format: $(STAMPS)/venv-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The container image (localhost/chat:latest) with Podman, on a Debian base
+# made once with mmdebstrap; `docker build -t chat .` works the same.
+image: $(STAMPS)/venv-dev system-deps
+	$(BIN)/python -m deploy.containers image
 
 cluster: $(STAMPS)/venv-deploy $(VENDOR_FILES) system-deps
 	$(BIN)/python -m deploy.cluster --instances $(N) --port $(CLUSTER_PORT) \

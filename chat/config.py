@@ -180,6 +180,11 @@ class Config:
         # A message's store waits this long for Redis, then goes to the outbox
         # (bounded) and is delivered locally as pending.
         self.STORE_TIMEOUT_S = _float("STORE_TIMEOUT_S", 0.2, above=0)
+        # A message is acknowledged with its id only once this many Redis
+        # replicas confirmed it (WAIT), within STORE_REPLICA_TIMEOUT_MS;
+        # until then it is pending in the outbox. 0: the master's word.
+        self.STORE_REPLICAS = _int("STORE_REPLICAS", 0)
+        self.STORE_REPLICA_TIMEOUT_MS = _int("STORE_REPLICA_TIMEOUT_MS", 100, low=1)
         self.OUTBOX_MAX_MESSAGES = _int("OUTBOX_MAX_MESSAGES", 10000)
         self.OUTBOX_MAX_BYTES = _int("OUTBOX_MAX_BYTES", 16 * 1024 * 1024)
         # How long a clientId is remembered to store a resend once.
@@ -300,6 +305,14 @@ class Config:
 
     def _check_together(self) -> None:
         """Settings that only work in relation to one another."""
+        if self.STORE_REPLICAS and (
+            self.STORE_REPLICA_TIMEOUT_MS >= self.STORE_TIMEOUT_S * 1000
+        ):
+            raise SettingError(
+                "STORE_REPLICA_TIMEOUT_MS",
+                str(self.STORE_REPLICA_TIMEOUT_MS),
+                f"less than STORE_TIMEOUT_S ({self.STORE_TIMEOUT_S:g} s) in ms",
+            )
         if self.PRESENCE_TTL_S <= self.PRESENCE_HEARTBEAT_S:
             raise SettingError(
                 "PRESENCE_TTL_S",

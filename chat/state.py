@@ -128,6 +128,8 @@ def _redis_stores(config) -> ChatState:
         ),
         client_id_ttl_s=config["CLIENT_ID_TTL_S"],
         room_max_bytes=room_budget(config),
+        replicas=config["STORE_REPLICAS"],
+        replica_timeout_ms=config["STORE_REPLICA_TIMEOUT_MS"],
     )
     return ChatState(
         presence=RedisPresence(

@@ -100,7 +100,7 @@ class Outbox:
                     raise Refused(
                         "storage_full", "The chat's storage is full; try again later."
                     ) from None
-                log.warning("store failed, keeping messages in the outbox: %s", exc)
+                log.warning("store not confirmed, keeping it in the outbox: %s", exc)
             else:
                 return Accepted(entry, "stored" if is_new else "duplicate")
         key = client_id and client_id_key(room, username, client_id)

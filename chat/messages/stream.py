@@ -16,6 +16,12 @@ from chat.messages.entries import client_id_key, entry_size, make_entry, parse_i
 
 log = logging.getLogger(__name__)
 
+
+class NotReplicated(redis.RedisError):
+    """The store reached the master but no replica confirmed it in time: the
+    message is kept in the outbox (pending) until one does."""
+
+
 # Stores a message once per (room, sender, clientId): a resend after a lost
 # acknowledgement, or an outbox retry after a store that timed out but
 # landed, gets the first id back instead of a second entry.
@@ -96,8 +102,16 @@ class RedisHistory:
         store_client: redis.Redis | None = None,
         client_id_ttl_s: int = 600,
         room_max_bytes: int = 256 * 1024,
+        replicas: int = 0,
+        replica_timeout_ms: int = 100,
     ) -> None:
         self._r = client
+        self._store_client = store_client or client
+        # STORE_REPLICAS: a message is acknowledged with its id only once
+        # this many replicas have it (WAIT), so a master that dies right
+        # after cannot take it with it.
+        self._replicas = replicas
+        self._replica_timeout_ms = replica_timeout_ms
         self._p = prefix
         self._retain = retain
         self._room_max_bytes = room_max_bytes
@@ -139,20 +153,33 @@ class RedisHistory:
             if client_id
             else ""
         )
-        is_new, raw_id, *prev = self._store(
-            keys=[self._key(room), cid_key, f"{self._key(room)}:bytes"],
-            args=[
-                self._retain,
-                username,
-                message,
-                client_id or "",
-                self._ttl_s,
-                self._client_id_ttl_s,
-                self._room_max_bytes,
-                entry_size(username, message, client_id),
-            ],
-            client=self._r if patient else None,
-        )
+        keys = [self._key(room), cid_key, f"{self._key(room)}:bytes"]
+        args = [
+            self._retain,
+            username,
+            message,
+            client_id or "",
+            self._ttl_s,
+            self._client_id_ttl_s,
+            self._room_max_bytes,
+            entry_size(username, message, client_id),
+        ]
+        client = self._r if patient else self._store_client
+        if self._replicas:
+            # WAIT counts the replicas that have this connection's writes:
+            # the store and the WAIT go on one connection, in one round trip.
+            pipe = client.pipeline(transaction=False)
+            self._store(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self._replicas, self._replica_timeout_ms)
+            reply, replicated = pipe.execute()
+            if int(replicated) < self._replicas:
+                raise NotReplicated(
+                    f"{replicated} of {self._replicas} replicas confirmed the "
+                    f"store within {self._replica_timeout_ms} ms"
+                )
+        else:
+            reply = self._store(keys=keys, args=args, client=client)
+        is_new, raw_id, *prev = reply
         entry = make_entry(raw_id.decode(), username, message, client_id)
         if prev:
             # Travels with the message to the instances (chat.messages.tails),

@@ -1,0 +1,70 @@
+"""STORE_REPLICAS: a message is acknowledged with an id only once a Redis
+replica has it, so a master that dies right after cannot take it along."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import redis
+
+from deploy.procs import RedisServer, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def master_and_replica(tmp_path):
+    master = RedisServer(tmp_path / "master").start()
+    replica = RedisServer(tmp_path / "replica", replica_of=master.port).start()
+    client = redis.Redis.from_url(master.url)
+    wait_until(
+        lambda: client.info("replication").get("slave0", {}).get("state") == "online",
+        30,
+        "the replica to be in sync",
+    )
+    yield master, replica
+    os.kill(replica.proc.pid, signal.SIGCONT)
+    replica.stop()
+    master.stop()
+
+
+@pytest.fixture(autouse=True)
+def folders(tmp_path):
+    (tmp_path / "master").mkdir()
+    (tmp_path / "replica").mkdir()
+
+
+def test_a_message_gets_its_id_only_once_a_replica_has_it(
+    master_and_replica, gunicorn, clients
+):
+    master, replica = master_and_replica
+    instance = gunicorn({"REDIS_URL": master.url, "STORE_REPLICAS": "1"})
+    ann = clients(instance.url, auth={"username": "Ann"})
+    ann.wait_for("login")
+    ack = ann.sio.call("new message", ("replicated", {"clientId": "c-1"}), timeout=5)
+    assert ack.get("id") and ack["clientId"] == "c-1", (ack, instance.log()[-1500:])
+
+    os.kill(replica.proc.pid, signal.SIGSTOP)  # the replica stops confirming
+    ack = ann.sio.call("new message", ("waits", {"clientId": "c-2"}), timeout=5)
+    assert ack == {"clientId": "c-2", "pending": True}
+    os.kill(replica.proc.pid, signal.SIGCONT)
+    stored = ann.wait_for("message stored", match=lambda p: p["clientId"] == "c-2")
+    assert stored["id"] and stored["pendingId"]
+
+    bo = clients(instance.url, auth={"username": "Bo"})
+    history = bo.wait_for("history")["messages"]
+    assert [m["message"] for m in history] == ["replicated", "waits"]
+
+
+def test_without_the_setting_the_masters_word_is_enough(
+    master_and_replica, gunicorn, clients
+):
+    master, replica = master_and_replica
+    instance = gunicorn({"REDIS_URL": master.url})
+    ann = clients(instance.url, auth={"username": "Ann"})
+    ann.wait_for("login")
+    os.kill(replica.proc.pid, signal.SIGSTOP)
+    ack = ann.sio.call("new message", ("at once", {"clientId": "c-3"}), timeout=5)
+    assert ack["id"]
