@@ -26,7 +26,7 @@ from chat.observe.logs import (
     name_instance_everywhere,
 )
 from chat.state import build_state
-from chat.web import views
+from chat.web import moderation, views
 from chat.web.app import ChatFlask, NoSessions
 from chat.web.bundle import client_files
 from chat.web.guards import Guard
@@ -70,6 +70,7 @@ def create_app(config=None) -> Flask:
     for warning in getattr(settings, "warnings", ()):
         log.warning(warning, extra={"instance": state.instance_id})
     app.register_blueprint(views.bp)
+    app.register_blueprint(moderation.bp)
     events.register(socketio)
     socketio.init_app(app, **socketio_options(config, state))
     install(socketio.server, config)

@@ -241,6 +241,9 @@ class Config:
         self.CLIENT_ROOMS_PER_HOUR = _int("CLIENT_ROOMS_PER_HOUR", 20)
         # Proxies whose X-Forwarded-For is believed (addresses or networks).
         self.TRUSTED_PROXIES = _networks("TRUSTED_PROXIES", "")
+        # Bearer tokens of the moderation API (chat.web.moderation), any of
+        # them; a list so that one can be revoked. Empty: no API.
+        self.OPERATOR_TOKENS = _list("OPERATOR_TOKENS", "")
         # Who may read /metrics and /healthz's details (after TRUSTED_PROXIES).
         self.INTERNAL_NETWORKS = _networks("INTERNAL_NETWORKS", "127.0.0.0/8,::1/128")
         # Host headers this server answers to ("*": any).

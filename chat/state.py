@@ -21,6 +21,7 @@ from chat.messages.memory import MemoryHistory
 from chat.messages.outbox import Outbox
 from chat.messages.stream import RedisHistory
 from chat.messages.tails import RoomTails
+from chat.moderation.store import MemoryModeration, RedisModeration
 from chat.observe.tally import ConnectionTally, CountInWindow
 from chat.presence.counts import PresenceCounts
 from chat.presence.memory import MemoryPresence
@@ -48,6 +49,12 @@ class ChatState:
     instance_id: str
     # The Redis client of presence and history (None on one instance).
     redis: object = None
+    # Moderation actions per operator: a burst, then a sustained rate.
+    operator_actions: RateLimiter = field(default_factory=lambda: RateLimiter(30, 5))
+    # Bans, mutes and the audit trail (chat.moderation).
+    moderation: MemoryModeration | RedisModeration = field(
+        default_factory=MemoryModeration
+    )
     # The newest messages of the rooms this instance hears (with Redis).
     tails: RoomTails = field(default_factory=lambda: RoomTails(0))
     delivered: Delivered = field(default_factory=Delivered)
@@ -98,8 +105,12 @@ def _limits(config) -> dict:
 
 
 def _memory_stores(config) -> ChatState:
-    history = MemoryHistory(config["HISTORY_RETAIN"], config["HISTORY_TTL_S"])
+    moderation = MemoryModeration()
+    history = MemoryHistory(
+        config["HISTORY_RETAIN"], config["HISTORY_TTL_S"], muted=moderation.muted
+    )
     return ChatState(
+        moderation=moderation,
         presence=MemoryPresence(),
         history=history,
         rooms=MemoryRooms(
@@ -118,18 +129,21 @@ def _redis_stores(config) -> ChatState:
         config["REDIS_URL"], config["REDIS_TIMEOUT_S"], health_check_interval=30
     )
     prefix = config["REDIS_KEY_PREFIX"]
+    store_client = redis_client(
+        config["REDIS_URL"], config["STORE_TIMEOUT_S"], health_check_interval=30
+    )
+    moderation = RedisModeration(client, prefix, fast=store_client)
     history = RedisHistory(
         client,
         prefix,
         config["HISTORY_RETAIN"],
         config["HISTORY_TTL_S"],
-        store_client=redis_client(
-            config["REDIS_URL"], config["STORE_TIMEOUT_S"], health_check_interval=30
-        ),
+        store_client=store_client,
         client_id_ttl_s=config["CLIENT_ID_TTL_S"],
         room_max_bytes=room_budget(config),
         replicas=config["STORE_REPLICAS"],
         replica_timeout_ms=config["STORE_REPLICA_TIMEOUT_MS"],
+        mute_key=moderation.mute_key,
     )
     return ChatState(
         presence=RedisPresence(
@@ -155,6 +169,7 @@ def _redis_stores(config) -> ChatState:
             sleep=gevent.sleep,
         ),
         redis=client,
+        moderation=moderation,
         tails=RoomTails(config["HISTORY_LENGTH"]),
         **limits,
     )

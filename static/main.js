@@ -566,6 +566,14 @@
     if (li.querySelector(".status")) li.querySelector(".status").remove();
   });
 
+  // A moderator removed a message: its line says so instead.
+  socket.on("message deleted", (data) => {
+    const li = messages.querySelector(`.message[data-id="${CSS.escape(String(data.id))}"]`);
+    if (!li) return;
+    li.querySelector(".messageBody").textContent = "message removed by a moderator";
+    li.classList.add("removed");
+  });
+
   socket.on("user joined", (data) => {
     people.set(data.username, true);
     renderPeople(data.numUsers);

@@ -32,7 +32,14 @@ log = logging.getLogger(__name__)
 # The chat's room events (chat.events, chat.messages.fanout): they go to
 # their room.
 ROOM_EVENTS = frozenset(
-    {"new message", "user joined", "user left", "typing", "stop typing"}
+    {
+        "new message",
+        "user joined",
+        "user left",
+        "typing",
+        "stop typing",
+        "message deleted",
+    }
 )
 
 

@@ -19,6 +19,7 @@ from chat.events.context import (
     sio,
 )
 from chat.messages.catchup import catch_up
+from chat.moderation.store import until
 from chat.observe import metrics
 from chat.presence import rooms
 from chat.presence.member import Member, presence_event
@@ -62,6 +63,9 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
         raise Refused("already_logged_in", "This connection is already logged in.")
     name = clean_name(raw_name, config["MAX_NAME_CHARS"])
     room = clean_room(raw_room, config["MAX_ROOM_CHARS"])
+    ban = state.moderation.banned(name, client_of_request())
+    if ban is not None:
+        raise Refused("banned", f"You are banned{until(ban)}: {ban['reason']}")
     brought_token = _is_token(token)
     if not brought_token:
         token = secrets.token_urlsafe(24)

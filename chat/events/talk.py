@@ -15,6 +15,8 @@ from chat.events.context import (
     logged_in_member,
     reply,
 )
+from chat.messages.entries import Muted
+from chat.moderation.store import until
 from chat.observe import metrics
 from chat.validation import Refused, clean_client_id, clean_message
 
@@ -35,9 +37,16 @@ def on_new_message(text=None, options=None, *_):
     client_id = clean_client_id(options)
     state = chat_state()
     _spend_client_budget(state, message)
-    accepted = state.outbox.accept(
-        member.room, member.name, message, client_id, request.sid
-    )
+    try:
+        accepted = state.outbox.accept(
+            member.room, member.name, message, client_id, request.sid
+        )
+    except Muted as muted:
+        # The store itself checks, in the same step as the write.
+        mute = muted.entry
+        raise Refused(
+            "muted", f"muted by a moderator{until(mute)}: {mute['reason']}"
+        ) from None
     entry = accepted.entry
     metrics.MESSAGES_IN.inc()
     if accepted.status == "duplicate":

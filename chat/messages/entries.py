@@ -13,6 +13,15 @@ import uuid
 from chat.validation import name_key
 
 
+class Muted(Exception):
+    """The sender is muted in the room (checked by the store itself, in the
+    same step as the write): ``entry`` says by whom, why and until when."""
+
+    def __init__(self, entry: dict) -> None:
+        super().__init__(entry.get("reason", ""))
+        self.entry = entry
+
+
 def parse_id(entry_id: str) -> tuple[int, int]:
     """``"17-3"`` -> ``(17, 3)``; anything malformed sorts before every id."""
     try:

@@ -67,6 +67,10 @@ class Fanout:
             ignore_queue=pending,
         )
 
+    def deleted(self, room: str, entry_id: str) -> None:
+        """A moderator removed a message: every page in the room drops it."""
+        self.socketio.emit("message deleted", {"id": entry_id}, to=room)
+
     def presence(self, event: str, room: str, name: str, count: int, seq=None):
         """Tell everyone in ``room`` that a user joined or left."""
         self.socketio.emit(event, presence_event(name, count, seq), to=room)
@@ -95,6 +99,9 @@ class Fanout:
                 return None
             if msg_id and (sent := state.delivered.already_sent(room, msg_id)):
                 message = {**message, "skip_sid": _with(message, sent)}
+        elif event == "message deleted":
+            # The room's kept tail may hold it: read the stream next time.
+            state.tails.forget(room)
         elif event in ("user joined", "user left") and isinstance(payload, dict):
             view = state.counts.presence_view(room, payload)
             message = {**message, "data": [view, *data[1:]]}

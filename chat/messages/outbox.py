@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
-from chat.messages.entries import client_id_key, pending_entry
+from chat.messages.entries import Muted, client_id_key, pending_entry
 from chat.validation import Refused
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,11 @@ class Outbox:
                     self._sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
                     attempt += 1
                     continue
+                except Muted:
+                    # Muted while the message waited here: it is not stored.
+                    log.info("dropped a waiting message: its sender was muted")
+                    self._forget_head()
+                    continue
                 attempt = 0
                 self._waiting.popleft()
                 self._bytes -= head.size
@@ -160,3 +165,11 @@ class Outbox:
             log.warning("outbox flushed")
         finally:
             self._flusher = None
+
+    def _forget_head(self) -> None:
+        head = self._waiting.popleft()
+        self._bytes -= head.size
+        entry = head.entry
+        self._client_ids.pop(
+            client_id_key(head.room, entry["username"], entry["clientId"]), None
+        )

@@ -8,13 +8,32 @@ trimmed away.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 
 import redis
 
-from chat.messages.entries import client_id_key, entry_size, make_entry, parse_id
+from chat.messages.entries import (
+    Muted,
+    client_id_key,
+    entry_size,
+    make_entry,
+    parse_id,
+)
 
 log = logging.getLogger(__name__)
+
+
+# A moderator removes one entry; the room's byte count goes down by its size.
+# KEYS: stream, the stream's byte count. ARGV: id. Returns 1 if it was there.
+_DELETE = """
+local entry = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])[1]
+if not entry then return 0 end
+for i = 1, #entry[2], 2 do
+  if entry[2][i] == 's' then redis.call('DECRBY', KEYS[2], entry[2][i + 1]) end
+end
+return redis.call('XDEL', KEYS[1], ARGV[1])
+"""
 
 
 class NotReplicated(redis.RedisError):
@@ -25,7 +44,8 @@ class NotReplicated(redis.RedisError):
 # Stores a message once per (room, sender, clientId): a resend after a lost
 # acknowledgement, or an outbox retry after a store that timed out but
 # landed, gets the first id back instead of a second entry.
-# KEYS: stream, clientId key ('' when none), the stream's byte count.
+# KEYS: stream, clientId key ('' when none), the stream's byte count, the
+# sender's mute key in the room ('' when unchecked; a mute returns {-1, it}).
 # ARGV: retain, username, message, clientId, ttl, clientId ttl, the room's
 # byte budget, this entry's size. Returns {is_new, id, prev}: ``prev`` is
 # the id of the entry before the new one ('' for none), which lets an
@@ -35,6 +55,10 @@ class NotReplicated(redis.RedisError):
 # rooms fit the Redis memory the operator gave them, and a new message can
 # always be stored.
 _STORE = """
+if KEYS[4] ~= '' then
+  local muted = redis.call('GET', KEYS[4])
+  if muted then return {-1, muted} end
+end
 if KEYS[2] ~= '' then
   local first = redis.call('GET', KEYS[2])
   if first then return {0, first} end
@@ -104,9 +128,12 @@ class RedisHistory:
         room_max_bytes: int = 256 * 1024,
         replicas: int = 0,
         replica_timeout_ms: int = 100,
+        mute_key=None,
     ) -> None:
         self._r = client
         self._store_client = store_client or client
+        # (room, sender) -> the Redis key of their mute (chat.moderation).
+        self._mute_key = mute_key
         # STORE_REPLICAS: a message is acknowledged with its id only once
         # this many replicas have it (WAIT), so a master that dies right
         # after cannot take it with it.
@@ -118,6 +145,7 @@ class RedisHistory:
         self._ttl_s = ttl_s
         self._client_id_ttl_s = client_id_ttl_s
         self._store = (store_client or client).register_script(_STORE)
+        self._delete = client.register_script(_DELETE)
 
     def _key(self, room: str) -> str:
         return f"{self._p}history:{room}"
@@ -153,7 +181,8 @@ class RedisHistory:
             if client_id
             else ""
         )
-        keys = [self._key(room), cid_key, f"{self._key(room)}:bytes"]
+        mute_key = self._mute_key(room, username) if self._mute_key else ""
+        keys = [self._key(room), cid_key, f"{self._key(room)}:bytes", mute_key]
         args = [
             self._retain,
             username,
@@ -180,12 +209,19 @@ class RedisHistory:
         else:
             reply = self._store(keys=keys, args=args, client=client)
         is_new, raw_id, *prev = reply
+        if is_new == -1:
+            raise Muted(json.loads(raw_id))
         entry = make_entry(raw_id.decode(), username, message, client_id)
         if prev:
             # Travels with the message to the instances (chat.messages.tails),
             # and is taken off before delivering (chat.messages.fanout).
             entry["prev"] = prev[0].decode()
         return entry, bool(is_new)
+
+    def delete(self, room: str, entry_id: str) -> bool:
+        """Remove one message from the room's history (moderation)."""
+        key = self._key(room)
+        return bool(self._delete(keys=[key, f"{key}:bytes"], args=[entry_id]))
 
     def newest(self, room: str, count: int) -> list[dict]:
         """The last ``count`` messages, oldest first."""
