@@ -341,3 +341,36 @@ def test_a_name_that_renders_blank_is_refused_with_the_reason(gunicorn, open_pag
         "The name needs at least one visible letter or sign."
     )
     expect(page.locator(".chat.page")).to_be_hidden()
+
+
+def test_a_message_a_moderator_deletes_says_so_on_every_page(gunicorn, open_page):
+    """An operator deletes Bob's message: Alice's page and Bob's own show
+    "message removed by a moderator" in its place; a muted Bob's next
+    message shows why it was not sent."""
+    import requests
+
+    server = gunicorn({"OPERATOR_TOKENS": "page-test-token"})
+    alice = open_page(server.url, "Alice")
+    bob = open_page(server.url, "Bob")
+    send(bob, "something awful")
+    line = messages_from(alice, "Bob")
+    expect(line).to_have_count(1)
+    expect(own(bob).and_(bob.locator('[data-state="stored"]'))).to_have_count(1)
+    entry_id = line.get_attribute("data-id")
+    auth = {"Authorization": "Bearer page-test-token"}
+    base = f"{server.url}/api/moderation"
+    deleted = requests.delete(
+        f"{base}/rooms/lobby/messages/{entry_id}",
+        json={"reason": "abuse"},
+        headers=auth,
+        timeout=5,
+    )
+    assert deleted.json() == {"deleted": True}
+    for page in (alice, bob):
+        body = page.locator(f'.message[data-id="{entry_id}"] .messageBody')
+        expect(body).to_have_text("message removed by a moderator")
+    mute = {"room": "lobby", "name": "Bob", "reason": "cool down"}
+    assert requests.post(f"{base}/mutes", json=mute, headers=auth, timeout=5).ok
+    send(bob, "but why")
+    expect(bob.locator(".message.own .status", has_text="muted")).to_have_count(1)
+    shot(alice, "moderation-deleted")
