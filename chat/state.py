@@ -107,7 +107,9 @@ def _limits(config) -> dict:
 def _memory_stores(config) -> ChatState:
     moderation = MemoryModeration()
     history = MemoryHistory(
-        config["HISTORY_RETAIN"], config["HISTORY_TTL_S"], muted=moderation.muted
+        config["HISTORY_RETAIN"],
+        config["HISTORY_TTL_S"],
+        check_send=moderation.check_send,
     )
     return ChatState(
         moderation=moderation,
@@ -143,7 +145,7 @@ def _redis_stores(config) -> ChatState:
         room_max_bytes=room_budget(config),
         replicas=config["STORE_REPLICAS"],
         replica_timeout_ms=config["STORE_REPLICA_TIMEOUT_MS"],
-        mute_key=moderation.mute_key,
+        moderation_keys=moderation.store_keys,
     )
     return ChatState(
         presence=RedisPresence(

@@ -158,3 +158,103 @@ def test_across_a_cluster_actions_reach_every_instance_and_survive_restarts(
     fresh = clients(c.url, auth={"username": "Dee"})
     wait_until(lambda: fresh.named("history"), 10, "history")
     assert "awful" not in [m["message"] for m in fresh.named("history")[0]["messages"]]
+
+
+def moderate(sock, **request):
+    return sock.emit("moderate", request, callback=True)
+
+
+def proven_login(connect, name, room=None):
+    """A login with a token of its own, as the page does."""
+    sock = connect()
+    options = {"token": f"{name}-token-0123456789"}
+    if room:
+        options["room"] = room
+    sock.emit("add user", name, options)
+    [login] = events_named(sock, "login")
+    return sock, login
+
+
+@pytest.mark.settings(OPERATOR_TOKENS=[TOKEN])
+def test_a_moderator_acts_in_their_room_and_nobody_else_can(client, connect):
+    body = {"room": "lobby", "name": "Mo"}
+    assert api(client, "POST", "/moderators", body).status_code == 201
+    mo, login = proven_login(connect, "Mo")
+    assert login["moderator"] is True
+    ann, ann_login = proven_login(connect, "Ann")
+    assert ann_login["moderator"] is False
+    # Not a moderator: refused, and nothing changes.
+    refused = moderate(ann, action="mute", name="Mo", reason="no")
+    assert refused["error"] == "not_moderator"
+    # The moderator mutes Ann in the room; Ann's messages are refused.
+    assert moderate(mo, action="mute", name="Ann", reason="calm", seconds=60)["ok"]
+    assert ann.emit("new message", "hey", callback=True)["error"] == "muted"
+    # A moderator is not moderated.
+    assert moderate(mo, action="mute", name="Mo")["error"] == "is_moderator"
+    # Someone logging in as Mo without Mo's token cannot: the name is held.
+    impostor = connect()
+    impostor.emit("add user", "Mo")
+    assert events_named(impostor, "login error")[0]["reason"] == "name_taken"
+
+
+@pytest.mark.settings(OPERATOR_TOKENS=[TOKEN])
+def test_a_kicked_user_is_told_why_and_cannot_come_back_at_once(client, connect):
+    api(client, "POST", "/moderators", {"room": "lobby", "name": "Mo"})
+    mo, _ = proven_login(connect, "Mo")
+    bo, _ = proven_login(connect, "Bo")
+    assert moderate(mo, action="kick", name="Bo", reason="rude")["ok"]
+    kicked = events_named(bo, "kicked")
+    assert kicked == [{"username": "Bo", "reason": "rude"}]
+    assert events_named(mo, "kicked") == kicked
+    again = connect()
+    again.emit("add user", "Bo")
+    [error] = events_named(again, "login error")
+    assert error["reason"] == "banned" and "rude" in error["message"]
+    # Another room is not affected.
+    again.emit("add user", "Bo", {"room": "elsewhere"})
+    assert events_named(again, "login")
+
+
+@pytest.mark.settings(OPERATOR_TOKENS=[TOKEN])
+def test_slow_mode_lets_one_message_through_per_interval(client, connect):
+    answer = api(client, "PUT", "/rooms/lobby/slow", {"seconds": 30})
+    assert answer.get_json() == {"slow": {"room": "lobby", "seconds": 30}}
+    ann, login = proven_login(connect, "Ann")
+    assert login["slowMode"] == 30
+    assert ann.emit("new message", "one", callback=True)["id"]
+    second = ann.emit("new message", "two", callback=True)
+    assert second["error"] == "slow_mode" and "30 s" in second["message"]
+    # A resend of the first (same clientId) is not a new message.
+    first = ann.emit("new message", "three", {"clientId": "c-9"}, callback=True)
+    assert first["error"] == "slow_mode"
+    api(client, "PUT", "/rooms/lobby/slow", {"seconds": 0})
+    assert ann.emit("new message", "four", callback=True)["id"]
+
+
+@pytest.mark.e2e
+def test_a_moderator_on_one_instance_kicks_a_user_on_another(
+    redis_server, gunicorn, clients
+):
+    env = {"REDIS_URL": redis_server.url, "OPERATOR_TOKENS": TOKEN}
+    a, b = gunicorn(env), gunicorn(env)
+    made = requests.post(
+        f"{a.url}/api/moderation/moderators",
+        json={"room": "lobby", "name": "Mo"},
+        headers=AUTH,
+        timeout=5,
+    )
+    assert made.status_code == 201
+    mo = clients(a.url, auth={"username": "Mo", "token": "mo-token-0123456789"})
+    assert mo.wait_for("login")["moderator"] is True
+    bo = clients(b.url, auth={"username": "Bo", "token": "bo-token-0123456789"})
+    bo.wait_for("login")
+    done = mo.sio.call(
+        "moderate", {"action": "kick", "name": "Bo", "reason": "rude"}, timeout=5
+    )
+    assert done == {"ok": True}
+    assert bo.wait_for("kicked") == {"username": "Bo", "reason": "rude"}
+    bo.wait_for("disconnect")
+    left = mo.wait_for("user left")
+    assert left["username"] == "Bo"
+    back = clients(b.url, auth={"username": "Bo"})
+    assert back.wait_for("login error")["reason"] == "banned"

@@ -39,6 +39,8 @@ ROOM_EVENTS = frozenset(
         "typing",
         "stop typing",
         "message deleted",
+        "kicked",
+        "slow mode",
     }
 )
 

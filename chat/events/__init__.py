@@ -7,7 +7,8 @@ chat.messages).
 - ``connection``: connect and disconnect;
 - ``login``: ``add user``;
 - ``talk``: ``new message``, ``typing``, ``stop typing``, unknown events and
-  handler failures.
+  handler failures;
+- ``moderate``: a room moderator's actions.
 
 Client -> server: ``add user``, ``new message``, ``typing``, ``stop typing``.
 Server -> client: ``login``, ``new message``, ``user joined``, ``user left``,
@@ -17,7 +18,7 @@ and ``history``. Every refusal answers the sender and changes nothing else.
 
 from __future__ import annotations
 
-from chat.events import connection, login, talk
+from chat.events import connection, login, moderate, talk
 
 
 def register(socketio) -> None:
@@ -28,5 +29,6 @@ def register(socketio) -> None:
     socketio.on_event("new message", talk.on_new_message)
     socketio.on_event("typing", talk.on_typing)
     socketio.on_event("stop typing", talk.on_stop_typing)
+    socketio.on_event("moderate", moderate.on_moderate)
     socketio.on_event("*", talk.on_unknown)
     socketio.on_error_default(talk.on_handler_error)

@@ -63,7 +63,7 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
         raise Refused("already_logged_in", "This connection is already logged in.")
     name = clean_name(raw_name, config["MAX_NAME_CHARS"])
     room = clean_room(raw_room, config["MAX_ROOM_CHARS"])
-    ban = state.moderation.banned(name, client_of_request())
+    ban, moderator, slow = state.moderation.at_login(name, client_of_request(), room)
     if ban is not None:
         raise Refused("banned", f"You are banned{until(ban)}: {ban['reason']}")
     brought_token = _is_token(token)
@@ -109,6 +109,10 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
             "users": users,
             # The page compares it with its own: a new release offers a reload.
             "release": current_app.config["RELEASE"],
+            # Additions of moderation: the page shows its controls, and
+            # the room's slow mode.
+            "moderator": moderator and member.proven,
+            "slowMode": slow,
         },
     )
     if not result.replaced_sid:

@@ -15,7 +15,7 @@ from chat.events.context import (
     logged_in_member,
     reply,
 )
-from chat.messages.entries import Muted
+from chat.messages.entries import Muted, SlowMode
 from chat.moderation.store import until
 from chat.observe import metrics
 from chat.validation import Refused, clean_client_id, clean_message
@@ -41,6 +41,10 @@ def on_new_message(text=None, options=None, *_):
         accepted = state.outbox.accept(
             member.room, member.name, message, client_id, request.sid
         )
+    except SlowMode as slow:
+        raise Refused(
+            "slow_mode", f"slow mode: you can send again in {slow.seconds} s"
+        ) from None
     except Muted as muted:
         # The store itself checks, in the same step as the write.
         mute = muted.entry

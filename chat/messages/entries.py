@@ -22,6 +22,15 @@ class Muted(Exception):
         self.entry = entry
 
 
+class SlowMode(Exception):
+    """The room is in slow mode and the sender sent within its interval:
+    ``seconds`` until they may send again."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(f"{seconds} s")
+        self.seconds = seconds
+
+
 def parse_id(entry_id: str) -> tuple[int, int]:
     """``"17-3"`` -> ``(17, 3)``; anything malformed sorts before every id."""
     try:

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import logging
 
+import gevent
+
 from chat.messages.entries import public
 from chat.presence.member import presence_event
+from chat.validation import name_key
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,28 @@ class Fanout:
         """A moderator removed a message: every page in the room drops it."""
         self.socketio.emit("message deleted", {"id": entry_id}, to=room)
 
+    def kick(self, room: str, name: str, reason: str) -> None:
+        """``name`` is put out of ``room``: the room is told, and every
+        instance closes that user's sessions there (``heard``; on one
+        instance, here)."""
+        self.socketio.emit("kicked", {"username": name, "reason": reason}, to=room)
+        if not self.state.redis:
+            gevent.spawn(self._disconnect, room, name)
+
+    def slow_mode(self, room: str, seconds: int) -> None:
+        """The room's pages show its slow mode (0: off)."""
+        self.socketio.emit("slow mode", {"seconds": seconds}, to=room)
+
+    def _disconnect(self, room: str, name: str) -> None:
+        key = name_key(name)
+        sids = [
+            sid
+            for sid, member in list(self.state.presence.local.items())
+            if member.room == room and member.key == key
+        ]
+        for sid in sids:
+            self.socketio.server.disconnect(sid, namespace="/")
+
     def presence(self, event: str, room: str, name: str, count: int, seq=None):
         """Tell everyone in ``room`` that a user joined or left."""
         self.socketio.emit(event, presence_event(name, count, seq), to=room)
@@ -102,6 +127,9 @@ class Fanout:
         elif event == "message deleted":
             # The room's kept tail may hold it: read the stream next time.
             state.tails.forget(room)
+        elif event == "kicked" and isinstance(payload, dict):
+            # After the room (the kicked user included) got the event.
+            gevent.spawn(self._disconnect, room, str(payload.get("username")))
         elif event in ("user joined", "user left") and isinstance(payload, dict):
             view = state.counts.presence_view(room, payload)
             message = {**message, "data": [view, *data[1:]]}

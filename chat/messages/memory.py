@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import time
 
-from chat.messages.entries import Muted, client_id_key, make_entry, parse_id
+from chat.messages.entries import client_id_key, make_entry, parse_id
 from chat.presence.rooms import LastUse
 
 # Client ids remembered by the in-memory history (per room and sender).
@@ -15,9 +15,11 @@ CLIENT_IDS_KEPT = 10000
 class MemoryHistory:
     """History of one instance, ``retain`` messages per room at most."""
 
-    def __init__(self, retain: int, ttl_s: int = 7 * 24 * 3600, muted=None) -> None:
-        # (room, sender) -> their mute, or None (chat.moderation).
-        self._muted = muted
+    def __init__(
+        self, retain: int, ttl_s: int = 7 * 24 * 3600, check_send=None
+    ) -> None:
+        # (room, sender) -> raises Muted or SlowMode (chat.moderation).
+        self._check_send = check_send
         self._retain = retain
         self._rooms: dict[str, collections.deque] = {}
         self._written = LastUse(ttl_s)
@@ -35,10 +37,9 @@ class MemoryHistory:
         self, room: str, username: str, message: str, client_id: str | None = None
     ) -> tuple[dict, bool]:
         """Store a message once per ``client_id``: (entry, True if new)."""
-        mute = self._muted(room, username) if self._muted else None
-        if mute is not None:
-            raise Muted(mute)
         key = client_id_key(room, username, client_id) if client_id else None
+        if self._check_send is not None and key not in self._client_ids:
+            self._check_send(room, username)
         if key in self._client_ids:
             first = self._client_ids[key]
             return make_entry(first, username, message, client_id), False

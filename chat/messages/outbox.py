@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
-from chat.messages.entries import Muted, client_id_key, pending_entry
+from chat.messages.entries import Muted, SlowMode, client_id_key, pending_entry
 from chat.validation import Refused
 
 log = logging.getLogger(__name__)
@@ -146,9 +146,9 @@ class Outbox:
                     self._sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
                     attempt += 1
                     continue
-                except Muted:
-                    # Muted while the message waited here: it is not stored.
-                    log.info("dropped a waiting message: its sender was muted")
+                except (Muted, SlowMode):
+                    # Muted (or in a slow room) while it waited: not stored.
+                    log.info("dropped a waiting message: moderation refused it")
                     self._forget_head()
                     continue
                 attempt = 0

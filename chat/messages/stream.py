@@ -15,6 +15,7 @@ import redis
 
 from chat.messages.entries import (
     Muted,
+    SlowMode,
     client_id_key,
     entry_size,
     make_entry,
@@ -44,8 +45,10 @@ class NotReplicated(redis.RedisError):
 # Stores a message once per (room, sender, clientId): a resend after a lost
 # acknowledgement, or an outbox retry after a store that timed out but
 # landed, gets the first id back instead of a second entry.
-# KEYS: stream, clientId key ('' when none), the stream's byte count, the
-# sender's mute key in the room ('' when unchecked; a mute returns {-1, it}).
+# KEYS: stream, clientId key ('' when none), the stream's byte count, and
+# the moderation keys ('' when unchecked): the sender's mute in the room (a
+# mute returns {-1, it}), the room's slow mode and the sender's marker (a
+# send within the interval returns {-2, seconds left}).
 # ARGV: retain, username, message, clientId, ttl, clientId ttl, the room's
 # byte budget, this entry's size. Returns {is_new, id, prev}: ``prev`` is
 # the id of the entry before the new one ('' for none), which lets an
@@ -62,6 +65,12 @@ end
 if KEYS[2] ~= '' then
   local first = redis.call('GET', KEYS[2])
   if first then return {0, first} end
+end
+if KEYS[5] ~= '' then
+  local slow = redis.call('GET', KEYS[5])
+  if slow and not redis.call('SET', KEYS[6], '1', 'NX', 'EX', slow) then
+    return {-2, tostring(redis.call('TTL', KEYS[6]))}
+  end
 end
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = newest[1] and newest[1][1] or ''
@@ -128,12 +137,13 @@ class RedisHistory:
         room_max_bytes: int = 256 * 1024,
         replicas: int = 0,
         replica_timeout_ms: int = 100,
-        mute_key=None,
+        moderation_keys=None,
     ) -> None:
         self._r = client
         self._store_client = store_client or client
-        # (room, sender) -> the Redis key of their mute (chat.moderation).
-        self._mute_key = mute_key
+        # (room, sender) -> [mute, slow mode, sender's marker] keys
+        # (chat.moderation), checked by the store script.
+        self._moderation_keys = moderation_keys
         # STORE_REPLICAS: a message is acknowledged with its id only once
         # this many replicas have it (WAIT), so a master that dies right
         # after cannot take it with it.
@@ -181,8 +191,12 @@ class RedisHistory:
             if client_id
             else ""
         )
-        mute_key = self._mute_key(room, username) if self._mute_key else ""
-        keys = [self._key(room), cid_key, f"{self._key(room)}:bytes", mute_key]
+        checks = (
+            self._moderation_keys(room, username)
+            if self._moderation_keys
+            else ["", "", ""]
+        )
+        keys = [self._key(room), cid_key, f"{self._key(room)}:bytes", *checks]
         args = [
             self._retain,
             username,
@@ -211,6 +225,8 @@ class RedisHistory:
         is_new, raw_id, *prev = reply
         if is_new == -1:
             raise Muted(json.loads(raw_id))
+        if is_new == -2:
+            raise SlowMode(max(1, int(raw_id)))
         entry = make_entry(raw_id.decode(), username, message, client_id)
         if prev:
             # Travels with the message to the instances (chat.messages.tails),

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import time
 
 import redis
 
+from chat.messages.entries import Muted, SlowMode
 from chat.validation import name_key
 
 # Audit entries kept (the oldest go first).
@@ -32,9 +34,16 @@ def until(entry: dict) -> str:
     return time.strftime(" until %Y-%m-%d %H:%M UTC", time.gmtime(entry["until"]))
 
 
-def _key(kind: str, value: str) -> str:
-    """Names are compared as logins compare them; addresses as given."""
+def _key(kind: str, value: str, room: str | None = None) -> str:
+    """Names are compared as logins compare them; addresses as given; a ban
+    from one room (a moderator's, a kick) names the room too."""
+    if room is not None:
+        return f"{room}:{name_key(value)}"
     return name_key(value) if kind == "name" else value
+
+
+def _kind(kind: str, room: str | None) -> str:
+    return "room" if room is not None else kind
 
 
 class MemoryModeration:
@@ -43,6 +52,9 @@ class MemoryModeration:
     def __init__(self) -> None:
         self._bans: dict[str, dict] = {}
         self._mutes: dict[str, dict] = {}
+        self._moderators: dict[str, set[str]] = {}
+        self._slow: dict[str, int] = {}
+        self._last_sent: dict[str, float] = {}
         self._audit: collections.deque = collections.deque(maxlen=AUDIT_KEPT)
 
     @staticmethod
@@ -53,22 +65,77 @@ class MemoryModeration:
             return None
         return found
 
-    def ban(self, kind: str, value: str, by: str, reason: str, seconds=None) -> None:
+    def ban(
+        self, kind: str, value: str, by: str, reason: str, seconds=None, room=None
+    ) -> None:
         """``kind`` name (``value`` a name, compared as names are) or address
-        (``value`` a client key, chat.transport.clientaddr)."""
-        self._bans[f"{kind}:{_key(kind, value)}"] = {
-            "kind": kind,
+        (``value`` a client key, chat.transport.clientaddr); with ``room``,
+        the name from that room only."""
+        self._bans[f"{_kind(kind, room)}:{_key(kind, value, room)}"] = {
+            "kind": _kind(kind, room),
             "value": value,
+            "room": room,
             **_entry(by, reason, seconds),
         }
 
-    def unban(self, kind: str, value: str) -> bool:
-        return self._bans.pop(f"{kind}:{_key(kind, value)}", None) is not None
+    def unban(self, kind: str, value: str, room=None) -> bool:
+        key = f"{_kind(kind, room)}:{_key(kind, value, room)}"
+        return self._bans.pop(key, None) is not None
 
-    def banned(self, name: str, client: str) -> dict | None:
-        return self._live(self._bans, f"name:{name_key(name)}") or self._live(
-            self._bans, f"address:{client}"
+    def banned(self, name: str, client: str, room: str = "") -> dict | None:
+        return (
+            self._live(self._bans, f"name:{name_key(name)}")
+            or self._live(self._bans, f"address:{client}")
+            or self._live(self._bans, f"room:{room}:{name_key(name)}")
         )
+
+    def at_login(self, name: str, client: str, room: str) -> tuple:
+        """(the ban that refuses this login or None, whether ``name``
+        moderates ``room``, the room's slow mode in seconds)."""
+        return (
+            self.banned(name, client, room),
+            self.is_moderator(room, name),
+            self.slow(room),
+        )
+
+    def add_moderator(self, room: str, name: str) -> None:
+        self._moderators.setdefault(room, set()).add(name_key(name))
+
+    def remove_moderator(self, room: str, name: str) -> bool:
+        found = self._moderators.get(room, set())
+        removed = name_key(name) in found
+        found.discard(name_key(name))
+        return removed
+
+    def is_moderator(self, room: str, name: str) -> bool:
+        return name_key(name) in self._moderators.get(room, ())
+
+    def set_slow(self, room: str, seconds: int) -> None:
+        if seconds:
+            self._slow[room] = seconds
+        else:
+            self._slow.pop(room, None)
+
+    def slow(self, room: str) -> int:
+        return self._slow.get(room, 0)
+
+    def check_send(self, room: str, name: str) -> None:
+        """Raise Muted or SlowMode when ``name`` may not send in ``room`` now
+        (the Redis store script does the same checks)."""
+        mute = self.muted(room, name)
+        if mute is not None:
+            raise Muted(mute)
+        slow = self._slow.get(room)
+        if slow:
+            key, now = f"{room}\0{name_key(name)}", _now()
+            last = self._last_sent.get(key, 0.0)
+            if now - last < slow:
+                raise SlowMode(math.ceil(slow - (now - last)))
+            self._last_sent[key] = now
+            if len(self._last_sent) > 10000:
+                self._last_sent = {
+                    k: t for k, t in self._last_sent.items() if now - t < slow
+                }
 
     def bans(self) -> list[dict]:
         return [b for k in list(self._bans) if (b := self._live(self._bans, k))]
@@ -107,9 +174,12 @@ class RedisModeration:
         """The key of ``name``'s mute in ``room`` (the store script reads it)."""
         return f"{self._p}mod:mute:{room}:{name_key(name)}"
 
-    def ban(self, kind: str, value: str, by: str, reason: str, seconds=None) -> None:
-        key = _key(kind, value)
-        entry = {"kind": kind, "value": value, **_entry(by, reason, seconds)}
+    def ban(
+        self, kind: str, value: str, by: str, reason: str, seconds=None, room=None
+    ) -> None:
+        kind, key = _kind(kind, room), _key(kind, value, room)
+        entry = {"kind": kind, "value": value, "room": room}
+        entry.update(_entry(by, reason, seconds))
         ttl = int(seconds) if seconds else None
         pipe = self._r.pipeline(transaction=True)
         pipe.set(self._ban_key(kind, key), json.dumps(entry), ex=ttl)
@@ -117,25 +187,92 @@ class RedisModeration:
         pipe.sadd(f"{self._p}mod:bans", f"{kind}:{key}")
         pipe.execute()
 
-    def unban(self, kind: str, value: str) -> bool:
-        key = _key(kind, value)
+    def unban(self, kind: str, value: str, room=None) -> bool:
+        kind, key = _kind(kind, room), _key(kind, value, room)
         pipe = self._r.pipeline(transaction=True)
         pipe.delete(self._ban_key(kind, key))
         pipe.srem(f"{self._p}mod:bans", f"{kind}:{key}")
         return bool(pipe.execute()[0])
 
-    def banned(self, name: str, client: str) -> dict | None:
-        """The ban on this name or client; None also when Redis cannot say
-        (an outage lets logins through rather than stopping the chat)."""
+    def banned(self, name: str, client: str, room: str = "") -> dict | None:
+        """The ban on this name or client (or name in ``room``); None also
+        when Redis cannot say (an outage lets logins through rather than
+        stopping the chat)."""
         try:
-            by_name, by_address = self._fast.mget(
+            found = self._fast.mget(
                 self._ban_key("name", name_key(name)),
                 self._ban_key("address", client),
+                self._ban_key("room", f"{room}:{name_key(name)}"),
             )
         except redis.RedisError:
             return None
-        found = by_name or by_address
+        found = next((f for f in found if f), None)
         return json.loads(found) if found else None
+
+    def at_login(self, name: str, client: str, room: str) -> tuple:
+        """(the ban that refuses this login or None, whether ``name``
+        moderates ``room``, the room's slow mode): one round trip. When
+        Redis cannot say, nobody is refused, nobody moderates."""
+        key = name_key(name)
+        pipe = self._fast.pipeline(transaction=False)
+        pipe.mget(
+            self._ban_key("name", key),
+            self._ban_key("address", client),
+            self._ban_key("room", f"{room}:{key}"),
+        )
+        pipe.sismember(self._moderators_key(room), key)
+        pipe.get(self.slow_key(room))
+        try:
+            bans, moderator, slow = pipe.execute()
+        except redis.RedisError:
+            return None, False, 0
+        found = next((b for b in bans if b), None)
+        return (json.loads(found) if found else None), bool(moderator), int(slow or 0)
+
+    def _moderators_key(self, room: str) -> str:
+        return f"{self._p}mod:moderators:{room}"
+
+    def add_moderator(self, room: str, name: str) -> None:
+        self._r.sadd(self._moderators_key(room), name_key(name))
+
+    def remove_moderator(self, room: str, name: str) -> bool:
+        return bool(self._r.srem(self._moderators_key(room), name_key(name)))
+
+    def is_moderator(self, room: str, name: str) -> bool:
+        try:
+            return bool(
+                self._fast.sismember(self._moderators_key(room), name_key(name))
+            )
+        except redis.RedisError:
+            return False
+
+    def store_keys(self, room: str, name: str) -> list[str]:
+        """What the store script checks for ``name`` sending in ``room``."""
+        return [
+            self.mute_key(room, name),
+            self.slow_key(room),
+            self.sent_key(room, name),
+        ]
+
+    def slow_key(self, room: str) -> str:
+        """The key of ``room``'s slow mode (seconds; the store script reads it)."""
+        return f"{self._p}mod:slow:{room}"
+
+    def sent_key(self, room: str, name: str) -> str:
+        """Set for a slow room's sender until they may send again."""
+        return f"{self._p}mod:sent:{room}:{name_key(name)}"
+
+    def set_slow(self, room: str, seconds: int) -> None:
+        if seconds:
+            self._r.set(self.slow_key(room), seconds)
+        else:
+            self._r.delete(self.slow_key(room))
+
+    def slow(self, room: str) -> int:
+        try:
+            return int(self._fast.get(self.slow_key(room)) or 0)
+        except redis.RedisError:
+            return 0
 
     def bans(self) -> list[dict]:
         members = sorted(m.decode() for m in self._r.smembers(f"{self._p}mod:bans"))

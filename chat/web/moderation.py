@@ -6,11 +6,15 @@ not exist). A missing or wrong token gets 401 and nothing else, and no
 answer ever repeats a token. Every action is rate-limited per operator,
 recorded in the audit trail and logged.
 
-    POST   /api/moderation/bans       {"name" | "address", "reason", "seconds"?}
-    DELETE /api/moderation/bans       {"name" | "address"}
+    POST   /api/moderation/bans  {"name" | "address", "reason", "seconds"?, "room"?}
+    DELETE /api/moderation/bans       {"name" | "address", "room"?}
     GET    /api/moderation/bans
     POST   /api/moderation/mutes      {"room", "name", "reason", "seconds"?}
     DELETE /api/moderation/mutes      {"room", "name"}
+    POST   /api/moderation/kicks      {"room", "name", "reason"}
+    POST   /api/moderation/moderators {"room", "name"}
+    DELETE /api/moderation/moderators {"room", "name"}
+    PUT    /api/moderation/rooms/<room>/slow   {"seconds"}   (0: off)
     DELETE /api/moderation/rooms/<room>/messages/<id>   {"reason"}
     GET    /api/moderation/audit?count=100
 """
@@ -25,6 +29,7 @@ import logging
 from flask import Blueprint, abort, current_app, g, jsonify, request
 
 from chat.messages.entries import is_entry_id
+from chat.moderation import actions
 from chat.transport.clientaddr import client_key
 from chat.validation import Refused, clean_name, clean_room
 
@@ -112,15 +117,16 @@ def _target(body: dict) -> tuple[str, str]:
     return "address", client_key(address, config["CLIENT_IPV6_PREFIX"])
 
 
-def _record(action: str, **fields) -> None:
-    state = current_app.extensions["chat"]
-    entry = {"action": action, "by": g.operator, **fields}
-    state.moderation.record(entry)
-    log.info(
-        "moderation: %s",
-        action,
-        extra={"event": "moderation", "reason": fields.get("reason", "")},
-    )
+def _state():
+    return current_app.extensions["chat"]
+
+
+def _room(value) -> str:
+    return clean_room(value, current_app.config["MAX_ROOM_CHARS"])
+
+
+def _name(value) -> str:
+    return clean_name(value, current_app.config["MAX_NAME_CHARS"])
 
 
 @bp.post("/bans")
@@ -129,19 +135,73 @@ def ban():
     body = _body()
     kind, value = _target(body)
     reason, seconds = _reason(body), _seconds(body)
-    state = current_app.extensions["chat"]
-    state.moderation.ban(kind, value, g.operator, reason, seconds)
-    _record("ban", kind=kind, value=value, reason=reason, seconds=seconds)
+    if "room" in body:
+        if kind != "name":
+            raise Refused("invalid_target", "A ban from one room names a user.")
+        room = _room(body["room"])
+        actions.ban_from_room(_state(), g.operator, room, value, reason, seconds)
+        return {"banned": {"room": room, "name": value, "seconds": seconds}}, 201
+    _state().moderation.ban(kind, value, g.operator, reason, seconds)
+    actions.record(
+        _state(),
+        g.operator,
+        "ban",
+        kind=kind,
+        value=value,
+        reason=reason,
+        seconds=seconds,
+    )
     return {"banned": {"kind": kind, "value": value, "seconds": seconds}}, 201
 
 
 @bp.delete("/bans")
 @operator_only
 def unban():
-    kind, value = _target(_body())
-    removed = current_app.extensions["chat"].moderation.unban(kind, value)
-    _record("unban", kind=kind, value=value)
+    body = _body()
+    kind, value = _target(body)
+    room = _room(body["room"]) if "room" in body else None
+    removed = _state().moderation.unban(kind, value, room=room)
+    actions.record(_state(), g.operator, "unban", kind=kind, value=value, room=room)
     return {"unbanned": removed}
+
+
+@bp.post("/kicks")
+@operator_only
+def kick():
+    body = _body()
+    room, name, reason = _room(body.get("room")), _name(body.get("name")), _reason(body)
+    actions.ban_from_room(_state(), g.operator, room, name, reason, actions.KICK_S)
+    return {"kicked": {"room": room, "name": name, "seconds": actions.KICK_S}}, 201
+
+
+@bp.post("/moderators")
+@operator_only
+def add_moderator():
+    body = _body()
+    room, name = _room(body.get("room")), _name(body.get("name"))
+    _state().moderation.add_moderator(room, name)
+    actions.record(_state(), g.operator, "moderator", room=room, name=name)
+    return {"moderator": {"room": room, "name": name}}, 201
+
+
+@bp.delete("/moderators")
+@operator_only
+def remove_moderator():
+    body = _body()
+    room, name = _room(body.get("room")), _name(body.get("name"))
+    removed = _state().moderation.remove_moderator(room, name)
+    actions.record(_state(), g.operator, "not moderator", room=room, name=name)
+    return {"removed": removed}
+
+
+@bp.put("/rooms/<room>/slow")
+@operator_only
+def slow(room: str):
+    seconds = _body().get("seconds")
+    if not isinstance(seconds, int) or not 0 <= seconds <= 3600:
+        raise Refused("invalid_seconds", "seconds: 0 (off) to 3600")
+    actions.set_slow(_state(), g.operator, _room(room), seconds)
+    return {"slow": {"room": _room(room), "seconds": seconds}}
 
 
 @bp.get("/bans")
@@ -154,14 +214,9 @@ def bans():
 @operator_only
 def mute():
     body = _body()
-    config = current_app.config
-    room = clean_room(body.get("room"), config["MAX_ROOM_CHARS"])
-    name = clean_name(body.get("name"), config["MAX_NAME_CHARS"])
+    room, name = _room(body.get("room")), _name(body.get("name"))
     reason, seconds = _reason(body), _seconds(body)
-    current_app.extensions["chat"].moderation.mute(
-        room, name, g.operator, reason, seconds
-    )
-    _record("mute", room=room, name=name, reason=reason, seconds=seconds)
+    actions.mute(_state(), g.operator, room, name, reason, seconds)
     return {"muted": {"room": room, "name": name, "seconds": seconds}}, 201
 
 
@@ -169,12 +224,8 @@ def mute():
 @operator_only
 def unmute():
     body = _body()
-    config = current_app.config
-    room = clean_room(body.get("room"), config["MAX_ROOM_CHARS"])
-    name = clean_name(body.get("name"), config["MAX_NAME_CHARS"])
-    removed = current_app.extensions["chat"].moderation.unmute(room, name)
-    _record("unmute", room=room, name=name)
-    return {"unmuted": removed}
+    room, name = _room(body.get("room")), _name(body.get("name"))
+    return {"unmuted": actions.unmute(_state(), g.operator, room, name)}
 
 
 @bp.delete("/rooms/<room>/messages/<entry_id>")
@@ -184,12 +235,7 @@ def delete_message(room: str, entry_id: str):
     if not is_entry_id(entry_id):
         raise Refused("invalid_id", "Not a message id.")
     reason = _reason(_body())
-    state = current_app.extensions["chat"]
-    removed = state.history.delete(room, entry_id)
-    # Pages that show it drop it, whether or not history still had it.
-    state.fanout.deleted(room, entry_id)
-    _record("delete", room=room, id=entry_id, reason=reason)
-    return {"deleted": removed}
+    return {"deleted": actions.delete(_state(), g.operator, room, entry_id, reason)}
 
 
 @bp.get("/audit")

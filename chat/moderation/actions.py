@@ -1,0 +1,57 @@
+"""What a moderator or an operator does, one function per action, shared by
+the operator API (chat.web.moderation) and the page's ``moderate`` event
+(chat.events.moderate): each changes the store, tells the room through the
+fan-out, and records who did it in the audit trail and the log."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+# A kicked user cannot log back in to the room for this long.
+KICK_S = 60
+
+
+def record(state, by: str, action: str, **fields) -> None:
+    state.moderation.record({"action": action, "by": by, **fields})
+    log.info(
+        "moderation: %s by %s",
+        action,
+        by,
+        extra={"event": "moderation", "room": fields.get("room"), "reason": ""},
+    )
+
+
+def delete(state, by: str, room: str, entry_id: str, reason: str) -> bool:
+    removed = state.history.delete(room, entry_id)
+    # Pages that show it drop it, whether or not history still had it.
+    state.fanout.deleted(room, entry_id)
+    record(state, by, "delete", room=room, id=entry_id, reason=reason)
+    return removed
+
+
+def mute(state, by: str, room: str, name: str, reason: str, seconds) -> None:
+    state.moderation.mute(room, name, by, reason, seconds)
+    record(state, by, "mute", room=room, name=name, reason=reason, seconds=seconds)
+
+
+def unmute(state, by: str, room: str, name: str) -> bool:
+    removed = state.moderation.unmute(room, name)
+    record(state, by, "unmute", room=room, name=name)
+    return removed
+
+
+def ban_from_room(state, by: str, room: str, name: str, reason: str, seconds):
+    """Out of ``room`` now (its sessions closed, the room told why), and
+    refused at login there for ``seconds`` (None: for good)."""
+    state.moderation.ban("name", name, by, reason, seconds, room=room)
+    state.fanout.kick(room, name, reason)
+    action = "kick" if seconds == KICK_S else "ban"
+    record(state, by, action, room=room, name=name, reason=reason, seconds=seconds)
+
+
+def set_slow(state, by: str, room: str, seconds: int) -> None:
+    state.moderation.set_slow(room, seconds)
+    state.fanout.slow_mode(room, seconds)
+    record(state, by, "slow", room=room, seconds=seconds)
