@@ -149,7 +149,58 @@
     li.dataset.username = data.username;
     if (data.id) li.dataset.id = data.id;
     li.append(usernameSpan, body);
+    if (moderator && data.id && className.startsWith("message")) li.append(deleteButton(li));
     return li;
+  }
+
+  // -- moderation: the controls of a room's moderator ------------------------
+  let moderator = false;
+  const moderation = $(".moderation");
+
+  // Every action asks first (with a reason) in a dialog the keyboard can use.
+  function confirmAction(title, request) {
+    $(".moderationTitle").textContent = title;
+    $(".moderationReason").value = "";
+    moderation.returnValue = "";
+    moderation.onclose = () => {
+      if (moderation.returnValue !== "confirm") return;
+      const reason = $(".moderationReason").value.trim();
+      socket.timeout(ACK_TIMEOUT).emit("moderate", { ...request, reason }, (err, ack) => {
+        if (err || !ack || ack.error) log(`not done: ${(ack && ack.message) || "no answer"}`, "error");
+      });
+    };
+    moderation.showModal();
+  }
+
+  function actionButton(label, title, request) {
+    const button = element("button", "modAction", label);
+    button.type = "button";
+    button.setAttribute("aria-label", title);
+    button.addEventListener("click", () => confirmAction(title, request));
+    return button;
+  }
+
+  function deleteButton(li) {
+    return actionButton("Delete", `Delete this message of ${li.dataset.username}`, {
+      action: "delete",
+      id: li.dataset.id,
+    });
+  }
+
+  function personActions(name) {
+    const span = element("span", "modActions");
+    span.append(
+      actionButton("Mute", `Mute ${name} for 10 minutes`, { action: "mute", name, seconds: 600 }),
+      actionButton("Kick", `Kick ${name} out of the room`, { action: "kick", name }),
+      actionButton("Ban", `Ban ${name} from the room`, { action: "ban", name }),
+    );
+    return span;
+  }
+
+  function showSlowMode(seconds) {
+    const note = $(".slowMode");
+    note.hidden = !seconds;
+    note.textContent = seconds ? `Slow mode: one message every ${seconds} s` : "";
   }
 
   function addChatMessage(data, history = false) {
@@ -205,7 +256,9 @@
     for (const name of names) {
       const li = element("li", "person", name);
       li.style.color = getUsernameColor(name);
+      li.dataset.username = name;
       if (name === username) li.append(element("span", "you", " (you)"));
+      else if (moderator) li.append(personActions(name));
       peopleList.append(li);
     }
     const count = numUsers ?? names.length;
@@ -511,6 +564,9 @@
     sessionStorage.setItem(storageKey, JSON.stringify({ username, token }));
     $(".roomName").textContent = data.room === "lobby" ? "Lobby" : `Room ${data.room}`;
     document.title = `${data.room} – Socket.IO Chat`;
+    moderator = Boolean(data.moderator);
+    chatPage.classList.toggle("moderator", moderator);
+    showSlowMode(data.slowMode);
     showChat();
     setPeople(data.users, data.numUsers);
     if (!loggedInBefore) {
@@ -566,12 +622,33 @@
     if (li.querySelector(".status")) li.querySelector(".status").remove();
   });
 
+  socket.on("slow mode", (data) => {
+    showSlowMode(data.seconds);
+    log(data.seconds ? `slow mode: one message every ${data.seconds} s` : "slow mode is off");
+  });
+
+  // Someone is put out of the room by a moderator; if it is this page, it
+  // goes back to the login with the reason.
+  socket.on("kicked", (data) => {
+    if (data.username === username) {
+      username = null;
+      token = null;
+      loggedIn = false;
+      sessionStorage.removeItem(storageKey);
+      showLogin(`You were removed from the room by a moderator: ${data.reason}`);
+      return;
+    }
+    log(`${data.username} was removed by a moderator`);
+  });
+
   // A moderator removed a message: its line says so instead.
   socket.on("message deleted", (data) => {
     const li = messages.querySelector(`.message[data-id="${CSS.escape(String(data.id))}"]`);
     if (!li) return;
     li.querySelector(".messageBody").textContent = "message removed by a moderator";
     li.classList.add("removed");
+    const button = li.querySelector(".modAction");
+    if (button) button.remove();
   });
 
   socket.on("user joined", (data) => {

@@ -374,3 +374,42 @@ def test_a_message_a_moderator_deletes_says_so_on_every_page(gunicorn, open_page
     send(bob, "but why")
     expect(bob.locator(".message.own .status", has_text="muted")).to_have_count(1)
     shot(alice, "moderation-deleted")
+
+
+def test_a_moderator_removes_a_message_and_kicks_from_the_page(gunicorn, open_page):
+    """Mo, made a moderator by an operator, deletes Bob's message and kicks
+    him, from the page, by keyboard, with a confirmation; Bob's page says
+    why; the page still passes axe with the controls shown."""
+    import requests
+
+    server = gunicorn({"OPERATOR_TOKENS": "page-test-token"})
+    made = requests.post(
+        f"{server.url}/api/moderation/moderators",
+        json={"room": "lobby", "name": "Mo"},
+        headers={"Authorization": "Bearer page-test-token"},
+        timeout=5,
+    )
+    assert made.status_code == 201
+    mo = open_page(server.url, "Mo")
+    bob = open_page(server.url, "Bob")
+    send(bob, "something awful")
+    line = messages_from(mo, "Bob")
+    expect(line).to_have_count(1)
+    line.get_by_role("button", name="Delete this message of Bob").focus()
+    mo.keyboard.press("Enter")
+    expect(mo.locator(".moderation")).to_be_visible()
+    mo.locator(".moderationReason").fill("abuse")
+    shot(mo, "moderation-confirm")
+    mo.keyboard.press("Enter")
+    for page in (mo, bob):
+        expect(messages_from(page, "Bob").locator(".messageBody")).to_have_text(
+            "message removed by a moderator"
+        )
+    assert run_axe(mo) == []
+    mo.get_by_role("button", name="Kick Bob out of the room").click()
+    mo.locator(".moderationReason").fill("rude")
+    mo.get_by_role("button", name="Confirm").click()
+    expect(bob.locator(".loginError")).to_contain_text("removed from the room")
+    expect(bob.locator(".loginError")).to_contain_text("rude")
+    expect(logs(mo).filter(has_text="Bob was removed by a moderator")).to_have_count(1)
+    shot(mo, "moderation-controls")
