@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+import click
 from flask import Flask
 from flask_socketio import SocketIO
 
@@ -20,6 +21,7 @@ from chat.cluster.manager import require_redis
 from chat.config import Config, SettingError
 from chat.internals.socketio_server import install
 from chat.lifecycle import log_start, socketio_options, start_services
+from chat.moderation.cli import moderation as moderation_cli
 from chat.observe.logs import (
     InstanceFilter,
     configure_logging,
@@ -81,6 +83,10 @@ def create_app(config=None) -> Flask:
         config["ALLOWED_HOSTS"],
         socketio.server.eio.refusal,
     )
-    start_services(app, socketio)
-    log_start(app)
+    app.cli.add_command(moderation_cli)
+    if click.get_current_context(silent=True) is None:
+        # Not under the ``flask`` command (a shell command is no instance:
+        # it must not join the cluster's presence or its message queue).
+        start_services(app, socketio)
+        log_start(app)
     return app

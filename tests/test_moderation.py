@@ -258,3 +258,60 @@ def test_a_moderator_on_one_instance_kicks_a_user_on_another(
     assert left["username"] == "Bo"
     back = clients(b.url, auth={"username": "Bo"})
     assert back.wait_for("login error")["reason"] == "banned"
+
+
+def flask_cli(env, *args):
+    import os
+    import subprocess
+
+    from deploy.procs import ROOT
+
+    return subprocess.run(
+        [str(ROOT / ".venv/bin/flask"), "--app", "wsgi", "moderation", *args],
+        cwd=ROOT,
+        env={**os.environ, "SECRET_KEY": "cli", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.e2e
+def test_shell_commands_act_on_the_running_cluster_and_bans_outlive_redis(
+    tmp_path, gunicorn, clients
+):
+    from deploy.procs import RedisServer
+
+    redis_server = RedisServer(tmp_path, persistent=True).start()
+    try:
+        env = {"REDIS_URL": redis_server.url}
+        instance = gunicorn(env)
+        ann = clients(instance.url, auth={"username": "Ann"})
+        ann.wait_for("login")
+        ack = ann.sio.call("new message", "oops", timeout=5)
+        deleted = flask_cli(env, "delete", "lobby", ack["id"], "--reason", "typo")
+        assert deleted.returncode == 0, deleted.stderr
+        assert '"deleted": true' in deleted.stdout
+        assert ann.wait_for("message deleted")["id"] == ack["id"]
+        banned = flask_cli(env, "ban", "Mallory", "--reason", "spam")
+        assert banned.returncode == 0, banned.stderr
+        # No shell command joins the cluster as an instance.
+        assert "instance" not in banned.stderr or "started" not in banned.stderr
+        redis_server.stop()
+        redis_server.start()
+        mallory = clients(instance.url, auth={"username": "Mallory"})
+        error = mallory.wait_for("login error", timeout=20)
+        assert error["reason"] == "banned" and "spam" in error["message"]
+        listed = flask_cli(env, "bans")
+        assert '"value": "Mallory"' in listed.stdout
+        audit = flask_cli(env, "audit")
+        assert '"action": "delete"' in audit.stdout and "cli:" in audit.stdout
+    finally:
+        redis_server.stop()
+
+
+def test_a_flood_of_moderate_events_is_rate_limited_and_changes_nothing(connect):
+    eve, _ = proven_login(connect, "Eve")
+    answers = [moderate(eve, action="delete", id="1-0")["error"] for _ in range(40)]
+    assert set(answers) == {"not_moderator", "rate_limited"}
+    assert answers.count("rate_limited") >= 10

@@ -138,6 +138,17 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         if self._publisher is None:
             self._publisher = gevent.spawn(self._publish_queued)
 
+    def wait_published(self, timeout_s: float) -> bool:
+        """Wait until what was queued is published (a shell command, about
+        to exit); False if Redis took longer than ``timeout_s``. A shell
+        command never listens, so its publishing client is made here."""
+        if getattr(self, "redis", None) is None:
+            self.redis = redis_client(self.redis_url, self._timeout_s)
+        publisher = self._publisher
+        if publisher is not None:
+            publisher.join(timeout_s)
+        return not self._outgoing
+
     def _publish_queued(self) -> None:
         """Publish the queue in order, up to PUBLISH_BATCH per round trip.
 

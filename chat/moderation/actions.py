@@ -15,12 +15,9 @@ KICK_S = 60
 
 def record(state, by: str, action: str, **fields) -> None:
     state.moderation.record({"action": action, "by": by, **fields})
-    log.info(
-        "moderation: %s by %s",
-        action,
-        by,
-        extra={"event": "moderation", "room": fields.get("room"), "reason": ""},
-    )
+    extra = {"event": "moderation"}
+    extra.update({k: fields[k] for k in ("room", "reason") if fields.get(k)})
+    log.info("moderation: %s by %s", action, by, extra=extra)
 
 
 def delete(state, by: str, room: str, entry_id: str, reason: str) -> bool:
