@@ -8,7 +8,7 @@ STAMPS := .stamps
 # The page loads socket.io.min.js; the other files serve clients written
 # for Node's server (/socket.io/socket.io.js) and debuggers (the maps).
 VENDOR_FILES := $(addprefix static/vendor/,socket.io.js socket.io.js.map \
-	socket.io.min.js socket.io.min.js.map)
+	socket.io.min.js socket.io.min.js.map) static/vendor/admin-ui/index.html
 VENDOR := static/vendor/socket.io.min.js
 PEER_MODULES := bench/peer/node_modules/.package-lock.json
 N ?= 3
@@ -99,8 +99,10 @@ vendor: $(VENDOR_FILES)
 
 $(VENDOR_FILES): node_modules/.package-lock.json
 	@mkdir -p static/vendor
-	cp $(addprefix node_modules/socket.io-client/dist/,$(notdir $(VENDOR_FILES))) \
-	   static/vendor/
+	cp $(addprefix node_modules/socket.io-client/dist/,socket.io.js socket.io.js.map \
+	   socket.io.min.js socket.io.min.js.map) static/vendor/
+	rm -rf static/vendor/admin-ui
+	cp -r node_modules/@socket.io/admin-ui/ui/dist static/vendor/admin-ui
 
 $(STAMPS)/node-dev: node_modules/.package-lock.json
 	@mkdir -p $(STAMPS)

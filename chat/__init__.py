@@ -28,7 +28,7 @@ from chat.observe.logs import (
     name_instance_everywhere,
 )
 from chat.state import build_state
-from chat.web import moderation, views
+from chat.web import admin, moderation, views
 from chat.web.app import ChatFlask, NoSessions
 from chat.web.bundle import client_files
 from chat.web.guards import Guard
@@ -73,9 +73,11 @@ def create_app(config=None) -> Flask:
         log.warning(warning, extra={"instance": state.instance_id})
     app.register_blueprint(views.bp)
     app.register_blueprint(moderation.bp)
+    app.register_blueprint(admin.bp)
     events.register(socketio)
     socketio.init_app(app, **socketio_options(config, state))
     install(socketio.server, config)
+    admin.instrument(socketio, config, f"chat-{state.instance_id}")
     vendor = Path(app.static_folder) / "vendor"
     app.wsgi_app = Guard(
         client_files(app.wsgi_app, vendor),

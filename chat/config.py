@@ -244,6 +244,10 @@ class Config:
         # Bearer tokens of the moderation API (chat.web.moderation), any of
         # them; a list so that one can be revoked. Empty: no API.
         self.OPERATOR_TOKENS = _list("OPERATOR_TOKENS", "")
+        # The socket.io Admin UI at /admin/ (chat.web.admin): off,
+        # production (servers and counts) or development (every socket and
+        # event; costs CPU per delivery). Needs OPERATOR_TOKENS.
+        self.ADMIN_UI = _choice("ADMIN_UI", "off", ("off", "production", "development"))
         # Who may read /metrics and /healthz's details (after TRUSTED_PROXIES).
         self.INTERNAL_NETWORKS = _networks("INTERNAL_NETWORKS", "127.0.0.0/8,::1/128")
         # Host headers this server answers to ("*": any).

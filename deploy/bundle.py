@@ -1,8 +1,9 @@
-"""The page's socket.io client bundle, straight from the npm registry.
+"""The page's socket.io client bundle and the socket.io Admin UI, straight
+from the npm registry.
 
 ``make vendor`` gets it through ``npm ci``; an image build has no need for
-Node or npm just to copy four files, so it runs this instead: the tarball of
-the version package-lock.json pins, checked against the lock's sha512
+Node or npm just to copy built files, so it runs this instead: the tarball
+of the version package-lock.json pins, checked against the lock's sha512
 ``integrity`` before anything is taken out of it.
 
     python3 deploy/bundle.py package-lock.json static/vendor
@@ -19,14 +20,21 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-PACKAGE = "socket.io-client"
-FILES = ("socket.io.js", "socket.io.js.map", "socket.io.min.js", "socket.io.min.js.map")
 REGISTRY = "https://registry.npmjs.org"
+# (package, its files the page needs, where they go under the target).
+CLIENT = (
+    "socket.io-client",
+    ["dist/socket.io.js", "dist/socket.io.js.map", "dist/socket.io.min.js"]
+    + ["dist/socket.io.min.js.map"],
+    "",
+)
+# The socket.io Admin UI: its built files, every one under ui/dist/.
+ADMIN_UI = ("@socket.io/admin-ui", "ui/dist/", "admin-ui")
 
 
-def pinned(lock_path: Path) -> tuple[str, str]:
-    """(version, sha512 integrity) of the package in package-lock.json."""
-    entry = json.loads(lock_path.read_text())["packages"][f"node_modules/{PACKAGE}"]
+def pinned(lock_path: Path, package: str) -> tuple[str, str]:
+    """(version, sha512 integrity) of ``package`` in package-lock.json."""
+    entry = json.loads(lock_path.read_text())["packages"][f"node_modules/{package}"]
     return entry["version"], entry["integrity"]
 
 
@@ -37,22 +45,40 @@ def verified(data: bytes, integrity: str) -> bool:
     return base64.b64encode(hashlib.sha512(data).digest()).decode() == expected
 
 
-def fetch(lock_path: Path, into: Path) -> None:
-    version, integrity = pinned(lock_path)
-    url = f"{REGISTRY}/{PACKAGE}/-/{PACKAGE}-{version}.tgz"
+def fetch(lock_path: Path, into: Path, package: str, wanted, under: str) -> None:
+    """Files of ``package`` (a list, or every file under a prefix) into
+    ``into/under``, keeping their paths below ``dist/`` or the prefix."""
+    version, integrity = pinned(lock_path, package)
+    base = package.rsplit("/", 1)[-1]
+    url = f"{REGISTRY}/{package}/-/{base}-{version}.tgz"
     with urllib.request.urlopen(url, timeout=60) as response:
         data = response.read()
     if not verified(data, integrity):
         raise SystemExit(f"{url}: does not match the integrity in {lock_path}")
-    into.mkdir(parents=True, exist_ok=True)
+    target = into / under
+    count = 0
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        for name in FILES:
-            member = tar.extractfile(f"package/dist/{name}")
-            if member is None:
-                raise SystemExit(f"{url}: no dist/{name}")
-            (into / name).write_bytes(member.read())
-    print(f"{PACKAGE} {version}: {', '.join(FILES)} -> {into}")
+        for member in tar.getmembers():
+            path = member.name.removeprefix("package/")
+            if isinstance(wanted, str):
+                if not (member.isfile() and path.startswith(wanted)):
+                    continue
+                relative = path[len(wanted) :]
+            elif path in wanted:
+                relative = path.rsplit("/", 1)[-1]
+            else:
+                continue
+            if ".." in Path(relative).parts:
+                raise SystemExit(f"{url}: unsafe path {member.name}")
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            (target / relative).write_bytes(tar.extractfile(member).read())
+            count += 1
+    if not count or (not isinstance(wanted, str) and count != len(wanted)):
+        raise SystemExit(f"{url}: the expected files are not there")
+    print(f"{package} {version}: {count} files -> {target}")
 
 
 if __name__ == "__main__":
-    fetch(Path(sys.argv[1]), Path(sys.argv[2]))
+    lock, into = Path(sys.argv[1]), Path(sys.argv[2])
+    for package, wanted, under in (CLIENT, ADMIN_UI):
+        fetch(lock, into, package, wanted, under)

@@ -260,6 +260,8 @@ def build(root: Path, sha: str) -> Path:
     for name in ("socket.io.js", "socket.io.js.map", "socket.io.min.js"):
         shutil.copy(dist / name, vendor)
     shutil.copy(dist / "socket.io.min.js.map", vendor)
+    admin_ui = release / "node_modules" / "@socket.io" / "admin-ui" / "ui" / "dist"
+    shutil.copytree(admin_ui, vendor / "admin-ui", dirs_exist_ok=True)
     return release
 
 

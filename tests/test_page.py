@@ -413,3 +413,67 @@ def test_a_moderator_removes_a_message_and_kicks_from_the_page(gunicorn, open_pa
     expect(bob.locator(".loginError")).to_contain_text("rude")
     expect(logs(mo).filter(has_text="Bob was removed by a moderator")).to_have_count(1)
     shot(mo, "moderation-controls")
+
+
+def test_the_admin_ui_shows_every_instance_of_a_cluster(
+    redis_server, gunicorn, open_page, clients, browser
+):
+    """The socket.io Admin UI, served from the pinned npm package, logs in
+    with an operator token and shows both instances, their sockets counted
+    on the dashboard, and this instance's sockets listed."""
+    import contextlib
+    import re
+
+    env = {
+        "REDIS_URL": redis_server.url,
+        "ADMIN_UI": "development",
+        "OPERATOR_TOKENS": "admin-ui-token",
+    }
+    a, b = gunicorn(env), gunicorn(env)
+    ann = clients(a.url, auth={"username": "Ann"})
+    ann.wait_for("login")
+    bo = clients(b.url, auth={"username": "Bo"})
+    bo.wait_for("login")
+    # Without an operator token the admin namespace refuses the connection.
+    import socketio
+
+    from tests.support import wait_until
+
+    intruder, heard = socketio.Client(), []
+    intruder.on("*", lambda event, *_: heard.append(event), namespace="/admin")
+    with contextlib.suppress(socketio.exceptions.ConnectionError):
+        intruder.connect(
+            a.url,
+            namespaces=["/admin"],
+            auth={"username": "x", "password": "wrong"},
+            transports=["websocket"],
+            wait_timeout=5,
+        )
+    wait_until(
+        lambda: "/admin" not in intruder.namespaces, 10, "the admin namespace refused"
+    )
+    intruder.disconnect()
+    assert "config" not in heard and "all_sockets" not in heard
+    page = browser.new_page()
+    try:
+        page.goto(f"{a.url}/admin/")
+        page.get_by_label("Server URL").fill(a.url)
+        page.get_by_label("Username").fill("ops")
+        page.get_by_label("Password").fill("admin-ui-token")
+        page.get_by_role("button", name="Connect").click()
+        expect(page.locator("header")).to_contain_text("Status: connected")
+        namespaces = page.locator(".v-card", has_text="Namespaces")
+        main_namespace = namespaces.locator("tr").filter(
+            has=page.locator("td", has_text=re.compile(r"^/$"))
+        )
+        # Both instances' users, counted from each server's stats.
+        expect(main_namespace).to_contain_text("2")
+        page.get_by_text("Servers", exact=True).first.click()
+        expect(page.locator("main tbody tr")).to_have_count(2)
+        page.get_by_text("Sockets", exact=True).first.click()
+        page.get_by_label("Select namespace").click(force=True)
+        page.get_by_role("option", name="/", exact=True).click()
+        expect(page.get_by_text(ann.sio.get_sid())).to_be_visible()
+        shot(page, "admin-ui")
+    finally:
+        page.close()

@@ -273,8 +273,13 @@ class ChatEngineIOServer(engineio.Server):
         """Close sessions that never connected in time or stopped reading."""
         now = gevent.get_hub().loop.now()
         cut_off_ended(now)
+        manager = self._sio.manager
         for eio_sid, deadline in list(self._connect_deadline.items()):
-            if self._sio.manager.sid_from_eio_sid(eio_sid, "/") is not None:
+            # Connected to any namespace (the Admin UI uses /admin only).
+            if any(
+                manager.sid_from_eio_sid(eio_sid, namespace) is not None
+                for namespace in manager.get_namespaces()
+            ):
                 del self._connect_deadline[eio_sid]
             elif now >= deadline:
                 del self._connect_deadline[eio_sid]
