@@ -103,8 +103,10 @@ class User:
 
     def _see(self, entry: dict, how: str = "live") -> None:
         if entry.get("pending"):
+            # Others' pending messages carry a pendingId (their clientId
+            # stays theirs); ``message stored`` names it later.
             with self.lock:
-                self.pending_seen.add(entry["clientId"])
+                self.pending_seen.add(entry.get("pendingId") or entry["clientId"])
             return
         with self.lock:
             self.received.append(
@@ -132,14 +134,15 @@ class User:
         )
 
     def _on_stored(self, data) -> None:
-        client_id = data["clientId"]
+        client_id = data.get("clientId")  # only on the sender's own session
+        pending_id = data.get("pendingId")
         with self.lock:
             if client_id in self.unstored:  # our own message, acked as pending
                 self.acked[client_id] = data["id"]
                 del self.unstored[client_id]
-            elif client_id in self.pending_seen:
+            elif pending_id in self.pending_seen:
                 # The page attaches the id to the message it showed pending.
-                self.received.append((data["id"], "", client_id, "stored"))
+                self.received.append((data["id"], "", pending_id, "stored"))
                 self.last_id = max(self.last_id or "0-0", data["id"], key=_id_order)
 
     def _emit(self, client_id: str, text: str) -> None:
