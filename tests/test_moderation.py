@@ -178,7 +178,12 @@ def proven_login(connect, name, room=None):
 @pytest.mark.settings(OPERATOR_TOKENS=[TOKEN])
 def test_a_moderator_acts_in_their_room_and_nobody_else_can(client, connect):
     body = {"room": "lobby", "name": "Mo"}
+    # Only someone logged in can be made a moderator: bound to their token.
+    assert api(client, "POST", "/moderators", body).status_code == 409
+    first, login = proven_login(connect, "Mo")
+    assert login["moderator"] is False
     assert api(client, "POST", "/moderators", body).status_code == 201
+    # Their next login (the same token: a reload) says so.
     mo, login = proven_login(connect, "Mo")
     assert login["moderator"] is True
     ann, ann_login = proven_login(connect, "Ann")
@@ -191,16 +196,21 @@ def test_a_moderator_acts_in_their_room_and_nobody_else_can(client, connect):
     assert ann.emit("new message", "hey", callback=True)["error"] == "muted"
     # A moderator is not moderated.
     assert moderate(mo, action="mute", name="Mo")["error"] == "is_moderator"
-    # Someone logging in as Mo without Mo's token cannot: the name is held.
+    # Someone logging in as Mo without Mo's token cannot: the name is held;
+    # and once it is free, taking it does not make them a moderator.
     impostor = connect()
     impostor.emit("add user", "Mo")
     assert events_named(impostor, "login error")[0]["reason"] == "name_taken"
+    mo.disconnect()
+    impostor.emit("add user", "Mo", {"token": "impostor-token-000000"})
+    assert events_named(impostor, "login")[-1]["moderator"] is False
+    assert moderate(impostor, action="mute", name="Ann")["error"] == "not_moderator"
 
 
 @pytest.mark.settings(OPERATOR_TOKENS=[TOKEN])
 def test_a_kicked_user_is_told_why_and_cannot_come_back_at_once(client, connect):
-    api(client, "POST", "/moderators", {"room": "lobby", "name": "Mo"})
     mo, _ = proven_login(connect, "Mo")
+    api(client, "POST", "/moderators", {"room": "lobby", "name": "Mo"})
     bo, _ = proven_login(connect, "Bo")
     assert moderate(mo, action="kick", name="Bo", reason="rude")["ok"]
     kicked = events_named(bo, "kicked")
@@ -237,15 +247,15 @@ def test_a_moderator_on_one_instance_kicks_a_user_on_another(
 ):
     env = {"REDIS_URL": redis_server.url, "OPERATOR_TOKENS": TOKEN}
     a, b = gunicorn(env), gunicorn(env)
+    mo = clients(a.url, auth={"username": "Mo", "token": "mo-token-0123456789"})
+    mo.wait_for("login")
     made = requests.post(
-        f"{a.url}/api/moderation/moderators",
+        f"{b.url}/api/moderation/moderators",
         json={"room": "lobby", "name": "Mo"},
         headers=AUTH,
         timeout=5,
     )
     assert made.status_code == 201
-    mo = clients(a.url, auth={"username": "Mo", "token": "mo-token-0123456789"})
-    assert mo.wait_for("login")["moderator"] is True
     bo = clients(b.url, auth={"username": "Bo", "token": "bo-token-0123456789"})
     bo.wait_for("login")
     done = mo.sio.call(

@@ -383,6 +383,7 @@ def test_a_moderator_removes_a_message_and_kicks_from_the_page(gunicorn, open_pa
     import requests
 
     server = gunicorn({"OPERATOR_TOKENS": "page-test-token"})
+    mo = open_page(server.url, "Mo")
     made = requests.post(
         f"{server.url}/api/moderation/moderators",
         json={"room": "lobby", "name": "Mo"},
@@ -390,7 +391,8 @@ def test_a_moderator_removes_a_message_and_kicks_from_the_page(gunicorn, open_pa
         timeout=5,
     )
     assert made.status_code == 201
-    mo = open_page(server.url, "Mo")
+    mo.reload()  # logs in again with its token: now with the controls
+    expect(mo.locator(".chat.page.moderator")).to_be_visible()
     bob = open_page(server.url, "Bob")
     send(bob, "something awful")
     line = messages_from(mo, "Bob")

@@ -63,7 +63,9 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
         raise Refused("already_logged_in", "This connection is already logged in.")
     name = clean_name(raw_name, config["MAX_NAME_CHARS"])
     room = clean_room(raw_room, config["MAX_ROOM_CHARS"])
-    ban, moderator, slow = state.moderation.at_login(name, client_of_request(), room)
+    ban, moderator, slow = state.moderation.at_login(
+        name, client_of_request(), room, token if _is_token(token) else ""
+    )
     if ban is not None:
         raise Refused("banned", f"You are banned{until(ban)}: {ban['reason']}")
     brought_token = _is_token(token)
@@ -111,7 +113,7 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
             "release": current_app.config["RELEASE"],
             # Additions of moderation: the page shows its controls, and
             # the room's slow mode.
-            "moderator": moderator and member.proven,
+            "moderator": moderator and brought_token,
             "slowMode": slow,
         },
     )

@@ -1,6 +1,7 @@
 """``moderate``: what a room's moderator does from the page, in their room
-only. A moderator is a name an operator made one (chat.web.moderation),
-logged in with its token (``Member.proven``): nobody else can act under it.
+only. A moderator is the holder of a name an operator made one while it was
+logged in (chat.web.moderation): the moderator's token is kept (hashed)
+with it, so nobody else can act under the name, even while it is free.
 
     moderate {"action": "delete", "id", "reason"?}
     moderate {"action": "mute" | "kick" | "ban", "name", "reason"?, "seconds"?}
@@ -42,7 +43,7 @@ def on_moderate(request=None, *_):
     """One moderation action in the moderator's own room."""
     member = logged_in_member()
     state = chat_state()
-    if not (member.proven and state.moderation.is_moderator(member.room, member.name)):
+    if not state.moderation.is_moderator(member.room, member.name, member.token):
         raise Refused("not_moderator", "Only a moderator of this room can do that.")
     request = request if isinstance(request, dict) else {}
     action = request.get("action")

@@ -48,6 +48,17 @@ def ban_from_room(state, by: str, room: str, name: str, reason: str, seconds):
     record(state, by, action, room=room, name=name, reason=reason, seconds=seconds)
 
 
+def make_moderator(state, by: str, room: str, name: str) -> bool:
+    """``name``, logged in to ``room`` now, becomes its moderator: bound to
+    the token of that login. False when nobody holds the name there."""
+    token = state.presence.token_of(room, name)
+    if token is None:
+        return False
+    state.moderation.add_moderator(room, name, token)
+    record(state, by, "moderator", room=room, name=name)
+    return True
+
+
 def set_slow(state, by: str, room: str, seconds: int) -> None:
     state.moderation.set_slow(room, seconds)
     state.fanout.slow_mode(room, seconds)

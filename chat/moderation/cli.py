@@ -138,8 +138,8 @@ def moderator(room, name, remove):
         removed = state.moderation.remove_moderator(room, name)
         actions.record(state, _by(), "not moderator", room=room, name=name)
         return _done({"removed": removed})
-    state.moderation.add_moderator(room, name)
-    actions.record(state, _by(), "moderator", room=room, name=name)
+    if not actions.make_moderator(state, _by(), room, name):
+        raise click.ClickException(f"{name} must be logged in to {room} first")
     _done({"moderator": {"room": room, "name": name}})
 
 

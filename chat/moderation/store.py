@@ -5,6 +5,8 @@ its time and a restart of the instances keeps them)."""
 from __future__ import annotations
 
 import collections
+import hashlib
+import hmac
 import json
 import math
 import time
@@ -25,6 +27,11 @@ def _now() -> float:
 def _entry(by: str, reason: str, seconds: float | None) -> dict:
     until = _now() + seconds if seconds else None
     return {"by": by, "reason": reason, "until": until}
+
+
+def token_hash(token: str) -> str:
+    """What is kept of a moderator's token: enough to compare, not to use."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def until(entry: dict) -> str:
@@ -52,7 +59,7 @@ class MemoryModeration:
     def __init__(self) -> None:
         self._bans: dict[str, dict] = {}
         self._mutes: dict[str, dict] = {}
-        self._moderators: dict[str, set[str]] = {}
+        self._moderators: dict[str, dict[str, str]] = {}
         self._slow: dict[str, int] = {}
         self._last_sent: dict[str, float] = {}
         self._audit: collections.deque = collections.deque(maxlen=AUDIT_KEPT)
@@ -89,26 +96,27 @@ class MemoryModeration:
             or self._live(self._bans, f"room:{room}:{name_key(name)}")
         )
 
-    def at_login(self, name: str, client: str, room: str) -> tuple:
-        """(the ban that refuses this login or None, whether ``name``
-        moderates ``room``, the room's slow mode in seconds)."""
+    def at_login(self, name: str, client: str, room: str, token: str) -> tuple:
+        """(the ban that refuses this login or None, whether ``name`` with
+        ``token`` moderates ``room``, the room's slow mode in seconds)."""
         return (
             self.banned(name, client, room),
-            self.is_moderator(room, name),
+            self.is_moderator(room, name, token),
             self.slow(room),
         )
 
-    def add_moderator(self, room: str, name: str) -> None:
-        self._moderators.setdefault(room, set()).add(name_key(name))
+    def add_moderator(self, room: str, name: str, token: str) -> None:
+        self._moderators.setdefault(room, {})[name_key(name)] = token_hash(token)
 
     def remove_moderator(self, room: str, name: str) -> bool:
-        found = self._moderators.get(room, set())
-        removed = name_key(name) in found
-        found.discard(name_key(name))
-        return removed
+        return self._moderators.get(room, {}).pop(name_key(name), None) is not None
 
-    def is_moderator(self, room: str, name: str) -> bool:
-        return name_key(name) in self._moderators.get(room, ())
+    def is_moderator(self, room: str, name: str, token: str | None = None) -> bool:
+        """``name`` moderates ``room`` (and, given ``token``, is its holder)."""
+        found = self._moderators.get(room, {}).get(name_key(name))
+        if found is None:
+            return False
+        return token is None or hmac.compare_digest(found, token_hash(token))
 
     def set_slow(self, room: str, seconds: int) -> None:
         if seconds:
@@ -209,10 +217,10 @@ class RedisModeration:
         found = next((f for f in found if f), None)
         return json.loads(found) if found else None
 
-    def at_login(self, name: str, client: str, room: str) -> tuple:
-        """(the ban that refuses this login or None, whether ``name``
-        moderates ``room``, the room's slow mode): one round trip. When
-        Redis cannot say, nobody is refused, nobody moderates."""
+    def at_login(self, name: str, client: str, room: str, token: str) -> tuple:
+        """(the ban that refuses this login or None, whether ``name`` with
+        ``token`` moderates ``room``, the room's slow mode): one round trip.
+        When Redis cannot say, nobody is refused, nobody moderates."""
         key = name_key(name)
         pipe = self._fast.pipeline(transaction=False)
         pipe.mget(
@@ -220,31 +228,36 @@ class RedisModeration:
             self._ban_key("address", client),
             self._ban_key("room", f"{room}:{key}"),
         )
-        pipe.sismember(self._moderators_key(room), key)
+        pipe.hget(self._moderators_key(room), key)
         pipe.get(self.slow_key(room))
         try:
             bans, moderator, slow = pipe.execute()
         except redis.RedisError:
             return None, False, 0
         found = next((b for b in bans if b), None)
-        return (json.loads(found) if found else None), bool(moderator), int(slow or 0)
+        holder = moderator is not None and hmac.compare_digest(
+            moderator.decode(), token_hash(token)
+        )
+        return (json.loads(found) if found else None), holder, int(slow or 0)
 
     def _moderators_key(self, room: str) -> str:
         return f"{self._p}mod:moderators:{room}"
 
-    def add_moderator(self, room: str, name: str) -> None:
-        self._r.sadd(self._moderators_key(room), name_key(name))
+    def add_moderator(self, room: str, name: str, token: str) -> None:
+        self._r.hset(self._moderators_key(room), name_key(name), token_hash(token))
 
     def remove_moderator(self, room: str, name: str) -> bool:
-        return bool(self._r.srem(self._moderators_key(room), name_key(name)))
+        return bool(self._r.hdel(self._moderators_key(room), name_key(name)))
 
-    def is_moderator(self, room: str, name: str) -> bool:
+    def is_moderator(self, room: str, name: str, token: str | None = None) -> bool:
+        """``name`` moderates ``room`` (and, given ``token``, is its holder)."""
         try:
-            return bool(
-                self._fast.sismember(self._moderators_key(room), name_key(name))
-            )
+            found = self._fast.hget(self._moderators_key(room), name_key(name))
         except redis.RedisError:
             return False
+        if found is None:
+            return False
+        return token is None or hmac.compare_digest(found.decode(), token_hash(token))
 
     def store_keys(self, room: str, name: str) -> list[str]:
         """What the store script checks for ``name`` sending in ``room``."""

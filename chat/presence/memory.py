@@ -7,6 +7,7 @@ is what an instance can always vouch for.
 from __future__ import annotations
 
 from chat.presence.member import JoinResult, Member
+from chat.validation import name_key
 
 
 class MemoryPresence:
@@ -45,6 +46,11 @@ class MemoryPresence:
                 self._rooms.pop(member.room, None)
             return member, count, None
         return None, len(room), None
+
+    def token_of(self, room: str, name: str) -> str | None:
+        """The token of whoever holds ``name`` in ``room`` now, if anyone."""
+        holder = self._rooms.get(room, {}).get(name_key(name))
+        return holder.token if holder else None
 
     def names(self, room: str) -> list[str]:
         """Names online in ``room``, sorted case-insensitively."""

@@ -21,6 +21,7 @@ import redis
 from chat.presence.member import JoinResult, Member
 from chat.presence.scripts import JOIN, LEAVE, REAP, SEQ_TTL_S
 from chat.presence.upkeep import Upkeep
+from chat.validation import name_key
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,11 @@ class RedisPresence(Upkeep):
         return f"{self._p}instances"
 
     # -- the presence interface ------------------------------------------
+    def token_of(self, room: str, name: str) -> str | None:
+        """The token of whoever holds ``name`` in ``room`` now, if anyone."""
+        found = self._r.hget(self._room_key(room), name_key(name))
+        return json.loads(found)["token"] if found else None
+
     def _encode(self, member: Member) -> str:
         return json.dumps(
             {**member.to_dict(), "key": member.key, "instance": self.instance_id}

@@ -179,8 +179,10 @@ def kick():
 def add_moderator():
     body = _body()
     room, name = _room(body.get("room")), _name(body.get("name"))
-    _state().moderation.add_moderator(room, name)
-    actions.record(_state(), g.operator, "moderator", room=room, name=name)
+    if not actions.make_moderator(_state(), g.operator, room, name):
+        return _refused(
+            409, "not_logged_in", f"{name} must be logged in to {room} (their token)."
+        )
     return {"moderator": {"room": room, "name": name}}, 201
 
 
