@@ -73,10 +73,9 @@ class Host:
         env.write_text("\n".join([*lines, f"{key}={value}"]) + "\n")
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    base_dir = tmp_path_factory.mktemp("deploy")
-    redis_server = RedisServer(base_dir).start()
+def new_host(base_dir, redis_url, settings=""):
+    """``deploy/host.py init`` with two instances on ``redis_url`` (and
+    ``settings``), and a clone of this repository that pushes to it."""
     root = base_dir / "host"
     subprocess.run(
         ["python3", str(ROOT / "deploy/host.py"), "init", str(root)],
@@ -86,8 +85,8 @@ def host(tmp_path_factory):
     lb_port, base = free_port(), free_ports(2)
     (root / "env").write_text(
         f"INSTANCES=2\nBASE_PORT={base}\nLB_PORT={lb_port}\n"
-        f"REDIS_URL={redis_server.url}\nSECRET_KEY=deploy-test\n"
-        "PRESENCE_HEARTBEAT_S=1\nPRESENCE_TTL_S=3\nDEPLOY_READY_TIMEOUT_S=8\n"
+        f"REDIS_URL={redis_url}\nSECRET_KEY=deploy-test\n"
+        "PRESENCE_HEARTBEAT_S=1\nPRESENCE_TTL_S=3\n" + settings
     )
     work = base_dir / "work"
     git("clone", "-q", str(ROOT), str(work), cwd=base_dir)
@@ -95,7 +94,15 @@ def host(tmp_path_factory):
     git("remote", "add", "deploy", str(root / "repo.git"), cwd=work)
     git("config", "user.email", "test@example.invalid", cwd=work)
     git("config", "user.name", "Deploy Test", cwd=work)
-    deployed = Host(root, work, f"http://127.0.0.1:{lb_port}", [base, base + 1])
+    return Host(root, work, f"http://127.0.0.1:{lb_port}", [base, base + 1])
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    base_dir = tmp_path_factory.mktemp("deploy")
+    redis_server = RedisServer(base_dir).start()
+    deployed = new_host(base_dir, redis_server.url, "DEPLOY_READY_TIMEOUT_S=8\n")
+    root = deployed.root
     first = deployed.push()
     assert first.returncode == 0, first.stderr
     assert "smoke check passed (two clients chatted)" in first.stderr

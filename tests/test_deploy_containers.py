@@ -13,9 +13,9 @@ import time
 import pytest
 
 from deploy import containers
-from deploy.procs import ROOT, RedisServer, free_port, free_ports, wait_until
+from deploy.procs import RedisServer, wait_until
 from tests.support import Conversation
-from tests.test_deploy import Host, git, instance_ready, page_title
+from tests.test_deploy import git, instance_ready, new_host, page_title
 
 pytestmark = pytest.mark.e2e
 
@@ -36,25 +36,10 @@ def image_of_container(port):
 def host(tmp_path_factory):
     base_dir = tmp_path_factory.mktemp("deploy-containers")
     redis_server = RedisServer(base_dir).start()
-    root = base_dir / "host"
-    subprocess.run(
-        ["python3", str(ROOT / "deploy/host.py"), "init", str(root)],
-        check=True,
-        capture_output=True,
+    deployed = new_host(
+        base_dir, redis_server.url, "MODE=containers\nDEPLOY_READY_TIMEOUT_S=20\n"
     )
-    lb_port, base = free_port(), free_ports(2)
-    (root / "env").write_text(
-        f"MODE=containers\nINSTANCES=2\nBASE_PORT={base}\nLB_PORT={lb_port}\n"
-        f"REDIS_URL={redis_server.url}\nSECRET_KEY=deploy-test\n"
-        "PRESENCE_HEARTBEAT_S=1\nPRESENCE_TTL_S=3\nDEPLOY_READY_TIMEOUT_S=20\n"
-    )
-    work = base_dir / "work"
-    git("clone", "-q", str(ROOT), str(work), cwd=base_dir)
-    git("checkout", "-q", "-B", "main", cwd=work)
-    git("remote", "add", "deploy", str(root / "repo.git"), cwd=work)
-    git("config", "user.email", "test@example.invalid", cwd=work)
-    git("config", "user.name", "Deploy Test", cwd=work)
-    deployed = Host(root, work, f"http://127.0.0.1:{lb_port}", [base, base + 1])
+    root = deployed.root
     started = time.monotonic()
     first = deployed.push()
     assert first.returncode == 0, first.stderr

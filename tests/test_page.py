@@ -479,3 +479,28 @@ def test_the_admin_ui_shows_every_instance_of_a_cluster(
         shot(page, "admin-ui")
     finally:
         page.close()
+
+
+def test_a_banned_name_and_a_slow_room_are_explained_on_the_page(gunicorn, open_page):
+    import requests
+
+    server = gunicorn({"OPERATOR_TOKENS": "page-test-token"})
+    auth = {"Authorization": "Bearer page-test-token"}
+    base = f"{server.url}/api/moderation"
+    ban = {"name": "Mallory", "reason": "spam", "seconds": 3600}
+    assert requests.post(f"{base}/bans", json=ban, headers=auth, timeout=5).ok
+    slow = requests.put(
+        f"{base}/rooms/lobby/slow", json={"seconds": 30}, headers=auth, timeout=5
+    )
+    assert slow.ok
+    mallory = open_page(server.url)
+    mallory.fill(".usernameInput", "Mallory")
+    mallory.press(".usernameInput", "Enter")
+    expect(mallory.locator(".loginError")).to_contain_text("You are banned until")
+    expect(mallory.locator(".loginError")).to_contain_text("spam")
+    ann = open_page(server.url, "Ann")
+    expect(ann.locator(".slowMode")).to_have_text("Slow mode: one message every 30 s")
+    send(ann, "first")
+    expect(own(ann).and_(ann.locator('[data-state="stored"]'))).to_have_count(1)
+    send(ann, "second")
+    expect(ann.locator(".message.own .status", has_text="slow mode")).to_have_count(1)
