@@ -136,7 +136,7 @@ def test_podman_stop_drains_to_the_other_container_and_loses_nothing(
         balancer = nginx([Ports(p) for p in ports])
         talk = Conversation(clients, balancer.url)
         with talk:
-            time.sleep(0.5)  # a few messages before the stop
+            wait_until(lambda: len(talk.acked) >= 5, 20, "messages before the stop")
             stopped = podman("stop", "--time", "30", names[0], timeout=60)
             assert stopped.returncode == 0
             wait_until(lambda: len(talk.acked) > 20, 20, "messages after the stop")

@@ -57,6 +57,15 @@ class Host:
         target.write_text(text.replace(old, new))
         assert git("commit", "-qam", message, cwd=self.work).returncode == 0
 
+    def commit_broken_login(self):
+        """A release whose login raises: the smoke check must refuse it."""
+        self.commit(
+            "chat/events/login.py",
+            "    state = chat_state()\n",
+            "    state = chat_state()\n    raise RuntimeError('typo')\n",
+            "Break login",
+        )
+
     def served(self):
         return (self.root / "current").resolve().name
 
@@ -270,12 +279,7 @@ def test_a_push_costs_stock_clients_a_moment_and_no_message(host):
 
 def test_a_release_whose_login_raises_is_refused_by_the_smoke_check(host, clients):
     serving = host.served()
-    host.commit(
-        "chat/events/login.py",
-        "    state = chat_state()\n",
-        "    state = chat_state()\n    raise RuntimeError('typo')\n",
-        "Break login",
-    )
+    host.commit_broken_login()
     try:
         refused = host.push()
         assert refused.returncode != 0

@@ -83,12 +83,7 @@ def test_a_push_replaces_the_containers_and_nobody_notices(host, clients):
 
 def test_a_release_that_cannot_log_in_is_refused_and_nothing_changes(host, clients):
     serving = host.served()
-    host.commit(
-        "chat/events/login.py",
-        "    state = chat_state()\n",
-        "    state = chat_state()\n    raise RuntimeError('typo')\n",
-        "Break login",
-    )
+    host.commit_broken_login()
     try:
         refused = host.push()
         assert refused.returncode != 0

@@ -18,24 +18,15 @@ from chat.messages.entries import is_entry_id
 from chat.moderation import actions
 from chat.validation import Refused, clean_name
 
-MAX_REASON_CHARS = 200
 MAX_SECONDS = 365 * 86400
 
 
 def _reason(request: dict) -> str:
-    reason = request.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
-        return "no reason given"
-    return reason.strip()[:MAX_REASON_CHARS]
+    return actions.reason_of(request, default="no reason given")
 
 
 def _seconds(request: dict, default):
-    seconds = request.get("seconds", default)
-    if seconds is None:
-        return None
-    if not isinstance(seconds, int) or not 1 <= seconds <= MAX_SECONDS:
-        raise Refused("invalid_seconds", f"seconds: 1 to {MAX_SECONDS}")
-    return seconds
+    return actions.seconds_of(request, default, MAX_SECONDS)
 
 
 @guarded("moderate")
@@ -54,10 +45,7 @@ def on_moderate(request=None, *_):
             raise Refused("invalid_id", "Not a message id.")
         return {"ok": actions.delete(state, by, room, entry_id, _reason(request))}
     if action == "slow":
-        seconds = request.get("seconds")
-        if not isinstance(seconds, int) or not 0 <= seconds <= 3600:
-            raise Refused("invalid_seconds", "seconds: 0 (off) to 3600")
-        actions.set_slow(state, by, room, seconds)
+        actions.set_slow(state, by, room, actions.slow_seconds_of(request))
         return {"ok": True}
     name = clean_name(request.get("name"), current_app.config["MAX_NAME_CHARS"])
     if state.moderation.is_moderator(room, name):

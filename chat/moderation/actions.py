@@ -7,10 +7,45 @@ from __future__ import annotations
 
 import logging
 
+from chat.validation import Refused
+
 log = logging.getLogger(__name__)
 
 # A kicked user cannot log back in to the room for this long.
 KICK_S = 60
+MAX_REASON_CHARS = 200
+MAX_SLOW_S = 3600
+
+
+# -- what a request says (the API's JSON body, the page's ``moderate``) -----
+def reason_of(request: dict, default: str | None = None) -> str:
+    """The request's reason, trimmed; without one, ``default`` (or refused
+    when there is none)."""
+    reason = request.get("reason")
+    if isinstance(reason, str) and reason.strip():
+        return reason.strip()[:MAX_REASON_CHARS]
+    if default is None:
+        raise Refused("invalid_reason", "Say why (reason).")
+    return default
+
+
+def seconds_of(request: dict, default: int | None, most: int) -> int | None:
+    """How long an action lasts: 1 to ``most`` seconds, or ``default``
+    (None: for good)."""
+    seconds = request.get("seconds", default)
+    if seconds is None:
+        return None
+    if not isinstance(seconds, int) or not 1 <= seconds <= most:
+        raise Refused("invalid_seconds", f"seconds: 1 to {most}, or none")
+    return seconds
+
+
+def slow_seconds_of(request: dict) -> int:
+    """A slow mode's interval: 0 (off) to MAX_SLOW_S."""
+    seconds = request.get("seconds")
+    if not isinstance(seconds, int) or not 0 <= seconds <= MAX_SLOW_S:
+        raise Refused("invalid_seconds", f"seconds: 0 (off) to {MAX_SLOW_S}")
+    return seconds
 
 
 def record(state, by: str, action: str, **fields) -> None:

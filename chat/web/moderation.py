@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("moderation", __name__, url_prefix="/api/moderation")
 
-MAX_REASON_CHARS = 200
 MAX_SECONDS = 10 * 365 * 86400
 
 
@@ -88,19 +87,11 @@ def _body() -> dict:
 
 
 def _reason(body: dict) -> str:
-    reason = body.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
-        raise Refused("invalid_reason", "Say why (reason).")
-    return reason.strip()[:MAX_REASON_CHARS]
+    return actions.reason_of(body)
 
 
 def _seconds(body: dict) -> int | None:
-    seconds = body.get("seconds")
-    if seconds is None:
-        return None
-    if not isinstance(seconds, int) or not 1 <= seconds <= MAX_SECONDS:
-        raise Refused("invalid_seconds", f"seconds: 1 to {MAX_SECONDS}, or none")
-    return seconds
+    return actions.seconds_of(body, None, MAX_SECONDS)
 
 
 def _target(body: dict) -> tuple[str, str]:
@@ -199,9 +190,7 @@ def remove_moderator():
 @bp.put("/rooms/<room>/slow")
 @operator_only
 def slow(room: str):
-    seconds = _body().get("seconds")
-    if not isinstance(seconds, int) or not 0 <= seconds <= 3600:
-        raise Refused("invalid_seconds", "seconds: 0 (off) to 3600")
+    seconds = actions.slow_seconds_of(_body())
     actions.set_slow(_state(), g.operator, _room(room), seconds)
     return {"slow": {"room": _room(room), "seconds": seconds}}
 
