@@ -33,7 +33,14 @@ OTHER_NAMES = frozenset(
         "REDIS_CLUSTER",
     }
 )
-REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+REDIS_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+)
 
 
 class SettingError(ValueError):
@@ -176,6 +183,14 @@ class Config:
         self.REDIS_URL = _redis_url()
         self.REDIS_CHANNEL = os.environ.get("REDIS_CHANNEL") or "flask-socketio"
         self.REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX") or "chat:"
+        if self.REDIS_URL and "+cluster://" in self.REDIS_URL:
+            # On a Redis Cluster the rooms are hash tags (chat.cluster.keys):
+            # a brace in the prefix or channel would move the tag.
+            for name in ("REDIS_KEY_PREFIX", "REDIS_CHANNEL"):
+                if {"{", "}"} & set(getattr(self, name)):
+                    raise SettingError(
+                        name, getattr(self, name), "no { or } on a Redis Cluster"
+                    )
         self.REDIS_TIMEOUT_S = _float("REDIS_TIMEOUT_S", 2.0, above=0)
         # A message's store waits this long for Redis, then goes to the outbox
         # (bounded) and is delivered locally as pending.

@@ -51,6 +51,7 @@ def socketio_options(config, state) -> dict:
             on_publish_error=metrics.PUBLISH_FAILURES.inc,
             publish_queue_max=config["PUBLISH_QUEUE_MAX"],
             room_linger_s=config["ROOM_LINGER_S"],
+            keys=state.keys,
         )
     else:
         options["client_manager"] = FastEmitManager()

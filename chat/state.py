@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import gevent
 
-from chat.cluster.clients import redis_client
+from chat.cluster.clients import is_cluster, redis_client
+from chat.cluster.keys import Keys
 from chat.limits.admission import Admission
 from chat.limits.buckets import RateLimiter
 from chat.messages.delivered import Delivered
@@ -27,6 +28,7 @@ from chat.presence.counts import PresenceCounts
 from chat.presence.memory import MemoryPresence
 from chat.presence.redis_store import RedisPresence
 from chat.presence.rooms import MemoryRooms, RedisRooms
+from chat.presence.sharded import ShardedPresence
 
 
 @dataclass
@@ -49,6 +51,8 @@ class ChatState:
     instance_id: str
     # The Redis client of presence and history (None on one instance).
     redis: object = None
+    # The names of its keys and channels (chat.cluster.keys).
+    keys: Keys | None = None
     # Moderation actions per operator: a burst, then a sustained rate.
     operator_actions: RateLimiter = field(default_factory=lambda: RateLimiter(30, 5))
     # Bans, mutes and the audit trail (chat.moderation).
@@ -130,14 +134,14 @@ def _redis_stores(config) -> ChatState:
     client = redis_client(
         config["REDIS_URL"], config["REDIS_TIMEOUT_S"], health_check_interval=30
     )
-    prefix = config["REDIS_KEY_PREFIX"]
+    keys = Keys(config["REDIS_KEY_PREFIX"], is_cluster(config["REDIS_URL"]))
     store_client = redis_client(
         config["REDIS_URL"], config["STORE_TIMEOUT_S"], health_check_interval=30
     )
-    moderation = RedisModeration(client, prefix, fast=store_client)
+    moderation = RedisModeration(client, keys, fast=store_client)
     history = RedisHistory(
         client,
-        prefix,
+        keys,
         config["HISTORY_RETAIN"],
         config["HISTORY_TTL_S"],
         store_client=store_client,
@@ -148,9 +152,9 @@ def _redis_stores(config) -> ChatState:
         moderation_keys=moderation.store_keys,
     )
     return ChatState(
-        presence=RedisPresence(
+        presence=(ShardedPresence if keys.cluster else RedisPresence)(
             client,
-            prefix,
+            keys,
             limits["instance_id"],
             config["PRESENCE_HEARTBEAT_S"],
             config["PRESENCE_TTL_S"],
@@ -158,7 +162,7 @@ def _redis_stores(config) -> ChatState:
         history=history,
         rooms=RedisRooms(
             client,
-            prefix,
+            keys,
             config["MAX_ROOMS"],
             config["HISTORY_TTL_S"],
             config["CLIENT_ROOMS_PER_HOUR"],
@@ -171,6 +175,7 @@ def _redis_stores(config) -> ChatState:
             sleep=gevent.sleep,
         ),
         redis=client,
+        keys=keys,
         moderation=moderation,
         tails=RoomTails(config["HISTORY_LENGTH"]),
         **limits,

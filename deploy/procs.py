@@ -41,6 +41,15 @@ def free_ports(count: int) -> int:
             return base
 
 
+def cluster_node_port(taken: set[int] = frozenset()) -> int:
+    """A port for a Redis Cluster node: free, at most 55535, and with the
+    cluster bus port (10,000 above it) free too."""
+    while True:
+        port = free_port()
+        if port <= 55535 and port not in taken and bindable(port + 10000):
+            return port
+
+
 def bindable(port: int) -> bool:
     """Whether 127.0.0.1:``port`` is free to listen on."""
     with socket.socket() as sock:
@@ -170,8 +179,11 @@ class RedisServer(Process):
         replica_of: int | None = None,
         tls: tuple[Path, Path, Path] | None = None,
         maxmemory: str = "512mb",
+        cluster_enabled: bool = False,
     ) -> None:
         super().__init__(workdir / "redis.log")
+        # A Redis Cluster node (chat.cluster.clients, redis+cluster://).
+        self.cluster_enabled = cluster_enabled
         # Redis is a budget the app keeps (history in bytes per room, keys
         # with TTLs): a cap it must never reach, and never an eviction that
         # would silently drop what the app acknowledged.
@@ -234,6 +246,11 @@ class RedisServer(Process):
                 argv += ["--masterauth", self.password]
         if self.socket_path:
             argv += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        if self.cluster_enabled:
+            # A node gives up on a silent peer after a second, so a killed
+            # master's replica takes over within a few seconds.
+            argv += ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"]
+            argv += ["--cluster-config-file", str(self.workdir / "nodes.conf")]
         return argv
 
     def start(self) -> RedisServer:
@@ -457,3 +474,137 @@ class Instance(Process):
             return response is not None and response.status_code == 200
 
         wait_until(up, timeout, f"gunicorn on {self.port} to answer /readyz")
+
+
+class RedisCluster:
+    """A Redis Cluster: ``masters`` masters with one replica each, private,
+    on free ports, joined by ``redis-cli --cluster create``.
+
+    ``url`` is the ``redis+cluster://`` REDIS_URL naming every node as a
+    seed (chat.cluster.clients).
+    """
+
+    def __init__(
+        self, workdir: Path, masters: int = 3, password: str | None = "node-pw"
+    ) -> None:
+        self.workdir, self.password = workdir, password
+        self.nodes: list[RedisServer] = []
+        taken: set[int] = set()
+        for index in range(masters * 2):
+            home = workdir / f"node{index}"
+            home.mkdir(parents=True, exist_ok=True)
+            port = cluster_node_port(taken)
+            taken |= {port, port + 10000}
+            self.nodes.append(
+                RedisServer(home, port=port, password=password, cluster_enabled=True)
+            )
+        self.masters = masters
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return f"redis+cluster://{auth}{hosts}"
+
+    def cli(self, *args: str, timeout: float = 60) -> str:
+        """``redis-cli --cluster ...`` (or any redis-cli command); its output."""
+        auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
+        done = subprocess.run(
+            [find_tool("redis-cli"), *auth, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise AssertionError(
+                f"redis-cli {' '.join(args)}:\n{done.stdout}{done.stderr}"
+            )
+        return done.stdout
+
+    def client(self, node: RedisServer):
+        """A plain client of one node (INFO, CLUSTER INFO, DEBUG SLEEP)."""
+        import redis
+
+        return redis.Redis(port=node.port, password=self.password, socket_timeout=5)
+
+    def role_of(self, node: RedisServer) -> str | None:
+        import redis
+
+        try:
+            return self.client(node).info("replication")["role"]
+        except redis.RedisError:
+            return None
+
+    def live_masters(self) -> list[RedisServer]:
+        return [n for n in self.nodes if n.running() and self.role_of(n) == "master"]
+
+    def master_of_slot(self, slot: int) -> RedisServer:
+        """The node that serves ``slot`` now, as a live node says."""
+        import redis
+
+        for node in self.nodes:
+            if not node.running():
+                continue
+            try:
+                shards = self.client(node).execute_command("CLUSTER", "SLOTS")
+            except redis.RedisError:
+                continue
+            for start, end, master, *_ in shards:
+                if start <= slot <= end:
+                    return next(n for n in self.nodes if n.port == int(master[1]))
+        raise AssertionError(f"no live node serves slot {slot}")
+
+    def healthy(self) -> bool:
+        """Every live node says the cluster is ok and sees every slot served."""
+        import redis
+
+        try:
+            for node in self.nodes:
+                if node.running():
+                    info = self.client(node).execute_command("CLUSTER", "INFO")
+                    text = info.decode() if isinstance(info, bytes) else str(info)
+                    if "cluster_state:ok" not in text:
+                        return False
+        except redis.RedisError:
+            return False
+        return True
+
+    def start(self) -> RedisCluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        self.cli(
+            "--cluster",
+            "create",
+            *(f"127.0.0.1:{n.port}" for n in self.nodes),
+            "--cluster-replicas",
+            "1",
+            "--cluster-yes",
+        )
+        wait_until(self._formed, 30, "the cluster to agree on every slot")
+        return self
+
+    def _formed(self) -> bool:
+        import redis
+
+        if not self.healthy():
+            return False
+        try:
+            replicas = sum(
+                1
+                for n in self.nodes
+                if self.client(n).info("replication")["role"] == "slave"
+            )
+        except redis.RedisError:
+            return False
+        return replicas == len(self.nodes) - self.masters
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

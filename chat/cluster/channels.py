@@ -25,6 +25,7 @@ import time
 
 import gevent.event
 
+from chat.cluster.keys import Keys
 from chat.tasks import every
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,12 @@ class RoomChannels:
     listening: bool
     _timeout_s: float
 
-    def setup_room_channels(self, linger_s: float) -> None:
+    def setup_room_channels(self, linger_s: float, keys: Keys) -> None:
         """``linger_s``: how long a room stays subscribed after a login asked
         for it, and how often rooms left without members are unsubscribed
         (a login that failed after subscribing leaves one behind)."""
         self._linger_s = linger_s
-        self._room_prefix = f"{self.channel}#"
+        self._keys = keys
         # Room -> confirmed by Redis (an Event while the subscribe is pending).
         self._subscribed: dict[str, gevent.event.Event] = {}
         # Room -> when a login last asked for it: a login between its
@@ -69,7 +70,7 @@ class RoomChannels:
         self._sweeper = None
 
     def room_channel(self, room: str) -> str:
-        return self._room_prefix + room
+        return self._keys.room_channel(self.channel, room)
 
     def channel_for(self, data: dict) -> str:
         """The channel a published message goes to."""
@@ -85,12 +86,7 @@ class RoomChannels:
 
     def room_of_channel(self, channel: bytes) -> str | None:
         """The room whose channel this is; None for the main channel."""
-        name = channel.decode()
-        return (
-            name[len(self._room_prefix) :]
-            if name.startswith(self._room_prefix)
-            else None
-        )
+        return self._keys.room_of_channel(self.channel, channel.decode())
 
     # -- subscriptions ----------------------------------------------------------
     def ensure_room(self, room: str) -> None:

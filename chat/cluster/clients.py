@@ -14,6 +14,11 @@ works for all of them:
   ``sentinel_username=...``). Clients come from redis-py's
   ``Sentinel.master_for``, which asks the sentinels for the master on every
   new connection, so a failover is followed rather than an address pinned.
+- ``redis+cluster://[[user]:password@]host1:port1,host2:port2``, and
+  ``rediss+cluster://`` for TLS (``?ssl_ca_certs=/path/ca.pem``): a Redis
+  Cluster, through redis-py's ``RedisCluster``. The hosts are seeds: any one
+  that answers tells the client the whole cluster, and the client follows
+  slot moves and failovers from there. A cluster has no databases.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 import redis
+import redis.cluster
 import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from socketio.redis_manager import parse_redis_sentinel_url
 
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # -> TLS
 
 
 def quick_retry(retries: int = 0) -> Retry:
@@ -76,6 +83,59 @@ def parse_sentinel_url(url: str) -> SentinelURL | None:
     return SentinelURL(sentinels, service, node_options, sentinel_options)
 
 
+@dataclass(frozen=True)
+class ClusterURL:
+    """What a ``redis+cluster://`` URL says: the seeds, and a plain
+    ``redis://`` URL of the first one carrying the credentials and TLS
+    options that every node's connections use."""
+
+    seeds: list[tuple[str, int]]
+    first: str
+
+
+def parse_cluster_url(url: str) -> ClusterURL | None:
+    """The seeds and credentials of a cluster URL; None for any other scheme.
+
+    ValueError for a cluster URL without hosts, with a database, or with a
+    parameter it does not know.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in CLUSTER_SCHEMES:
+        return None
+    userinfo, _, hosts = parsed.netloc.rpartition("@")
+    seeds = []
+    for host in filter(None, hosts.split(",")):
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ValueError(f"a cluster seed is host:port, not {host!r}")
+        seeds.append((name, int(port)))
+    if not seeds:
+        raise ValueError("a redis+cluster:// URL names at least one host:port")
+    if parsed.path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has no databases: leave the /DB out")
+    unknown = set(urllib.parse.parse_qs(parsed.query)) - {"ssl_ca_certs"}
+    if unknown:
+        raise ValueError(f"unknown REDIS_URL parameters: {', '.join(sorted(unknown))}")
+    scheme = "rediss" if CLUSTER_SCHEMES[parsed.scheme] else "redis"
+    auth = f"{userinfo}@" if userinfo else ""
+    query = f"?{parsed.query}" if parsed.query else ""
+    first = f"{scheme}://{auth}{seeds[0][0]}:{seeds[0][1]}/0{query}"
+    return ClusterURL(seeds, first)
+
+
+def node_client(url: str, host: str, port: int, **options) -> redis.Redis:
+    """A plain client of one node of the cluster of ``url``, with the URL's
+    credentials and TLS (a sharded pub/sub listener's connection)."""
+    settings = redis.connection.parse_url(parse_cluster_url(url).first)
+    settings.update(host=host, port=port, **options)
+    return redis.Redis(connection_pool=redis.ConnectionPool(**settings))
+
+
+def is_cluster(url: str | None) -> bool:
+    """Whether ``url`` is a Redis Cluster's (its keys then carry hash tags)."""
+    return bool(url) and urllib.parse.urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
 # Connections per client, and how long a command waits for one of them.
 # redis-py's plain pool fails a command at once with "Too many connections"
 # past 100 in use, which a reconnect storm reaches: thousands of logins in
@@ -107,6 +167,9 @@ def redis_client(url: str, timeout_s: float | None, **options) -> redis.Redis:
         "timeout": POOL_WAIT_S,
         **options,
     }
+    cluster = parse_cluster_url(url)
+    if cluster is not None:
+        return cluster_client(cluster, settings)
     sentinel = parse_sentinel_url(url)
     if sentinel is None:
         pool = redis.BlockingConnectionPool.from_url(url, **settings)
@@ -117,6 +180,94 @@ def redis_client(url: str, timeout_s: float | None, **options) -> redis.Redis:
         **sentinel.node_options,
         **settings,
     )
+
+
+def cluster_client(cluster: ClusterURL, settings: dict) -> ClusterClient:
+    """A Redis Cluster client: each node's pool bounded as above; a command
+    that meets a dead master or a moved slot asks the cluster again (its
+    default retries), so a failover costs a wait, not an error.
+
+    The first seed goes in as a URL: that is how redis-py builds every
+    node's pool with ``connection_pool_class`` and the URL's credentials."""
+    settings = dict(settings)
+    if settings.pop("retry", None) is not None:
+        # The start-up check: one try is enough.
+        settings["cluster_error_retry_attempts"] = 1
+
+    def make() -> redis.RedisCluster:
+        return redis.RedisCluster(
+            url=cluster.first,
+            startup_nodes=[
+                redis.cluster.ClusterNode(h, p) for h, p in cluster.seeds[1:]
+            ],
+            connection_pool_class=redis.BlockingConnectionPool,
+            **settings,
+        )
+
+    return ClusterClient(make)
+
+
+class _RedisErrors:
+    """Calls through to ``target``; redis-py's cluster errors that are not
+    ``RedisError`` (no reachable node, a slot not covered during a
+    failover) come out as ``redis.ConnectionError``: the outage every
+    caller already handles."""
+
+    def __init__(self, target) -> None:
+        self._target = target
+
+    def __getattr__(self, name):
+        found = getattr(self._target, name)
+        if not callable(found):
+            return found
+
+        def call(*args, **kwargs):
+            try:
+                result = found(*args, **kwargs)
+            except redis.RedisError:
+                raise
+            except redis.exceptions.RedisClusterException as exc:
+                raise redis.ConnectionError(str(exc)) from exc
+            if isinstance(result, redis.cluster.ClusterPipeline):
+                return _RedisErrors(result)
+            return result
+
+        return call
+
+
+class ClusterClient(_RedisErrors):
+    """A ``RedisCluster`` made on first use, and again after a failure.
+
+    redis-py's RedisCluster asks a seed for the cluster's layout as it is
+    made, so one made at start-up while the cluster is away would stop
+    the instance; this one starts degraded as with any other Redis."""
+
+    def __init__(self, make) -> None:
+        self._make = make
+        self._client = None
+        super().__init__(None)
+
+    @property
+    def cluster(self) -> redis.RedisCluster:
+        if self._client is None:
+            try:
+                self._client = self._make()
+            except redis.RedisError:
+                raise
+            except redis.exceptions.RedisClusterException as exc:
+                cause = exc.__cause__
+                if isinstance(cause, redis.AuthenticationError):
+                    raise cause from exc
+                raise redis.ConnectionError(str(exc)) from exc
+        return self._client
+
+    def __getattr__(self, name):
+        self._target = self.cluster
+        return super().__getattr__(name)
+
+    def get_encoder(self):
+        """For ``register_script``, without connecting."""
+        return redis.connection.Encoder("utf-8", "strict", False)
 
 
 def sentinels_of(

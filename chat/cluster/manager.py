@@ -17,7 +17,9 @@ import gevent
 import socketio
 
 from chat.cluster.channels import RoomChannels
-from chat.cluster.clients import check_redis, redis_client
+from chat.cluster.clients import check_redis, is_cluster, node_client, redis_client
+from chat.cluster.keys import Keys
+from chat.cluster.shards import ShardedPubSub, refresh
 from chat.internals.emit import FastEmitManager
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         on_publish_error=None,
         publish_queue_max: int = 10000,
         room_linger_s: float = 10.0,
+        keys: Keys | None = None,
     ) -> None:
         super().__init__(
             url,
@@ -89,7 +92,13 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         self._outgoing: collections.deque = collections.deque()
         self._publish_queue_max = publish_queue_max
         self._publisher = None
-        self.setup_room_channels(room_linger_s)
+        # On a Redis Cluster every channel is sharded (SPUBLISH/SSUBSCRIBE):
+        # a room's events cross only the shard that owns the room's slot.
+        # The main channel (events for one session, whose instance nobody
+        # knows) is sharded too: one shard carries it, rather than every
+        # node carrying every PUBLISH as the cluster bus does.
+        self.sharded = is_cluster(url)
+        self.setup_room_channels(room_linger_s, keys or Keys("", self.sharded))
 
     def _handle_emit(self, message):
         """Every delivery passes here: this instance's own emits and those of
@@ -116,9 +125,23 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         if not self.redis_url.startswith("unix:"):
             # TCP keepalive notices a Redis host that vanished without a FIN.
             options["socket_keepalive"] = True
-        listener = redis_client(self.redis_url, None, **options)
-        # Subscribe confirmations are kept: a login waits for its room's.
-        self.pubsub = listener.pubsub()
+        old = getattr(self, "pubsub", None)
+        if isinstance(old, ShardedPubSub):
+            old.close()
+        if self.sharded:
+            # The layout as it is now: a failover or a resharding is why
+            # the listener is here again.
+            refresh(self.redis.cluster)
+            self.pubsub = ShardedPubSub(
+                self.redis,
+                lambda host, port: node_client(
+                    self.redis_url, host, port, socket_timeout=None, **options
+                ),
+            )
+        else:
+            listener = redis_client(self.redis_url, None, **options)
+            # Subscribe confirmations are kept: a login waits for its room's.
+            self.pubsub = listener.pubsub()
         self.connected = True
 
     def _publish(self, data):
@@ -162,8 +185,9 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
                 batch = list(itertools.islice(self._outgoing, PUBLISH_BATCH))
                 try:
                     pipe = self.redis.pipeline(transaction=False)
+                    publish = pipe.spublish if self.sharded else pipe.publish
                     for data in batch:
-                        pipe.publish(self.channel_for(data), self.json.dumps(data))
+                        publish(self.channel_for(data), self.json.dumps(data))
                     pipe.execute()
                 except Exception as exc:
                     if attempt == 0:

@@ -13,6 +13,8 @@ import logging
 
 import redis
 
+from chat.cluster.keys import Keys
+from chat.cluster.shards import TOPOLOGY_ERRORS, node_pipeline, refresh
 from chat.messages.entries import (
     Muted,
     SlowMode,
@@ -50,7 +52,9 @@ class NotReplicated(redis.RedisError):
 # mute returns {-1, it}), the room's slow mode and the sender's marker (a
 # send within the interval returns {-2, seconds left}).
 # ARGV: retain, username, message, clientId, ttl, clientId ttl, the room's
-# byte budget, this entry's size. Returns {is_new, id, prev}: ``prev`` is
+# byte budget, this entry's size, and the name of an unused key ('' on one
+# Redis; in the room's slot on a Redis Cluster, where every key of a script
+# must be). Returns {is_new, id, prev}: ``prev`` is
 # the id of the entry before the new one ('' for none), which lets an
 # instance keep a room's newest messages exactly (chat.messages.tails).
 # The oldest entries go until the room holds at most ``retain`` messages and
@@ -58,15 +62,15 @@ class NotReplicated(redis.RedisError):
 # rooms fit the Redis memory the operator gave them, and a new message can
 # always be stored.
 _STORE = """
-if KEYS[4] ~= '' then
+if KEYS[4] ~= ARGV[9] then
   local muted = redis.call('GET', KEYS[4])
   if muted then return {-1, muted} end
 end
-if KEYS[2] ~= '' then
+if KEYS[2] ~= ARGV[9] then
   local first = redis.call('GET', KEYS[2])
   if first then return {0, first} end
 end
-if KEYS[5] ~= '' then
+if KEYS[5] ~= ARGV[9] then
   local slow = redis.call('GET', KEYS[5])
   if slow and not redis.call('SET', KEYS[6], '1', 'NX', 'EX', slow) then
     return {-2, tostring(redis.call('TTL', KEYS[6]))}
@@ -94,7 +98,7 @@ while length > 1 and (length > tonumber(ARGV[1]) or bytes > tonumber(ARGV[7])) d
 end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
-if KEYS[2] ~= '' then
+if KEYS[2] ~= ARGV[9] then
   redis.call('SET', KEYS[2], id, 'EX', ARGV[6])
 end
 return {1, id, prev}
@@ -129,7 +133,7 @@ class RedisHistory:
     def __init__(
         self,
         client: redis.Redis,
-        prefix: str,
+        keys: Keys | str,
         retain: int,
         ttl_s: int = 7 * 24 * 3600,
         store_client: redis.Redis | None = None,
@@ -149,7 +153,7 @@ class RedisHistory:
         # after cannot take it with it.
         self._replicas = replicas
         self._replica_timeout_ms = replica_timeout_ms
-        self._p = prefix
+        self._keys = keys if isinstance(keys, Keys) else Keys(keys)
         self._retain = retain
         self._room_max_bytes = room_max_bytes
         self._ttl_s = ttl_s
@@ -158,7 +162,7 @@ class RedisHistory:
         self._delete = client.register_script(_DELETE)
 
     def _key(self, room: str) -> str:
-        return f"{self._p}history:{room}"
+        return self._keys.history(room)
 
     @staticmethod
     def _decode(raw_id: bytes, fields: dict) -> dict:
@@ -186,17 +190,18 @@ class RedisHistory:
         HISTORY_TTL_S after its last message, so rooms nobody uses do not
         stay in Redis.
         """
+        unused = self._keys.unused(room)
         cid_key = (
-            f"{self._p}cid:{client_id_key(room, username, client_id)}"
+            self._keys.client_id(room, client_id_key(room, username, client_id))
             if client_id
-            else ""
+            else unused
         )
         checks = (
             self._moderation_keys(room, username)
             if self._moderation_keys
-            else ["", "", ""]
+            else [unused] * 3
         )
-        keys = [self._key(room), cid_key, f"{self._key(room)}:bytes", *checks]
+        keys = [self._key(room), cid_key, self._keys.history_bytes(room), *checks]
         args = [
             self._retain,
             username,
@@ -206,15 +211,26 @@ class RedisHistory:
             self._client_id_ttl_s,
             self._room_max_bytes,
             entry_size(username, message, client_id),
+            unused,
         ]
         client = self._r if patient else self._store_client
         if self._replicas:
             # WAIT counts the replicas that have this connection's writes:
             # the store and the WAIT go on one connection, in one round trip.
-            pipe = client.pipeline(transaction=False)
+            # On a Redis Cluster: the connection to the room's master.
+            pipe = (
+                node_pipeline(client.cluster, keys[0])
+                if self._keys.cluster
+                else client.pipeline(transaction=False)
+            )
             self._store(keys=keys, args=args, client=pipe)
             pipe.execute_command("WAIT", self._replicas, self._replica_timeout_ms)
-            reply, replicated = pipe.execute()
+            try:
+                reply, replicated = pipe.execute()
+            except TOPOLOGY_ERRORS:
+                if self._keys.cluster:
+                    refresh(client.cluster)  # a failover: ask again on retry
+                raise
             if int(replicated) < self._replicas:
                 raise NotReplicated(
                     f"{replicated} of {self._replicas} replicas confirmed the "
@@ -237,7 +253,8 @@ class RedisHistory:
     def delete(self, room: str, entry_id: str) -> bool:
         """Remove one message from the room's history (moderation)."""
         key = self._key(room)
-        return bool(self._delete(keys=[key, f"{key}:bytes"], args=[entry_id]))
+        keys = [key, self._keys.history_bytes(room)]
+        return bool(self._delete(keys=keys, args=[entry_id]))
 
     def newest(self, room: str, count: int) -> list[dict]:
         """The last ``count`` messages, oldest first."""

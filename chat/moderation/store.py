@@ -13,6 +13,7 @@ import time
 
 import redis
 
+from chat.cluster.keys import Keys
 from chat.messages.entries import Muted, SlowMode
 from chat.validation import name_key
 
@@ -169,18 +170,18 @@ class MemoryModeration:
 class RedisModeration:
     """A cluster: one key per ban or mute, with its expiry as the key's TTL."""
 
-    def __init__(self, client: redis.Redis, prefix: str, fast=None) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys | str, fast=None) -> None:
         self._r = client
         # Logins read bans with the store's short timeout (STORE_TIMEOUT_S).
         self._fast = fast or client
-        self._p = prefix
+        self._keys = keys if isinstance(keys, Keys) else Keys(keys)
 
     def _ban_key(self, kind: str, key: str) -> str:
-        return f"{self._p}mod:ban:{kind}:{key}"
+        return self._keys.ban(kind, key)
 
     def mute_key(self, room: str, name: str) -> str:
         """The key of ``name``'s mute in ``room`` (the store script reads it)."""
-        return f"{self._p}mod:mute:{room}:{name_key(name)}"
+        return self._keys.mute(room, name_key(name))
 
     def ban(
         self, kind: str, value: str, by: str, reason: str, seconds=None, room=None
@@ -192,14 +193,14 @@ class RedisModeration:
         pipe = self._r.pipeline(transaction=True)
         pipe.set(self._ban_key(kind, key), json.dumps(entry), ex=ttl)
         # An index for listing; members whose key expired are dropped then.
-        pipe.sadd(f"{self._p}mod:bans", f"{kind}:{key}")
+        pipe.sadd(self._keys.bans, f"{kind}:{key}")
         pipe.execute()
 
     def unban(self, kind: str, value: str, room=None) -> bool:
         kind, key = _kind(kind, room), _key(kind, value, room)
         pipe = self._r.pipeline(transaction=True)
         pipe.delete(self._ban_key(kind, key))
-        pipe.srem(f"{self._p}mod:bans", f"{kind}:{key}")
+        pipe.srem(self._keys.bans, f"{kind}:{key}")
         return bool(pipe.execute()[0])
 
     def banned(self, name: str, client: str, room: str = "") -> dict | None:
@@ -222,16 +223,15 @@ class RedisModeration:
         ``token`` moderates ``room``, the room's slow mode): one round trip.
         When Redis cannot say, nobody is refused, nobody moderates."""
         key = name_key(name)
-        pipe = self._fast.pipeline(transaction=False)
-        pipe.mget(
-            self._ban_key("name", key),
-            self._ban_key("address", client),
-            self._ban_key("room", f"{room}:{key}"),
-        )
-        pipe.hget(self._moderators_key(room), key)
-        pipe.get(self.slow_key(room))
         try:
-            bans, moderator, slow = pipe.execute()
+            # GETs, not one MGET: a Redis Cluster's pipeline refuses MGET.
+            pipe = self._fast.pipeline(transaction=False)
+            pipe.get(self._ban_key("name", key))
+            pipe.get(self._ban_key("address", client))
+            pipe.get(self._ban_key("room", f"{room}:{key}"))
+            pipe.hget(self._moderators_key(room), key)
+            pipe.get(self.slow_key(room))
+            *bans, moderator, slow = pipe.execute()
         except redis.RedisError:
             return None, False, 0
         found = next((b for b in bans if b), None)
@@ -241,7 +241,7 @@ class RedisModeration:
         return (json.loads(found) if found else None), holder, int(slow or 0)
 
     def _moderators_key(self, room: str) -> str:
-        return f"{self._p}mod:moderators:{room}"
+        return self._keys.moderators(room)
 
     def add_moderator(self, room: str, name: str, token: str) -> None:
         self._r.hset(self._moderators_key(room), name_key(name), token_hash(token))
@@ -269,11 +269,11 @@ class RedisModeration:
 
     def slow_key(self, room: str) -> str:
         """The key of ``room``'s slow mode (seconds; the store script reads it)."""
-        return f"{self._p}mod:slow:{room}"
+        return self._keys.slow(room)
 
     def sent_key(self, room: str, name: str) -> str:
         """Set for a slow room's sender until they may send again."""
-        return f"{self._p}mod:sent:{room}:{name_key(name)}"
+        return self._keys.sent(room, name_key(name))
 
     def set_slow(self, room: str, seconds: int) -> None:
         if seconds:
@@ -288,13 +288,13 @@ class RedisModeration:
             return 0
 
     def bans(self) -> list[dict]:
-        members = sorted(m.decode() for m in self._r.smembers(f"{self._p}mod:bans"))
+        members = sorted(m.decode() for m in self._r.smembers(self._keys.bans))
         if not members:
             return []
         values = self._r.mget([self._ban_key(*m.split(":", 1)) for m in members])
         gone = [m for m, v in zip(members, values, strict=True) if v is None]
         if gone:
-            self._r.srem(f"{self._p}mod:bans", *gone)
+            self._r.srem(self._keys.bans, *gone)
         return [json.loads(v) for v in values if v is not None]
 
     def mute(self, room: str, name: str, by: str, reason: str, seconds) -> None:
@@ -312,10 +312,10 @@ class RedisModeration:
 
     def record(self, action: dict) -> None:
         fields = {k: json.dumps(v) for k, v in action.items()}
-        self._r.xadd(f"{self._p}mod:audit", fields, maxlen=AUDIT_KEPT, approximate=True)
+        self._r.xadd(self._keys.audit, fields, maxlen=AUDIT_KEPT, approximate=True)
 
     def audit(self, count: int) -> list[dict]:
-        rows = self._r.xrevrange(f"{self._p}mod:audit", count=count)
+        rows = self._r.xrevrange(self._keys.audit, count=count)
         entries = []
         for raw_id, fields in reversed(rows):
             entry = {k.decode(): json.loads(v) for k, v in fields.items()}

@@ -1,6 +1,7 @@
 """Cluster-wide presence in Redis, with no ghosts when an instance dies.
 
-Layout (prefix ``chat:``):
+Layout (prefix ``chat:``; on a Redis Cluster the room and the instance are
+hash tags, chat.cluster.keys):
 - ``room:<room>:users``      hash, casefolded name -> member JSON (+ instance)
 - ``instance:<id>:members``  hash, sid -> member JSON: what to clean up if it dies
 - ``instance:<id>:alive``    key with a TTL, refreshed by the heartbeat
@@ -18,6 +19,7 @@ import time
 
 import redis
 
+from chat.cluster.keys import Keys
 from chat.presence.member import JoinResult, Member
 from chat.presence.scripts import JOIN, LEAVE, REAP, SEQ_TTL_S
 from chat.presence.upkeep import Upkeep
@@ -32,7 +34,7 @@ class RedisPresence(Upkeep):
     def __init__(
         self,
         client: redis.Redis,
-        prefix: str,
+        keys: Keys | str,
         instance_id: str,
         heartbeat_s: float,
         ttl_s: int,
@@ -41,7 +43,8 @@ class RedisPresence(Upkeep):
         self.degraded_reason: str | None = None
         self.instance_id = instance_id
         self._r = client
-        self._p = prefix
+        self._keys = keys if isinstance(keys, Keys) else Keys(keys)
+        self._p = self._keys.prefix
         self._heartbeat_s = heartbeat_s
         self._ttl_s = ttl_s
         self._dirty = True
@@ -62,26 +65,29 @@ class RedisPresence(Upkeep):
         # Set by the app: tell a session it lost its name (after an outage).
         self.on_name_lost = lambda member: None
         self.last_beat_attempt = time.monotonic()
+        self._register_scripts(client)
+
+    def _register_scripts(self, client) -> None:
         self._join = client.register_script(JOIN)
         self._leave = client.register_script(LEAVE)
         self._reap = client.register_script(REAP)
 
     # -- keys --------------------------------------------------------------
     def _room_key(self, room: str) -> str:
-        return f"{self._p}room:{room}:users"
+        return self._keys.room_users(room)
 
     def _members_key(self, instance_id: str) -> str:
-        return f"{self._p}instance:{instance_id}:members"
+        return self._keys.members(instance_id)
 
     def _seq_key(self, room: str) -> str:
-        return f"{self._p}room:{room}:seq"
+        return self._keys.room_seq(room)
 
     def _alive_key(self, instance_id: str) -> str:
-        return f"{self._p}instance:{instance_id}:alive"
+        return self._keys.alive(instance_id)
 
     @property
     def _instances_key(self) -> str:
-        return f"{self._p}instances"
+        return self._keys.instances
 
     # -- the presence interface ------------------------------------------
     def token_of(self, room: str, name: str) -> str | None:
@@ -100,7 +106,7 @@ class RedisPresence(Upkeep):
                 self._room_key(member.room),
                 self._members_key(self.instance_id),
                 self._seq_key(member.room),
-                f"{self._p}reaped",
+                self._keys.reaped,
             ],
             args=[
                 member.key,
@@ -114,6 +120,27 @@ class RedisPresence(Upkeep):
             client=client,
         )
 
+    def _join_one(self, member: Member, list_up_to: int) -> list:
+        """The join script's reply: [ok, count, replaced, seq, rejoined, names]."""
+        return self._redis_join(member, list_up_to=list_up_to)
+
+    def _join_many(self, members: list[Member]) -> list[list]:
+        """Join scripts' replies for ``members``, in one round trip."""
+        pipe = self._r.pipeline(transaction=False)
+        for member in members:
+            self._redis_join(member, client=pipe)
+        return pipe.execute()
+
+    def _reap_instance(self, instance_id: str, forced: bool) -> list:
+        """Remove what ``instance_id`` registered: a flat list of (room, name,
+        count, seq) of every member removed. Unless ``forced`` (an instance
+        cleaning up after itself), only one caller does it, and empty when
+        another already has."""
+        return self._reap(
+            keys=[self._instances_key],
+            args=[self._p, instance_id, "1" if forced else "0", SEQ_TTL_S],
+        )
+
     def join(self, member: Member, list_up_to: int = 0) -> JoinResult:
         """Claim the name cluster-wide; while Redis is down, among local users.
 
@@ -122,9 +149,7 @@ class RedisPresence(Upkeep):
         """
         self._joining.add(member.sid)
         try:
-            ok, count, replaced, seq, _, *names = self._redis_join(
-                member, list_up_to=list_up_to
-            )
+            ok, count, replaced, seq, _, *names = self._join_one(member, list_up_to)
         except redis.RedisError as exc:
             return self._join_degraded(member, exc, list_up_to)
         finally:
@@ -179,8 +204,8 @@ class RedisPresence(Upkeep):
                 self._room_key(member.room),
                 self._members_key(self.instance_id),
                 self._seq_key(member.room),
-                f"{self._p}rooms",
-                f"{self._p}history:{member.room}",
+                self._keys.rooms,
+                self._keys.history(member.room),
             ],
             args=[member.key, member.sid, member.room, SEQ_TTL_S],
         )

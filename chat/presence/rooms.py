@@ -17,27 +17,33 @@ import time
 
 import redis
 
+from chat.cluster.keys import Keys
 from chat.limits.buckets import RateLimiter
 
 log = logging.getLogger(__name__)
 
 ADMITTED, FULL, CLIENT_OPENED_TOO_MANY = 1, 0, -1
 
-# KEYS: the rooms, the room's users, its history, the client's opened count.
-# ARGV: now, ttl, room, max rooms, always (1/0), rooms a client may open an
-# hour (0: any). The login's own name is already in the room's users.
+# KEYS: the rooms, the client's opened count, and (on one Redis) the
+# room's users and history. ARGV: now, ttl, room, max rooms, always (1/0),
+# rooms a client may open an hour (0: any), occupied (1/0: on a Redis
+# Cluster the room's own keys are on another shard, so the caller asks
+# them first). The login's own name is already in the room's users.
 _ADMIT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[2])
+local occupied = ARGV[7] == '1'
+if not occupied and KEYS[3] then
+  occupied = redis.call('HLEN', KEYS[3]) > 1 or redis.call('EXISTS', KEYS[4]) == 1
+end
 if redis.call('ZSCORE', KEYS[1], ARGV[3]) == false
    and ARGV[5] ~= '1'
-   and redis.call('HLEN', KEYS[2]) <= 1
-   and redis.call('EXISTS', KEYS[3]) == 0 then
+   and not occupied then
   if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
     return 0
   end
   if tonumber(ARGV[6]) > 0 then
-    local opened = redis.call('INCR', KEYS[4])
-    if opened == 1 then redis.call('EXPIRE', KEYS[4], 3600) end
+    local opened = redis.call('INCR', KEYS[2])
+    if opened == 1 then redis.call('EXPIRE', KEYS[2], 3600) end
     if opened > tonumber(ARGV[6]) then return -1 end
   end
 end
@@ -128,14 +134,14 @@ class RedisRooms:
     def __init__(
         self,
         client: redis.Redis,
-        prefix: str,
+        keys: Keys | str,
         max_rooms: int,
         ttl_s: int,
         per_client_hour: int = 0,
         clock=time.monotonic,
     ) -> None:
-        self._p = prefix
-        self._key = f"{prefix}rooms"
+        self._r = client
+        self._keys = keys if isinstance(keys, Keys) else Keys(keys)
         self._max = max_rooms
         self._ttl_s = ttl_s
         self._per_client_hour = per_client_hour
@@ -148,15 +154,16 @@ class RedisRooms:
         self._recent.expire()
         if room in self._recent:
             return ADMITTED
+        keys = [self._keys.rooms, self._keys.opened(client)]
+        room_keys = [self._keys.room_users(room), self._keys.history(room)]
         try:
+            if self._keys.cluster:
+                occupied = occupied or self._occupied(*room_keys)
+            else:
+                keys += room_keys
             admitted = int(
                 self._admit(
-                    keys=[
-                        self._key,
-                        f"{self._p}room:{room}:users",
-                        f"{self._p}history:{room}",
-                        f"{self._p}opened:{client}",
-                    ],
+                    keys=keys,
                     args=[
                         int(time.time()),
                         self._ttl_s,
@@ -164,6 +171,7 @@ class RedisRooms:
                         self._max,
                         int(always),
                         self._per_client_hour,
+                        int(occupied),
                     ],
                 )
             )
@@ -173,6 +181,14 @@ class RedisRooms:
         if admitted == ADMITTED:
             self._recent.touch(room)
         return admitted
+
+    def _occupied(self, users: str, history: str) -> bool:
+        """The room has other members or history (one round trip, one slot)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hlen(users)
+        pipe.exists(history)
+        members, has_history = pipe.execute()
+        return members > 1 or bool(has_history)
 
     def release(self, room: str) -> None:
         """The leave script uncounts an empty room without history itself."""

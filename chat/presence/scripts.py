@@ -111,3 +111,59 @@ return out
 # a room's count when told it is empty (chat.presence.counts), so the next join
 # starts again from 1 and a one-off room leaves no key.
 SEQ_TTL_S = 86400
+
+
+# -- on a Redis Cluster -----------------------------------------------------
+# Each script touches one room's slot (chat.cluster.keys); what JOIN and
+# LEAVE do to the instance's member list, the reaped sessions and the room
+# count happens beside them (chat.presence.sharded).
+
+# KEYS: room users, room sequence. ARGV: name key, member JSON, token, sid,
+# list up to, the sequence's TTL. Returns {ok, count, replaced sid, seq,
+# the replaced session's instance ('' when none or this session), names}.
+JOIN_ROOM = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local replaced, previous = '', ''
+if cur then
+  local holder = cjson.decode(cur)
+  if holder.token ~= ARGV[3] then
+    return {0, redis.call('HLEN', KEYS[1]), '', 0, '', holder.name}
+  end
+  replaced = holder.sid
+  if holder.sid ~= ARGV[4] then previous = holder.instance end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local seq = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+local count = redis.call('HLEN', KEYS[1])
+local names = {}
+if count <= tonumber(ARGV[5]) then
+  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+    table.insert(names, cjson.decode(v).name)
+  end
+end
+return {1, count, replaced, seq, previous, names}
+"""
+
+# A leave, and a reaping of one member: the name goes if this session holds
+# it. KEYS: room users, room sequence, the room's history. ARGV: name key,
+# sid, the sequence's TTL. Returns {removed, count, seq, uncount}: uncount
+# is 1 when the room is left with neither members nor history (it no longer
+# counts toward MAX_ROOMS).
+LEAVE_ROOM = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and cjson.decode(cur).sid == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  local left = redis.call('HLEN', KEYS[1])
+  local uncount = 0
+  if left == 0 and redis.call('EXISTS', KEYS[3]) == 0 then uncount = 1 end
+  local seq = redis.call('INCR', KEYS[2])
+  if left == 0 then
+    redis.call('DEL', KEYS[2])
+  else
+    redis.call('EXPIRE', KEYS[2], ARGV[3])
+  end
+  return {1, left, seq, uncount}
+end
+return {0, redis.call('HLEN', KEYS[1]), 0, 0}
+"""

@@ -19,7 +19,6 @@ import time
 import redis
 
 from chat.presence.member import Member
-from chat.presence.scripts import SEQ_TTL_S
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +103,8 @@ class Upkeep:
 
     def _rebuild(self, announce) -> None:
         members = list(self.local.values())  # a snapshot: logins go on meanwhile
-        self._reap(
-            keys=[self._instances_key], args=[self._p, self.instance_id, "1", SEQ_TTL_S]
-        )
-        pipe = self._r.pipeline(transaction=False)
-        for member in members:
-            self._redis_join(member, client=pipe)
-        for member, result in zip(members, pipe.execute(), strict=True):
+        self._reap_instance(self.instance_id, forced=True)
+        for member, result in zip(members, self._join_many(members), strict=True):
             ok, count, _, seq, rejoined, *rest = result
             if not ok:
                 self._lost_in_outage(member, int(count), rest[0].decode(), announce)
@@ -167,9 +161,7 @@ class Upkeep:
             other = raw.decode()
             if other == self.instance_id or self._r.exists(self._alive_key(other)):
                 continue
-            flat = self._reap(
-                keys=[self._instances_key], args=[self._p, other, "0", SEQ_TTL_S]
-            )
+            flat = self._reap_instance(other, forced=False)
             found = [
                 (
                     flat[i].decode(),
