@@ -251,6 +251,8 @@ class RedisServer(Process):
             # master's replica takes over within a few seconds.
             argv += ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"]
             argv += ["--cluster-config-file", str(self.workdir / "nodes.conf")]
+            if self.password:  # any node may become a replica
+                argv += ["--masterauth", self.password]
         return argv
 
     def start(self) -> RedisServer:
@@ -554,6 +556,26 @@ class RedisCluster:
                     return next(n for n in self.nodes if n.port == int(master[1]))
         raise AssertionError(f"no live node serves slot {slot}")
 
+    def node_id(self, node: RedisServer) -> str:
+        return self.client(node).execute_command("CLUSTER", "MYID").decode()
+
+    def move_slot(self, slot: int, source: RedisServer, target: RedisServer) -> None:
+        """Migrate one slot, keys and all, from ``source`` to ``target``: the
+        steps ``redis-cli --cluster reshard`` takes for each slot."""
+        src, dst = self.client(source), self.client(target)
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            auth = ["AUTH", self.password] if self.password else []
+            src.execute_command(
+                "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, *auth, "KEYS", *keys
+            )
+        for node in self.live_masters():
+            self.client(node).execute_command(
+                "CLUSTER", "SETSLOT", slot, "NODE", target_id
+            )
+
     def healthy(self) -> bool:
         """Every live node says the cluster is ok and sees every slot served."""
         import redis
@@ -591,19 +613,23 @@ class RedisCluster:
         return self
 
     def _formed(self) -> bool:
+        return self.healthy() and self.in_sync()
+
+    def in_sync(self) -> bool:
+        """Every master has a replica in sync (a WAIT counts only a replica
+        whose link is up)."""
         import redis
 
-        if not self.healthy():
-            return False
         try:
-            replicas = sum(
-                1
-                for n in self.nodes
-                if self.client(n).info("replication")["role"] == "slave"
-            )
+            masters = [
+                self.client(n).info("replication") for n in self.nodes if n.running()
+            ]
         except redis.RedisError:
             return False
-        return replicas == len(self.nodes) - self.masters
+        masters = [m for m in masters if m["role"] == "master"]
+        return len(masters) == self.masters and all(
+            m.get("slave0", {}).get("state") == "online" for m in masters
+        )
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -64,6 +65,64 @@ def rooms_on_every_master(group: RedisCluster, count: int = 2) -> list[str]:
         if len(masters[owner]) < count:
             masters[owner].append(room)
     return [room for rooms in masters.values() for room in rooms]
+
+
+class RoomTalk:
+    """Ann on one instance sends a numbered message every 50 ms to ``room``;
+    Bo listens on another. Acknowledged: an id in the ack, or a pending ack
+    whose ``message stored`` came later."""
+
+    def __init__(self, clients, room, sender_url, listener_url):
+        self.ann = clients(sender_url)
+        self.ann.login("Ann", room)
+        self.bo = clients(listener_url)
+        self.bo.login("Bo", room)
+        self.ann.wait_for("user joined")
+        self.sent = 0
+        self.acked: dict[str, str] = {}  # clientId -> text
+        self.pending: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._send, daemon=True)
+
+    def _send(self):
+        while not self._stop.wait(0.05):
+            self.sent += 1
+            cid, text = f"c-{self.sent}", f"message {self.sent}"
+            try:
+                ack = self.ann.sio.call(
+                    "new message", (text, {"clientId": cid}), timeout=10
+                )
+            except Exception:  # noqa: BLE001 (no ack: not acknowledged)
+                continue
+            if ack.get("id"):
+                self.acked[cid] = text
+            elif ack.get("pending"):
+                self.pending[cid] = text
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(15)
+
+    def acknowledged(self) -> dict[str, str]:
+        stored = {m["clientId"] for m in self.ann.named("message stored")}
+        late = {c: t for c, t in self.pending.items() if c in stored}
+        return {**self.acked, **late}
+
+    def heard(self) -> list[str]:
+        return [m["message"] for m in self.bo.named("new message")]
+
+    def assert_every_acknowledged_message_heard_once(self):
+        wanted = set(self.acknowledged().values())
+        assert wanted, "nothing was acknowledged"
+        wait_until(
+            lambda: wanted <= set(self.heard()), 20, "Bo to hear every acked message"
+        )
+        heard = self.heard()
+        assert len(heard) == len(set(heard)), "a message was delivered twice"
 
 
 # -- the URL ---------------------------------------------------------------------
@@ -215,3 +274,85 @@ def test_a_room_crosses_only_the_shard_that_owns_it(redis_cluster, on_cluster, c
         10,
         "the cluster bus to carry a PUBLISH to every other node",
     )
+
+
+# -- faults ------------------------------------------------------------------------
+@pytest.mark.parametrize("replicas", ["0", "1"], ids=["async", "store-replicas"])
+def test_a_master_killed_while_users_talk(redis_cluster, on_cluster, clients, replicas):
+    """kill -9 of the master of a live room: its replica takes over and the
+    room's messages flow again within seconds.
+
+    With STORE_REPLICAS=1 nothing acknowledged is lost and every
+    acknowledged message stays in history; the promoted master has no
+    replica of its own until the killed node comes back (as its replica),
+    and until then messages wait in the outbox, pending, rather than being
+    acknowledged on one copy. Without it, Redis's asynchronous replication
+    may lose the last acknowledged messages before the kill (README)."""
+    a, b = on_cluster(2, STORE_REPLICAS=replicas, **UNLIMITED)
+    room = rooms_on_every_master(redis_cluster, count=1)[0]
+    slot = slot_of(Keys("chat:", cluster=True).history(room))
+    victim = redis_cluster.master_of_slot(slot)
+    with RoomTalk(clients, room, a.url, b.url) as talk:
+        wait_until(lambda: len(talk.acked) >= 10, 10, "ten messages before the kill")
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        victim.proc.wait(5)
+        killed_at = time.monotonic()
+        wait_until(
+            lambda: (
+                redis_cluster.master_of_slot(slot) is not victim
+                and redis_cluster.healthy()
+            ),
+            30,
+            "the replica to take over the room's slot",
+        )
+        promoted_at = time.monotonic()
+        if replicas == "1":
+            victim.start()  # it rejoins as the new master's replica
+            wait_until(redis_cluster.in_sync, 30, "the old master to be a replica")
+        back_at = time.monotonic()
+        before = len(talk.heard())
+        wait_until(lambda: len(talk.heard()) > before + 5, 15, "messages to flow again")
+        flowing_at = time.monotonic()
+    print(
+        f"\nfailover (STORE_REPLICAS={replicas}): promoted "
+        f"{promoted_at - killed_at:.1f} s after the kill; messages flowing "
+        f"{flowing_at - back_at:.1f} s after "
+        + ("the replica was back" if replicas == "1" else "the promotion")
+        + f"; {len(talk.acknowledged())} of {talk.sent} acknowledged"
+    )
+    assert flowing_at - back_at < 5
+    if replicas == "0":
+        heard = talk.heard()
+        assert len(heard) == len(set(heard)), "a message was delivered twice"
+        return
+    talk.assert_every_acknowledged_message_heard_once()
+    acknowledged = set(talk.acknowledged().values())
+    # The room's history on the promoted master holds every one of them.
+    cy = clients(b.url, auth={"username": "Cy", "room": room, "lastId": "0-0"})
+    history = cy.wait_for("history")["messages"]
+    newest = sorted(acknowledged, key=lambda t: int(t.split()[-1]))[-len(history) :]
+    assert set(newest) <= {m["message"] for m in history}
+
+
+def test_a_live_room_moved_to_another_master_loses_nothing(
+    redis_cluster, on_cluster, clients
+):
+    """The room's slot migrates to another master (what ``redis-cli --cluster
+    reshard`` does, slot by slot) while Ann talks: the store follows the
+    move, the listeners resubscribe on the new owner, and Bo hears every
+    acknowledged message once."""
+    a, b = on_cluster(2, **UNLIMITED)
+    room = rooms_on_every_master(redis_cluster, count=1)[0]
+    slot = slot_of(Keys("chat:", cluster=True).history(room))
+    source = redis_cluster.master_of_slot(slot)
+    target = next(n for n in redis_cluster.live_masters() if n is not source)
+    with RoomTalk(clients, room, a.url, b.url) as talk:
+        wait_until(lambda: len(talk.acked) >= 10, 10, "ten messages before the move")
+        redis_cluster.move_slot(slot, source, target)
+        assert redis_cluster.master_of_slot(slot) is target
+        moved = len(talk.acked)
+        wait_until(
+            lambda: len(talk.acked) > moved + 10, 15, "messages stored after the move"
+        )
+    talk.assert_every_acknowledged_message_heard_once()
+    assert redis_cluster.client(target).exists(Keys("chat:", True).history(room))

@@ -89,16 +89,26 @@ class NodePipelines:
         if not self._order:
             return []
         names = list(self._pipes)
-        jobs = [gevent.spawn(self._pipes[name].execute) for name in names]
+        jobs = [gevent.spawn(_outcome, self._pipes[name].execute) for name in names]
         gevent.joinall(jobs)
         replies = {}
         for name, job in zip(names, jobs, strict=True):
-            if not job.successful():
-                if isinstance(job.exception, TOPOLOGY_ERRORS):
+            failed, value = job.value
+            if failed:
+                if isinstance(value, TOPOLOGY_ERRORS):
                     refresh(self._cluster)
-                raise job.exception
-            replies[name] = job.value
+                raise value
+            replies[name] = value
         return [replies[name][index] for name, index in self._order]
+
+
+def _outcome(call) -> tuple[bool, object]:
+    """(failed, the value or the exception): a failure is the caller's to
+    raise, not the hub's to print."""
+    try:
+        return False, call()
+    except Exception as exc:  # noqa: BLE001 - raised by NodePipelines.execute
+        return True, exc
 
 
 class ShardedPubSub:
