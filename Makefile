@@ -40,7 +40,7 @@ image: $(STAMPS)/venv-dev system-deps
 
 cluster: $(STAMPS)/venv-deploy $(VENDOR_FILES) system-deps
 	$(BIN)/python -m deploy.cluster --instances $(N) --port $(CLUSTER_PORT) \
-	  $(if $(SENTINEL),--sentinel)
+	  $(if $(SENTINEL),--sentinel) $(if $(REDIS_CLUSTER),--redis-cluster)
 
 bench: $(STAMPS)/venv-bench $(PEER_MODULES) system-deps
 	ulimit -n 20000 2>/dev/null || true; $(BIN)/python -m bench.run

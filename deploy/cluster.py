@@ -14,12 +14,20 @@ nodes and on the sentinels, and a ``redis+sentinel://`` REDIS_URL. Kill the
 master to watch a failover: the instances follow the promoted replica;
 ``supervisorctl start redis-master`` brings the old one back, and the
 sentinels make it a replica.
+
+``--redis-cluster``: a Redis Cluster of three masters and three replicas
+(``cluster-node-timeout`` 1000), joined with ``redis-cli --cluster create``,
+and a ``redis+cluster://`` REDIS_URL. Kill a master to watch its replica
+take over; ``supervisorctl start redis-node-<port>`` brings the old one back
+as the new master's replica. Nodes are not restarted by themselves, for the
+same reason as under Sentinel.
 """
 
 from __future__ import annotations
 
 import argparse
 import secrets
+import shutil
 import signal
 import subprocess
 import threading
@@ -29,6 +37,7 @@ from deploy.host import Host, point_current, ready
 from deploy.procs import (
     BIN,
     ROOT,
+    RedisCluster,
     RedisSentinels,
     RedisServer,
     bindable,
@@ -67,8 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5050, help="nginx port")
     parser.add_argument("--redis-port", type=int, default=0, help="0: a free port")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".cluster")
-    parser.add_argument(
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument(
         "--sentinel", action="store_true", help="Redis with a replica and sentinels"
+    )
+    modes.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="a Redis Cluster: three masters, three replicas",
     )
     args = parser.parse_args(argv)
 
@@ -102,6 +117,21 @@ def main(argv: list[str] | None = None) -> int:
             group.replica.port,
             ",".join(str(s.port) for s in group.sentinels),
         )
+    elif args.redis_cluster:
+        # A new cluster at every start: nodes.conf of an earlier run names
+        # other ports and another password.
+        shutil.rmtree(workdir / "redis-cluster", ignore_errors=True)
+        group = RedisCluster(
+            workdir / "redis-cluster", password=secrets.token_urlsafe(16)
+        )
+        redis_url = group.url
+        programs = [
+            redis_program(layout, node.argv(), f"redis-node-{node.port}", False)
+            for node in group.nodes
+        ]
+        redis_where = "redis cluster nodes {}".format(
+            ",".join(str(node.port) for node in group.nodes)
+        )
     else:
         redis_server = RedisServer(
             workdir, args.redis_port or free_port(), password=secrets.token_urlsafe(16)
@@ -122,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     try:
+        if args.redis_cluster:
+            # The instances start degraded and join once the slots are served.
+            wait_until(
+                lambda: all(group.role_of(n) for n in group.nodes),
+                30,
+                "the cluster's nodes to answer",
+            )
+            group.form()
         for port in host.ports:
             if not ready(host.url(port), 30):
                 print(f"the instance on {port} did not start; see {workdir}/logs")
@@ -138,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             "Kill an instance and supervisord starts it again. Ctrl-C stops it.",
             flush=True,
         )
+        if args.redis_cluster:
+            print(
+                "Kill a Redis master: "
+                f"{BIN}/supervisorctl -c {host.layout.conf} signal KILL "
+                "redis-node-<port> (ports: redis-cli -p <port> -a <password> "
+                "cluster nodes); its replica takes over within seconds.",
+                flush=True,
+            )
         while not stopped.wait(1.0):
             if supervisord.poll() is not None:
                 print(f"supervisord exited; see {workdir}/logs/supervisord.log")

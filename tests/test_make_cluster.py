@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -116,3 +117,86 @@ def test_a_cluster_whose_ports_are_taken_says_so_and_does_not_start(tmp_path):
     assert f"port {base + 1} is in use" in started.stdout
     assert "CLUSTER_PORT=" in started.stdout
     assert "chat cluster of" not in started.stdout
+
+
+def test_redis_cluster_mode_survives_a_killed_master(tmp_path, clients):
+    """``make cluster REDIS_CLUSTER=1``: three masters and three replicas
+    under supervisord; the README's kill of a master is followed by its
+    replica, and the chat goes on through nginx."""
+    port = free_ports(3)
+    workdir = tmp_path / "cluster"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cluster", "--instances", "2", "--redis-cluster"]
+        + ["--port", str(port), "--workdir", str(workdir)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        lb = f"http://127.0.0.1:{port}"
+        # The cluster formed (every master's replica in sync), as it says.
+        wait_until(lambda: "Kill a Redis master" in "".join(lines), 90, "the banner")
+        wait_until(lambda: ready(lb), 30, "make cluster to serve")
+        assert requests.get(f"{lb}/readyz", timeout=5).json()["mode"] == "cluster"
+        alice = clients(lb, auth={"username": "Alice"})
+        alice.wait_for("login")
+        bob = clients(lb, auth={"username": "Bob"})
+        bob.wait_for("login")
+        bob.say("before the kill")
+        alice.wait_for("new message", lambda m: m["message"] == "before the kill")
+
+        import redis
+
+        nodes = [
+            line.split()[0]
+            for line in ctl(workdir, "status").splitlines()
+            if line.startswith("redis-node-")
+        ]
+        password = (workdir / "env").read_text().split(":", 3)[2].split("@")[0]
+        masters = [
+            n
+            for n in nodes
+            if redis.Redis(port=int(n.rsplit("-", 1)[1]), password=password).info(
+                "replication"
+            )["role"]
+            == "master"
+        ]
+        assert len(nodes) == 6 and len(masters) == 3
+        for master in masters[:1]:
+            ctl(workdir, "signal", "KILL", master)
+        wait_until(
+            lambda: (
+                sum(
+                    1
+                    for n in set(nodes) - {masters[0]}
+                    if redis.Redis(
+                        port=int(n.rsplit("-", 1)[1]), password=password
+                    ).info("replication")["role"]
+                    == "master"
+                )
+                == 3
+            ),
+            30,
+            "a replica to take over",
+        )
+        wait_until(
+            lambda: bob.sio.call("new message", "after the kill", timeout=5).get("id"),
+            30,
+            "a message to be stored after the failover",
+        )
+        alice.wait_for("new message", lambda m: m["message"] == "after the kill")
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.wait(90)
+        reader.join(10)
+        proc.stdout.close()
+    assert proc.returncode == 0, "".join(lines)
+    left = subprocess.run(
+        ["pgrep", "-f", str(workdir)], capture_output=True, text=True
+    ).stdout.split()
+    assert left == [], f"processes left running: {left}"

@@ -265,8 +265,12 @@ class ClusterClient(_RedisErrors):
         self._target = self.cluster
         return super().__getattr__(name)
 
+    def register_script(self, script: str):
+        """A script run by this client, made without connecting."""
+        return redis.commands.core.Script(self, script)
+
     def get_encoder(self):
-        """For ``register_script``, without connecting."""
+        """For ``Script``, without connecting."""
         return redis.connection.Encoder("utf-8", "strict", False)
 
 
