@@ -27,6 +27,7 @@ from deploy.procs import (
     ROOT,
     Instance,
     Process,
+    RedisCluster,
     RedisServer,
     free_port,
     http_get,
@@ -213,7 +214,9 @@ def fanout_run(spec: dict, servers: list[Process]) -> dict:
     return result
 
 
-def fanout_steps(servers: list[Process], progress: Progress, kind: str) -> list[dict]:
+def fanout_steps(
+    servers: list[Process], progress: Progress, kind: str, rates=FANOUT_RATES
+) -> list[dict]:
     """Raise the rate into one room of FANOUT_USERS spread over ``servers``."""
     per = FANOUT_USERS // len(servers)
     senders = SENDERS // len(servers)
@@ -227,7 +230,7 @@ def fanout_steps(servers: list[Process], progress: Progress, kind: str) -> list[
     }
     fanout_run(warm_up, servers)
     steps = []
-    for rate in FANOUT_RATES:
+    for rate in rates:
         spec = {
             "mode": "fanout",
             "rate": rate,
@@ -276,6 +279,23 @@ def fanout(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict
         results["cross"] = fanout_run(spec, [a, b])
         progress.step(f"cross-instance {kind}")
     return results
+
+
+# The unsaturated steps, again for ours with the two instances on a Redis
+# Cluster (three masters, three replicas) rather than one Redis.
+CLUSTER_RATES = [r for r in FANOUT_RATES if UNSATURATED[0] <= r <= UNSATURATED[1]]
+
+
+def on_redis_cluster(workdir: Path, progress: Progress) -> list[dict]:
+    """Ours, two instances, on a Redis Cluster: the same room, same rates."""
+    group = RedisCluster(workdir / "redis-cluster").start()
+    try:
+        with pair("ours", workdir, group.url) as servers:
+            return fanout_steps(
+                servers, progress, "ours on a Redis Cluster", CLUSTER_RATES
+            )
+    finally:
+        group.stop()
 
 
 STORM_SECONDS = 2 if QUICK else 60
@@ -425,6 +445,7 @@ def summarize(results: dict) -> dict:
         fan = results[kind]["fanout"]
         one, two = fan["one"], fan["steps"]
         ok_steps = [s for s in one + two if s["complete"] >= 0.95] or one + two
+        cluster = fan.get("redis_cluster")
         figures[kind] = {
             f"CPU µs per delivery, 1 instance (median {low}-{high} msg/s)": (
                 unsaturated_cpu(one)
@@ -432,6 +453,8 @@ def summarize(results: dict) -> dict:
             f"CPU µs per delivery, 2 instances (median {low}-{high} msg/s)": (
                 unsaturated_cpu(two)
             ),
+            f"CPU µs per delivery on a Redis Cluster, 2 instances (median {low}-"
+            f"{high} msg/s)": unsaturated_cpu(cluster) if cluster else None,
             f"p99 ms at {P99_RATE} msg/s, 1 instance": at_rate(one, P99_RATE, "p99"),
             f"p99 ms at {P99_RATE} msg/s, 2 instances": at_rate(two, P99_RATE, "p99"),
             "kB per connection (slope, two largest steps)": memory_slope(held),
@@ -493,7 +516,26 @@ def markdown(figures: dict, meta: dict, results: dict) -> str:
         ratio = f"{mine / theirs:.2f}" if mine and theirs else "–"
         lines.append(f"| {name} | {fmt(mine)} | {fmt(theirs)} | {ratio} |")
     lines += step_table(results)
+    lines += cluster_table(results)
     return "\n".join(lines) + "\n"
+
+
+def cluster_table(results: dict) -> list[str]:
+    """Ours on one Redis and on a Redis Cluster, two instances, same run."""
+    fan = results["ours"]["fanout"]
+    single = {s["rate"]: s for s in fan["steps"]}
+    lines = [
+        "",
+        "| ours, 2 instances, msg/s | one Redis µs/delivery | Redis Cluster "
+        "µs/delivery | cluster / one |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for step in fan.get("redis_cluster", []):
+        one = single.get(step["rate"], {}).get("cpu_us_per_delivery")
+        mine = step["cpu_us_per_delivery"]
+        ratio = f"{mine / one:.2f}" if mine and one else "–"
+        lines.append(f"| {step['rate']} | {fmt(one)} | {fmt(mine)} | {ratio} |")
+    return lines
 
 
 def fmt(value) -> str:
@@ -554,7 +596,7 @@ def main() -> None:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
     workdir = RESULTS / f".work-{stamp}"
     workdir.mkdir(exist_ok=True)
-    total = 2 * (len(HOLD_STEPS) + 2 * len(FANOUT_RATES) + 3)
+    total = 2 * (len(HOLD_STEPS) + 2 * len(FANOUT_RATES) + 3) + len(CLUSTER_RATES)
     progress = Progress(total)
     redis_server = RedisServer(workdir).start()
     results = {}
@@ -563,6 +605,7 @@ def main() -> None:
             results[kind] = {"hold": hold(kind, workdir, progress)}
         for kind in SERVERS:
             results[kind]["fanout"] = fanout(kind, workdir, redis_server.url, progress)
+        results["ours"]["fanout"]["redis_cluster"] = on_redis_cluster(workdir, progress)
         url = redis_server.url
         for kind in SERVERS:
             results[kind]["storm"] = storm(kind, workdir, url, progress)
