@@ -63,7 +63,8 @@ soak: $(STAMPS)/venv-dev $(VENDOR_FILES) system-deps
 # of `make test`. CHAOS_SECONDS=60 for a short run, CHAOS_SEED to repeat one.
 CHAOS_SECONDS ?= 600
 chaos: $(STAMPS)/venv-dev $(VENDOR_FILES) system-deps
-	$(BIN)/python -m bench.chaos --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+	$(BIN)/python -m bench.chaos --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) \
+	  $(if $(REDIS_CLUSTER),--redis-cluster)
 
 # -- installs ---------------------------------------------------------------
 $(STAMPS)/venv: requirements.txt

@@ -9,7 +9,15 @@ a seed it prints. At the end: sent / acknowledged / delivered / missing /
 duplicated / out-of-order / falsely-left. Exit code 1 unless missing,
 duplicated and falsely-left are all 0 among acknowledged messages.
 
-    python -m bench.chaos --seconds 600 [--seed N]
+    python -m bench.chaos --seconds 600 [--seed N] [--redis-cluster]
+
+``--redis-cluster`` (``make chaos REDIS_CLUSTER=1``): the instances on a
+Redis Cluster of three masters and three replicas with STORE_REPLICAS=1;
+the Redis faults are then a kill -9 of a random master, a restart
+(shutdown) of one, and a pause (CLIENT PAUSE) of one. A killed or
+restarted master comes back once its replica took over, as that replica's
+replica (the nodes keep nothing on disk: back before the promotion, it
+would be an empty master).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import redis
 import socketio
 
 from deploy.nginx import Nginx
-from deploy.procs import Instance, RedisServer, free_port, wait_until
+from deploy.procs import Instance, RedisCluster, RedisServer, free_port, wait_until
 
 USERS = 30
 ROOM = "chaos"
@@ -170,12 +178,77 @@ class User:
         self.sio.disconnect()
 
 
-def run(seconds: int, seed: int, workdir: Path) -> int:
+class OneRedis:
+    """The Redis faults on one redis-server with AOF."""
+
+    kinds = ("redis-restart", "redis-pause")
+
+    def __init__(self, workdir: Path) -> None:
+        self.server = RedisServer(workdir, free_port(), persistent=True).start()
+        self.url = self.server.url
+        self.env = {}
+
+    def fault(self, kind: str, rng: random.Random) -> None:
+        if kind == "redis-restart":
+            redis.Redis.from_url(self.url).shutdown(nosave=False)
+            self.server.proc.wait(10)
+            time.sleep(rng.uniform(0.2, 2))
+            self.server.start()
+        else:
+            ms = rng.randint(1000, 5000)
+            redis.Redis.from_url(self.url).execute_command("CLIENT", "PAUSE", ms, "ALL")
+            time.sleep(ms / 1000)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class ClusterRedis:
+    """The Redis faults on a Redis Cluster, with STORE_REPLICAS=1."""
+
+    kinds = ("master-kill", "master-restart", "master-pause")
+
+    def __init__(self, workdir: Path) -> None:
+        self.group = RedisCluster(workdir / "redis-cluster").start()
+        self.url = self.group.url
+        self.env = {"STORE_REPLICAS": "1"}
+
+    def fault(self, kind: str, rng: random.Random) -> None:
+        master = rng.choice(self.group.live_masters())
+        if kind == "master-pause":
+            ms = rng.randint(1000, 5000)
+            self.group.client(master).execute_command("CLIENT", "PAUSE", ms, "ALL")
+            time.sleep(ms / 1000)
+            return
+        if kind == "master-kill":
+            master.kill()
+        else:
+            with contextlib.suppress(redis.ConnectionError):
+                self.group.client(master).shutdown(nosave=True)
+            master.proc.wait(10)
+        wait_until(
+            lambda: (
+                len(self.group.live_masters()) == self.group.masters
+                and self.group.healthy()
+            ),
+            60,
+            "a replica to take over",
+        )
+        master.start()
+        wait_until(self.group.in_sync, 60, "the old master to be a replica")
+
+    def stop(self) -> None:
+        self.group.stop()
+
+
+def run(seconds: int, seed: int, workdir: Path, cluster: bool = False) -> int:
     rng = random.Random(seed)
-    print(f"chaos: {seconds} s, seed {seed}, logs in {workdir}", flush=True)
-    redis_server = RedisServer(workdir, free_port(), persistent=True).start()
+    mode = "on a Redis Cluster" if cluster else "on one Redis"
+    print(f"chaos: {seconds} s, seed {seed}, {mode}, logs in {workdir}", flush=True)
+    redis_nodes = ClusterRedis(workdir) if cluster else OneRedis(workdir)
     env = {
-        "REDIS_URL": redis_server.url,
+        **redis_nodes.env,
+        "REDIS_URL": redis_nodes.url,
         "TRUSTED_PROXIES": "127.0.0.1",
         "PRESENCE_HEARTBEAT_S": "1",
         "PRESENCE_TTL_S": "3",
@@ -208,24 +281,15 @@ def run(seconds: int, seed: int, workdir: Path) -> int:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(3, 8))
-            kind = rng.choice(["kill", "redis-restart", "redis-pause"])
+            kind = rng.choice(["kill", *redis_nodes.kinds])
             faults.append(kind)
             if kind == "kill":
                 victim = rng.choice(instances)
                 victim.kill()
                 time.sleep(rng.uniform(0.5, 2))
                 victim.start()
-            elif kind == "redis-restart":
-                redis.Redis.from_url(redis_server.url).shutdown(nosave=False)
-                redis_server.proc.wait(10)
-                time.sleep(rng.uniform(0.2, 2))
-                redis_server.start()
             else:
-                ms = rng.randint(1000, 5000)
-                redis.Redis.from_url(redis_server.url).execute_command(
-                    "CLIENT", "PAUSE", ms, "ALL"
-                )
-                time.sleep(ms / 1000)
+                redis_nodes.fault(kind, rng)
         stop.set()
         talker.join(10)
         # Quiet: everyone back, every outbox flushed, every resend stored.
@@ -246,7 +310,7 @@ def run(seconds: int, seed: int, workdir: Path) -> int:
         balancer.stop()
         for instance in instances:
             instance.stop()
-        redis_server.stop()
+        redis_nodes.stop()
 
 
 def report(users: list[User], events: list[tuple], faults: list[str]) -> int:
@@ -334,15 +398,16 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--keep", type=Path, help="keep logs and the list of each miss here"
     )
+    parser.add_argument("--redis-cluster", action="store_true")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     if args.keep:
         global DETAILS
         args.keep.mkdir(parents=True, exist_ok=True)
         DETAILS = args.keep / "details.txt"
-        return run(args.seconds, seed, args.keep)
+        return run(args.seconds, seed, args.keep, args.redis_cluster)
     with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
-        return run(args.seconds, seed, Path(tmp))
+        return run(args.seconds, seed, Path(tmp), args.redis_cluster)
 
 
 if __name__ == "__main__":
