@@ -19,7 +19,7 @@ import socketio
 from chat.cluster.channels import RoomChannels
 from chat.cluster.clients import check_redis, is_cluster, node_client, redis_client
 from chat.cluster.keys import Keys
-from chat.cluster.shards import ShardedPubSub, refresh
+from chat.cluster.shards import NodePipelines, ShardedPubSub, refresh
 from chat.internals.emit import FastEmitManager
 
 log = logging.getLogger(__name__)
@@ -184,10 +184,17 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
             while self._outgoing:
                 batch = list(itertools.islice(self._outgoing, PUBLISH_BATCH))
                 try:
-                    pipe = self.redis.pipeline(transaction=False)
-                    publish = pipe.spublish if self.sharded else pipe.publish
-                    for data in batch:
-                        publish(self.channel_for(data), self.json.dumps(data))
+                    if self.sharded:
+                        # One plain pipeline per master, rather than
+                        # redis-py's cluster pipeline: cheaper per message.
+                        pipe = NodePipelines(self.redis.cluster)
+                        for data in batch:
+                            channel = self.channel_for(data)
+                            pipe.command(channel, "spublish", self.json.dumps(data))
+                    else:
+                        pipe = self.redis.pipeline(transaction=False)
+                        for data in batch:
+                            pipe.publish(self.channel_for(data), self.json.dumps(data))
                     pipe.execute()
                 except Exception as exc:
                     if attempt == 0:
