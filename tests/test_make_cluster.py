@@ -41,13 +41,10 @@ def ready(url):
         return False
 
 
-def test_a_killed_instance_fails_over_is_restarted_and_ctrl_c_stops_all(
-    tmp_path, clients
-):
-    port = free_ports(3)
-    workdir = tmp_path / "cluster"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy.cluster", "--instances", "2"]
+def make_cluster(port: int, workdir, *options: str) -> subprocess.Popen:
+    """``make cluster`` with two instances, its output on a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "deploy.cluster", "--instances", "2", *options]
         + ["--port", str(port), "--workdir", str(workdir)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -55,6 +52,14 @@ def test_a_killed_instance_fails_over_is_restarted_and_ctrl_c_stops_all(
         text=True,
         start_new_session=True,
     )
+
+
+def test_a_killed_instance_fails_over_is_restarted_and_ctrl_c_stops_all(
+    tmp_path, clients
+):
+    port = free_ports(3)
+    workdir = tmp_path / "cluster"
+    proc = make_cluster(port, workdir)
     try:
         lb = f"http://127.0.0.1:{port}"
         wait_until(lambda: ready(lb), 60, "make cluster to serve")
@@ -125,15 +130,7 @@ def test_redis_cluster_mode_survives_a_killed_master(tmp_path, clients):
     replica, and the chat goes on through nginx."""
     port = free_ports(3)
     workdir = tmp_path / "cluster"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy.cluster", "--instances", "2", "--redis-cluster"]
-        + ["--port", str(port), "--workdir", str(workdir)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = make_cluster(port, workdir, "--redis-cluster")
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
