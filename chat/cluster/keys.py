@@ -12,7 +12,8 @@ so it can never end a tag early.
 The keys that are not a room's are few and small, each group in its own
 slot: an instance's lease and member list (``{instance-id}``), the room
 count with the per-client counters of new rooms (``{rooms}``), the bans and
-their index (``{mod}``), the registry of instances and the reaped sessions.
+their index (``{mod}``), the registry of instances with every instance's
+lease (``{instances}``), and the reaped sessions.
 docs/budgets.md says what each holds and how it is bounded.
 """
 
@@ -88,7 +89,13 @@ class Keys:
         return f"{self.prefix}instance:{self._tag(instance_id)}:members"
 
     def alive(self, instance_id: str) -> str:
-        return f"{self.prefix}instance:{self._tag(instance_id)}:alive"
+        """An instance's lease. On a cluster every lease shares one slot with
+        the registry (``instances``): an instance that can read the others'
+        leases could renew its own, so a shard that is away never makes
+        one instance see another's lease missing and reap its users."""
+        if self.cluster:
+            return f"{self.prefix}{{instances}}:alive:{instance_id}"
+        return f"{self.prefix}instance:{instance_id}:alive"
 
     def reaping(self, instance_id: str) -> str:
         """Held by the instance that reaps ``instance_id`` (a cluster only)."""
@@ -96,7 +103,7 @@ class Keys:
 
     @property
     def instances(self) -> str:
-        return f"{self.prefix}instances"
+        return f"{self.prefix}{self._tag('instances')}"
 
     @property
     def reaped(self) -> str:
