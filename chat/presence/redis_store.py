@@ -1,7 +1,7 @@
 """Cluster-wide presence in Redis, with no ghosts when an instance dies.
 
-Layout (prefix ``chat:``; on a Redis Cluster the room and the instance are
-hash tags, chat.cluster.keys):
+Layout (prefix ``chat:``; on a Redis Cluster the names carry hash tags,
+chat.cluster.keys):
 - ``room:<room>:users``      hash, casefolded name -> member JSON (+ instance)
 - ``instance:<id>:members``  hash, sid -> member JSON: what to clean up if it dies
 - ``instance:<id>:alive``    key with a TTL, refreshed by the heartbeat

@@ -35,19 +35,29 @@ class ShardedPresence(RedisPresence):
         self._join_room = client.register_script(JOIN_ROOM)
         self._leave_room = client.register_script(LEAVE_ROOM)
 
-    def _room_join(self, member: Member, list_up_to: int, client=None):
-        return self._join_room(
-            keys=[self._room_key(member.room), self._seq_key(member.room)],
-            args=[
-                member.key,
-                self._encode(member),
-                member.token,
-                member.sid,
-                list_up_to,
-                SEQ_TTL_S,
-            ],
-            client=client,
-        )
+    def _room_join_call(self, member: Member, list_up_to: int) -> tuple:
+        """The room script's keys and arguments for ``member``."""
+        keys = [self._room_key(member.room), self._seq_key(member.room)]
+        args = [
+            member.key,
+            self._encode(member),
+            member.token,
+            member.sid,
+            list_up_to,
+            SEQ_TTL_S,
+        ]
+        return keys, args
+
+    def _register(self, members: list[Member]) -> list[int]:
+        """Each member in this instance's list (before its name is claimed),
+        in one round trip; for each, whether a reaping had removed it."""
+        pipe = self._r.pipeline(transaction=False)
+        for member in members:
+            pipe.hset(
+                self._members_key(self.instance_id), member.sid, self._encode(member)
+            )
+            pipe.hdel(self._keys.reaped, member.sid)
+        return pipe.execute()[1::2]
 
     def _settle(self, member: Member, reply: list) -> list:
         """After the room's script: keep the member list true."""
@@ -60,31 +70,18 @@ class ShardedPresence(RedisPresence):
         return reply
 
     def _join_one(self, member: Member, list_up_to: int) -> list:
-        self._r.hset(
-            self._members_key(self.instance_id), member.sid, self._encode(member)
-        )
-        rejoined = self._r.hdel(self._keys.reaped, member.sid)
-        reply = self._settle(member, self._room_join(member, list_up_to))
+        [rejoined] = self._register([member])
+        keys, args = self._room_join_call(member, list_up_to)
+        reply = self._settle(member, self._join_room(keys=keys, args=args))
         return [*reply[:4], rejoined, *reply[5:]]
 
     def _join_many(self, members: list[Member]) -> list[list]:
         if not members:
             return []
-        first = self._r.pipeline(transaction=False)
-        for member in members:
-            first.hset(
-                self._members_key(self.instance_id), member.sid, self._encode(member)
-            )
-            first.hdel(self._keys.reaped, member.sid)
-        rejoined = first.execute()[1::2]
+        rejoined = self._register(members)
         rooms = NodePipelines(self._r.cluster)
         for member in members:
-            rooms.script(
-                self._join_room,
-                [self._room_key(member.room), self._seq_key(member.room)],
-                [member.key, self._encode(member), member.token, member.sid, 0]
-                + [SEQ_TTL_S],
-            )
+            rooms.script(self._join_room, *self._room_join_call(member, 0))
         replies = []
         for member, again, reply in zip(
             members, rejoined, rooms.execute(), strict=True
