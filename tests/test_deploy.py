@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.procs import ROOT, RedisServer, free_port, free_ports, wait_until
+from deploy.procs import (
+    ROOT,
+    RedisServer,
+    free_port,
+    free_ports,
+    http_get,
+    wait_until,
+)
 from tests.support import Conversation
 
 pytestmark = pytest.mark.e2e
@@ -116,11 +123,18 @@ def host(tmp_path_factory):
     assert first.returncode == 0, first.stderr
     assert "smoke check passed (two clients chatted)" in first.stderr
     assert "starting supervisord" in first.stderr
+    balancer_answers(deployed)
     yield deployed
     deployed.ctl("shutdown")
     pid_file = root / "supervisord.pid"
     wait_until(lambda: not pid_file.exists(), 60, "supervisord to stop")
     redis_server.stop()
+
+
+def balancer_answers(host) -> None:
+    """Wait until the host's nginx answers: a push returns once the
+    instances are ready, and supervisord may start nginx a moment later."""
+    wait_until(lambda: http_get(host.url), 30, "the host's balancer to answer")
 
 
 def page_title(url):

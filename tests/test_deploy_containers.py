@@ -15,7 +15,13 @@ import pytest
 from deploy import containers
 from deploy.procs import RedisServer, wait_until
 from tests.support import Conversation
-from tests.test_deploy import git, instance_ready, new_host, page_title
+from tests.test_deploy import (
+    balancer_answers,
+    git,
+    instance_ready,
+    new_host,
+    page_title,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +51,7 @@ def host(tmp_path_factory):
     assert first.returncode == 0, first.stderr
     print(f"first push into containers: {time.monotonic() - started:.0f} s")
     assert "smoke check passed (two clients chatted)" in first.stderr
+    balancer_answers(deployed)
     yield deployed
     subprocess.run(
         ["python3", str(root / "current/deploy/host.py"), "stop", str(root)],
