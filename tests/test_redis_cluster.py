@@ -356,3 +356,63 @@ def test_a_live_room_moved_to_another_master_loses_nothing(
         )
     talk.assert_every_acknowledged_message_heard_once()
     assert redis_cluster.client(target).exists(Keys("chat:", True).history(room))
+
+
+def test_a_shard_paused_past_the_lease_reaps_nobody_who_is_here(
+    redis_cluster, on_cluster, clients
+):
+    """The shard of one instance's member list is paused (CLIENT PAUSE) for
+    twice the lease's TTL. That instance's heartbeat waits on the shard; its
+    lease, on another shard, must still be renewed, or an instance that
+    does not wait reaps its users and tells the room they left."""
+    keys = Keys("chat:", cluster=True)
+    lease_shard = redis_cluster.master_of_slot(slot_of(keys.alive("any"))).port
+
+    def shard(instance_id: str) -> int:
+        return redis_cluster.master_of_slot(slot_of(keys.members(instance_id))).port
+
+    def registered() -> set[str]:
+        node = next(n for n in redis_cluster.nodes if n.port == lease_shard)
+        return {i.decode() for i in redis_cluster.client(node).smembers(keys.instances)}
+
+    # An instance whose member list is off the leases' shard (X), and one
+    # whose list is not on X's shard (the reaper, Y, which does not wait).
+    started: dict[str, object] = {}
+
+    def chosen():
+        return next(
+            (
+                (x, y)
+                for x in started
+                for y in started
+                if shard(x) != lease_shard and shard(y) != shard(x)
+            ),
+            None,
+        )
+
+    while chosen() is None:
+        assert len(started) < 10, "no two instances with the member lists needed"
+        before = registered()
+        [instance] = on_cluster(1)
+        wait_until(lambda b=before: registered() - b, 10, "the instance to register")
+        [instance_id] = registered() - before
+        started[instance_id] = instance
+    x, y = chosen()
+    paused = next(n for n in redis_cluster.nodes if n.port == shard(x))
+    room = next(
+        r
+        for r in rooms_on_every_master(redis_cluster, count=1)
+        if redis_cluster.master_of_slot(slot_of(keys.history(r))).port == lease_shard
+    )
+    ann = clients(started[x].url)
+    ann.login("Ann", room)
+    bo = clients(started[y].url)
+    bo.login("Bo", room)
+    redis_cluster.client(paused).execute_command("CLIENT", "PAUSE", 6000, "ALL")
+    # After the pause, a login on X: anything announced during the pause
+    # reached Bo before Cy's join does.
+    wait_until(lambda: redis_cluster.client(paused).ping(), 15, "the pause to end")
+    cy = clients(started[x].url)
+    assert cy.login("Cy", room)["numUsers"] == 3
+    bo.wait_for("user joined", lambda d: d["username"] == "Cy")
+    assert bo.named("user left") == []

@@ -52,6 +52,8 @@ class RedisPresence(Upkeep):
         # Set on a graceful shutdown: members stay in Redis for the grace.
         self._handing_over = False
         self._beaten = False
+        # Whether the last renewal of the lease went through (Upkeep.renew).
+        self._lease_renewed = False
         # Reaping others needs a clear view: no Redis error of our own
         # within the TTL (a stall that hid their beats hid ours too).
         self._last_error_at = -float(ttl_s)

@@ -46,41 +46,72 @@ class Upkeep:
     def start(self, announce, spawn, sleep) -> None:
         """Beat now (so a new instance is visible at once), then every interval.
 
+        The lease is renewed by a loop of its own, which waits on nothing
+        but the lease's Redis: the beat's other work (sweep, rebuild,
+        reaping) touches the members lists and rooms, which on a Redis
+        Cluster live on other shards. A shard paused or failing over for
+        longer than the TTL stalls that work, and must not let the lease
+        lapse, or the other instances reap users who are still here.
+
         ``announce(event, room, name, count, seq)`` tells a room that a user
         of a dead instance left, or that a user wrongly reaped is back.
         """
         self._running = True
         self.beat(announce)
 
-        def loop() -> None:
+        def every_interval(work) -> None:
             while self._running:
                 sleep(self._heartbeat_s)
                 if self._running:
-                    self.beat(announce)
+                    work()
 
-        spawn(loop)
+        spawn(every_interval, self.renew)
+        spawn(every_interval, lambda: self.beat(announce, renew=False))
 
-    def beat(self, announce) -> None:
-        """Refresh the lease, rebuild if Redis lost us, reap the dead.
-
-        Never raises: the loop that calls it must outlive any error, or the
-        lease lapses and the other instances reap every user of this one.
-        """
-        started = self.last_beat_attempt = time.monotonic()
+    def renew(self) -> None:
+        """Renew this instance's lease; never raises (its loop must outlive
+        any error)."""
         try:
-            was_alive = self._r.set(
-                self._alive_key(self.instance_id), "1", ex=self._ttl_s, get=True
-            )
-            lapsed = was_alive is None and self._beaten
-            if lapsed or self._stalled(started):
-                # Our own lease lapsed, or renewing it was slow: whatever
-                # held us up held the others' renewals up too. Reap no one
-                # until a whole TTL has passed without that. (A first beat
-                # finds no lease: that is a start, not a lapse.)
-                self._last_error_at = time.monotonic()
-            self._beaten = True
-            self._last_renewed = time.monotonic()
-            if was_alive is None or self._dirty:
+            self._renew()
+        except redis.RedisError as exc:
+            self._lease_renewed = False
+            self.mark_degraded(exc)
+        except Exception:
+            self._lease_renewed = False
+            log.exception("renewing the presence lease failed; trying again")
+
+    def _renew(self) -> None:
+        started = time.monotonic()
+        was_alive = self._r.set(
+            self._alive_key(self.instance_id), "1", ex=self._ttl_s, get=True
+        )
+        lapsed = was_alive is None and self._beaten
+        if lapsed or self._stalled(started):
+            # Our own lease lapsed, or renewing it was slow: whatever held us
+            # up held the others' renewals up too. Reap no one until a whole
+            # TTL has passed without that. (A first beat finds no lease: that
+            # is a start, not a lapse.)
+            self._last_error_at = time.monotonic()
+        if lapsed:
+            log.warning("the presence lease had lapsed; writing our users back")
+        self._beaten = True
+        self._last_renewed = time.monotonic()
+        self._lease_renewed = True
+        if was_alive is None:
+            # Reaped, or Redis lost it: the next beat writes our users back.
+            self._dirty = True
+
+    def beat(self, announce, renew: bool = True) -> None:
+        """Refresh the lease (unless its own loop does), rebuild if Redis
+        lost us, sweep, reap the dead.
+
+        Never raises: the loop that calls it must outlive any error.
+        """
+        self.last_beat_attempt = time.monotonic()
+        try:
+            if renew:
+                self._renew()
+            if self._dirty:
                 self._rebuild(announce)
             self._sweep(announce)
             if time.monotonic() - self._last_error_at >= self._ttl_s:
@@ -93,7 +124,8 @@ class Upkeep:
             log.exception("presence heartbeat failed; trying again next beat")
             self._dirty = True
             return
-        self._mark_healthy()
+        if self._lease_renewed:
+            self._mark_healthy()
 
     def _stalled(self, started: float) -> bool:
         """True if this renewal took long, or came long after the last one."""
