@@ -54,11 +54,13 @@ PEER = ROOT / "bench" / "peer"
 class Peer(Process):
     """One Node socket.io instance (bench/peer/server.js)."""
 
-    def __init__(self, port: int, workdir: Path, redis_url: str | None) -> None:
+    def __init__(
+        self, port: int, workdir: Path, redis_url: str | None, **settings: str
+    ) -> None:
         super().__init__(workdir / f"peer-{port}.log")
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, "PORT": str(port)}
+        self.env = {**os.environ, "PORT": str(port), **settings}
         if redis_url:
             self.env["REDIS_URL"] = redis_url
 
@@ -93,7 +95,16 @@ def ours(port: int, workdir: Path, redis_url: str | None, **settings: str) -> In
     return Instance(port, workdir, {**env, **settings})
 
 
-SERVERS = {"ours": ours, "peer": Peer}
+def equal_peer(port: int, workdir: Path, redis_url: str | None, **settings: str):
+    """The peer doing our Redis work per login and per message (PEER_WORK=equal
+    in bench/peer/server.js): it runs the workloads that go through Redis."""
+    return Peer(port, workdir, redis_url, PEER_WORK="equal", **settings)
+
+
+SERVERS = {"ours": ours, "peer": Peer, "equal": equal_peer}
+# Held connections and one instance need no Redis: there the peers are alike.
+WITHOUT_REDIS = ("ours", "peer")
+LABELS = {"ours": "ours", "peer": "peer (Node)", "equal": "peer doing our work"}
 
 
 def pids_of(process: Process) -> list[int]:
@@ -261,12 +272,13 @@ def pair(kind: str, workdir: Path, redis_url: str, **settings: str):
 
 def fanout(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
     """The rate steps on one instance, then on two through Redis."""
-    results = {}
-    one = SERVERS[kind](free_port(), workdir, None).start()
-    try:
-        results["one"] = fanout_steps([one], progress, kind)
-    finally:
-        one.stop()
+    results = {"one": []}
+    if kind in WITHOUT_REDIS:
+        one = SERVERS[kind](free_port(), workdir, None).start()
+        try:
+            results["one"] = fanout_steps([one], progress, kind)
+        finally:
+            one.stop()
     with pair(kind, workdir, redis_url) as (a, b):
         results["steps"] = fanout_steps([a, b], progress, kind)
         spec = {
@@ -281,21 +293,32 @@ def fanout(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict
     return results
 
 
-# The unsaturated steps, again for ours with the two instances on a Redis
-# Cluster (three masters, three replicas) rather than one Redis.
+# The unsaturated steps for ours, two instances, on one Redis and on a Redis
+# Cluster (three masters, three replicas), in alternating rounds: a step
+# moves by up to 40 % between runs minutes apart, so the two topologies are
+# compared within the same minutes, several times over.
 CLUSTER_RATES = [r for r in FANOUT_RATES if UNSATURATED[0] <= r <= UNSATURATED[1]]
+CLUSTER_ROUNDS = 1 if QUICK else 3
 
 
-def on_redis_cluster(workdir: Path, progress: Progress) -> list[dict]:
-    """Ours, two instances, on a Redis Cluster: the same room, same rates."""
+def on_redis_cluster(workdir: Path, redis_url: str, progress: Progress) -> dict:
+    """Ours, two instances on one Redis and two on a Redis Cluster, the same
+    room and rates, alternating: {"one": steps, "cluster": steps}."""
     group = RedisCluster(workdir / "redis-cluster").start()
+    rounds = {"one": [], "cluster": []}
     try:
-        with pair("ours", workdir, group.url) as servers:
-            return fanout_steps(
-                servers, progress, "ours on a Redis Cluster", CLUSTER_RATES
-            )
+        with (
+            pair("ours", workdir, redis_url) as single,
+            pair("ours", workdir, group.url) as sharded,
+        ):
+            for number in range(CLUSTER_ROUNDS):
+                for topology, servers in (("one", single), ("cluster", sharded)):
+                    label = f"ours, {topology} Redis, round {number + 1}"
+                    for step in fanout_steps(servers, progress, label, CLUSTER_RATES):
+                        rounds[topology].append({"round": number, **step})
     finally:
         group.stop()
+    return rounds
 
 
 STORM_SECONDS = 2 if QUICK else 60
@@ -436,16 +459,23 @@ def memory_slope(held: list[dict]) -> float | None:
     return (large["rss_kb"] - small["rss_kb"]) / added if added else None
 
 
+def per_cycle_ms(storm: dict) -> float | None:
+    """Server CPU ms per churn cycle (connect, log in, one message, leave)."""
+    if not storm.get("loginsPerS"):
+        return None
+    return 1000 * storm["server_cpu"] / storm["loginsPerS"]
+
+
 def summarize(results: dict) -> dict:
     """The figures the README quotes; ratios are taken by ``markdown``."""
     figures = {}
     low, high = UNSATURATED
     for kind in SERVERS:
-        held = [r for r in results[kind]["hold"] if not r["errors"]]
-        fan = results[kind]["fanout"]
+        mine = results[kind]
+        held = [r for r in mine.get("hold", []) if not r["errors"]]
+        fan = mine["fanout"]
         one, two = fan["one"], fan["steps"]
         ok_steps = [s for s in one + two if s["complete"] >= 0.95] or one + two
-        cluster = fan.get("redis_cluster")
         figures[kind] = {
             f"CPU µs per delivery, 1 instance (median {low}-{high} msg/s)": (
                 unsaturated_cpu(one)
@@ -453,88 +483,114 @@ def summarize(results: dict) -> dict:
             f"CPU µs per delivery, 2 instances (median {low}-{high} msg/s)": (
                 unsaturated_cpu(two)
             ),
-            f"CPU µs per delivery on a Redis Cluster, 2 instances (median {low}-"
-            f"{high} msg/s)": unsaturated_cpu(cluster) if cluster else None,
             f"p99 ms at {P99_RATE} msg/s, 1 instance": at_rate(one, P99_RATE, "p99"),
             f"p99 ms at {P99_RATE} msg/s, 2 instances": at_rate(two, P99_RATE, "p99"),
             "kB per connection (slope, two largest steps)": memory_slope(held),
-            "largest step held": held[-1]["connections"] if held else 0,
+            "largest step held": held[-1]["connections"] if held else None,
             "deliveries/s at saturation (either topology)": max(
-                s["deliveriesPerS"] for s in ok_steps
+                (s["deliveriesPerS"] for s in ok_steps), default=None
             ),
             f"p50 ms at {MODERATE_RATE} msg/s, 2 instances": at_rate(
                 two, MODERATE_RATE, "p50"
             ),
             "cross-instance p50 ms": fan["cross"]["p50"],
             "cross-instance p99 ms": fan["cross"]["p99"],
-            "logins/s in a churn, 2 instances": results[kind]["storm"]["loginsPerS"],
+            "logins/s in a churn, 2 instances": mine["storm"]["loginsPerS"],
+            "server CPU ms per churn cycle (connect, log in, a message, leave)": (
+                per_cycle_ms(mine["storm"])
+            ),
             f"s to log in again all users of a killed instance ({RECOVER_USERS} "
-            f"users on 2, nginx; median of {RECOVER_RUNS})": results[kind]["recover"][
+            f"users on 2, nginx; median of {RECOVER_RUNS})": mine["recover"][
                 "recoverS"
             ],
-            "unaffected users' p99 ms during that storm": results[kind]["recover"][
-                "p99During"
-            ],
-            "unaffected users' p99 ms before it": results[kind]["recover"]["p99Before"],
+            "unaffected users' p99 ms during that storm": mine["recover"]["p99During"],
+            "unaffected users' p99 ms before it": mine["recover"]["p99Before"],
         }
+    ab = results["ours"].get("redis_cluster")
+    if ab:
+        figures["ours"].update(
+            {
+                f"A/B: CPU µs per delivery, 2 instances, one Redis (median {low}-"
+                f"{high} msg/s, {CLUSTER_ROUNDS} rounds)": unsaturated_cpu(ab["one"]),
+                "A/B: the same on a Redis Cluster (alternating with it)": (
+                    unsaturated_cpu(ab["cluster"])
+                ),
+            }
+        )
     return figures
 
 
 def step_table(results: dict) -> list[str]:
-    """Every fan-out step, both servers, so no figure hides its neighbours."""
+    """Every fan-out step, all servers, so no figure hides its neighbours."""
     lines = [
         "",
         "| instances | msg/s | ours µs/delivery | peer µs/delivery | ratio "
-        "| ours p99 ms | peer p99 ms |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| peer doing our work µs/delivery | ratio | ours p99 ms | peer p99 ms "
+        "| peer doing our work p99 ms |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for topology, count in (("one", 1), ("steps", 2)):
-        mine = {s["rate"]: s for s in results["ours"]["fanout"][topology]}
-        theirs = {s["rate"]: s for s in results["peer"]["fanout"][topology]}
+        by_kind = {
+            kind: {s["rate"]: s for s in results[kind]["fanout"][topology]}
+            for kind in SERVERS
+        }
         for rate in FANOUT_RATES:
-            a, b = mine.get(rate), theirs.get(rate)
+            a, b, c = (by_kind[kind].get(rate) for kind in SERVERS)
             if not a or not b:
                 continue
             ca, cb = a["cpu_us_per_delivery"], b["cpu_us_per_delivery"]
-            ratio = f"{ca / cb:.2f}" if ca and cb else "–"
+            cc = c["cpu_us_per_delivery"] if c else None
             lines.append(
-                f"| {count} | {rate} | {fmt(ca)} | {fmt(cb)} | {ratio} "
-                f"| {fmt(a['p99'])} | {fmt(b['p99'])} |"
+                f"| {count} | {rate} | {fmt(ca)} | {fmt(cb)} | {ratio(ca, cb)} "
+                f"| {fmt(cc)} | {ratio(ca, cc)} | {fmt(a['p99'])} | {fmt(b['p99'])} "
+                f"| {fmt(c['p99'] if c else None)} |"
             )
     return lines
+
+
+def ratio(mine, theirs) -> str:
+    return f"{mine / theirs:.2f}" if mine and theirs else "–"
 
 
 def markdown(figures: dict, meta: dict, results: dict) -> str:
     lines = [
         f"Run {meta['date']} on {meta['machine']}{' (BENCH_QUICK)' if QUICK else ''}.",
         "",
-        "| figure | ours | peer (Node) | ours / peer |",
-        "| --- | ---: | ---: | ---: |",
+        "| figure | ours | peer (Node) | ours / peer | peer doing our work "
+        "| ours / it |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name in figures["ours"]:
-        mine, theirs = figures["ours"][name], figures["peer"][name]
-        ratio = f"{mine / theirs:.2f}" if mine and theirs else "–"
-        lines.append(f"| {name} | {fmt(mine)} | {fmt(theirs)} | {ratio} |")
+    for name, mine in figures["ours"].items():
+        theirs = figures["peer"].get(name)
+        equal = figures["equal"].get(name)
+        lines.append(
+            f"| {name} | {fmt(mine)} | {fmt(theirs)} | {ratio(mine, theirs)} "
+            f"| {fmt(equal)} | {ratio(mine, equal)} |"
+        )
     lines += step_table(results)
     lines += cluster_table(results)
     return "\n".join(lines) + "\n"
 
 
 def cluster_table(results: dict) -> list[str]:
-    """Ours on one Redis and on a Redis Cluster, two instances, same run."""
-    fan = results["ours"]["fanout"]
-    single = {s["rate"]: s for s in fan["steps"]}
+    """Ours on one Redis and on a Redis Cluster, two instances, alternating
+    rounds of the same run: the median of the rounds at each rate."""
+    ab = results["ours"].get("redis_cluster")
+    if not ab:
+        return []
     lines = [
         "",
-        "| ours, 2 instances, msg/s | one Redis µs/delivery | Redis Cluster "
-        "µs/delivery | cluster / one |",
-        "| ---: | ---: | ---: | ---: |",
+        "| ours, 2 instances, msg/s | one Redis µs/delivery (each round) "
+        "| Redis Cluster µs/delivery (each round) | cluster / one (medians) |",
+        "| ---: | --- | --- | ---: |",
     ]
-    for step in fan.get("redis_cluster", []):
-        one = single.get(step["rate"], {}).get("cpu_us_per_delivery")
-        mine = step["cpu_us_per_delivery"]
-        ratio = f"{mine / one:.2f}" if mine and one else "–"
-        lines.append(f"| {step['rate']} | {fmt(one)} | {fmt(mine)} | {ratio} |")
+    for rate in CLUSTER_RATES:
+        one = [s["cpu_us_per_delivery"] for s in ab["one"] if s["rate"] == rate]
+        mine = [s["cpu_us_per_delivery"] for s in ab["cluster"] if s["rate"] == rate]
+        lines.append(
+            f"| {rate} | {' / '.join(map(fmt, one))} | {' / '.join(map(fmt, mine))} "
+            f"| {ratio(median(mine), median(one))} |"
+        )
     return lines
 
 
@@ -551,7 +607,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (lat, mem) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for kind, style in (("ours", "o-"), ("peer", "s--")):
+    for kind, style in (("ours", "o-"), ("peer", "s--")):  # WITHOUT_REDIS
         steps = results[kind]["fanout"]["one"]
         lat.plot(
             [s["rate"] for s in steps],
@@ -596,17 +652,22 @@ def main() -> None:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
     workdir = RESULTS / f".work-{stamp}"
     workdir.mkdir(exist_ok=True)
-    total = 2 * (len(HOLD_STEPS) + 2 * len(FANOUT_RATES) + 3) + len(CLUSTER_RATES)
+    total = (
+        2 * len(HOLD_STEPS)
+        + 5 * len(FANOUT_RATES)
+        + 3 * 3
+        + 2 * CLUSTER_ROUNDS * len(CLUSTER_RATES)
+    )
     progress = Progress(total)
     redis_server = RedisServer(workdir).start()
-    results = {}
+    results = {kind: {} for kind in SERVERS}
     try:
-        for kind in SERVERS:
-            results[kind] = {"hold": hold(kind, workdir, progress)}
-        for kind in SERVERS:
-            results[kind]["fanout"] = fanout(kind, workdir, redis_server.url, progress)
-        results["ours"]["fanout"]["redis_cluster"] = on_redis_cluster(workdir, progress)
+        for kind in WITHOUT_REDIS:
+            results[kind]["hold"] = hold(kind, workdir, progress)
         url = redis_server.url
+        for kind in SERVERS:
+            results[kind]["fanout"] = fanout(kind, workdir, url, progress)
+        results["ours"]["redis_cluster"] = on_redis_cluster(workdir, url, progress)
         for kind in SERVERS:
             results[kind]["storm"] = storm(kind, workdir, url, progress)
         for kind in SERVERS:

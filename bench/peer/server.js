@@ -7,7 +7,18 @@
 // others (a heartbeat key with a TTL, the same timings as ours). What it
 // still does not do: history, catch-up, rate limits, input checks.
 // One process per instance, like ours.
-// Usage: PORT=... REDIS_URL=... node server.js
+//
+// PEER_WORK=equal makes it the fair second peer: with Redis it also does the
+// Redis work ours does per login and per message, with the same commands
+// (ours: chat/events/login.py, chat/messages/stream.py): a login reads the
+// moderation keys (five GETs in one pipeline), claims its name (the join
+// script), is admitted by the room cap's script (the rooms by last use, the
+// client's rooms opened this hour) and reads the room's newest 50 messages,
+// which it sends as `history`; a message is stored in the room's capped
+// stream (byte count, trim, expiry, by a script like ours) before it is
+// broadcast with its id. Still not done: input checks, rate limits, metrics,
+// the outbox and acknowledgements, catch-up from a lastId.
+// Usage: PORT=... REDIS_URL=... [PEER_WORK=equal] node server.js
 const crypto = require("crypto");
 const { createServer } = require("http");
 const { Server } = require("socket.io");
@@ -19,6 +30,14 @@ const redisUrl = process.env.REDIS_URL;
 const instance = `${process.pid}-${port}`;
 const HEARTBEAT_MS = 5000; // ours: PRESENCE_HEARTBEAT_S
 const TTL_S = 15; // ours: PRESENCE_TTL_S
+const EQUAL = process.env.PEER_WORK === "equal" && Boolean(redisUrl);
+// Ours' defaults: HISTORY_LENGTH, HISTORY_RETAIN, HISTORY_ROOM_MAX_BYTES,
+// HISTORY_TTL_S, MAX_ROOMS, CLIENT_ROOMS_PER_HOUR (lifted in the bench).
+const HISTORY_LENGTH = 50;
+const RETAIN = 1000;
+const ROOM_BYTES = 1024 * 1024;
+const HISTORY_TTL_S = 7 * 24 * 3600;
+const MAX_ROOMS = 1000;
 const http = createServer((req, res) => {
   res.writeHead(req.url === "/healthz" ? 200 : 404, { "Content-Type": "application/json" });
   res.end(JSON.stringify({ status: "ok", pid: process.pid }));
@@ -73,6 +92,52 @@ end
 redis.call('DEL', mkey)
 return out`;
 
+// Ours' room cap (chat/presence/rooms.py), the same script.
+const ADMIT = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[2])
+local occupied = ARGV[7] == '1'
+if not occupied and KEYS[3] then
+  occupied = redis.call('HLEN', KEYS[3]) > 1 or redis.call('EXISTS', KEYS[4]) == 1
+end
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) == false
+   and ARGV[5] ~= '1'
+   and not occupied then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+    return 0
+  end
+  if tonumber(ARGV[6]) > 0 then
+    local opened = redis.call('INCR', KEYS[2])
+    if opened == 1 then redis.call('EXPIRE', KEYS[2], 3600) end
+    if opened > tonumber(ARGV[6]) then return -1 end
+  end
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+return 1`;
+
+// Ours' store (chat/messages/stream.py) without the checks of a client id,
+// a mute and slow mode, which the generator never sets: a capped stream
+// with a byte count. KEYS: stream, byte count. ARGV: retain, username,
+// message, ttl, byte budget, size. Returns {id, prev}.
+const STORE = `
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = newest[1] and newest[1][1] or ''
+local id = redis.call('XADD', KEYS[1], '*', 'u', ARGV[2], 'm', ARGV[3], 's', ARGV[6])
+local bytes = redis.call('INCRBY', KEYS[2], ARGV[6])
+local length = redis.call('XLEN', KEYS[1])
+while length > 1 and (length > tonumber(ARGV[1]) or bytes > tonumber(ARGV[5])) do
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  local size = 0
+  for i = 1, #oldest[2], 2 do
+    if oldest[2][i] == 's' then size = tonumber(oldest[2][i + 1]) end
+  end
+  redis.call('XDEL', KEYS[1], oldest[1])
+  bytes = redis.call('DECRBY', KEYS[2], size)
+  length = length - 1
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return {id, prev}`;
+
 const local = new Map(); // room -> Map name -> {token, sid}, when there is no Redis
 let store = null;
 const sha = {};
@@ -102,6 +167,39 @@ async function leave(room, name, sid) {
   return store.evalSha(sha.leave, { keys, arguments: [name, sid] });
 }
 
+// Ours reads the bans by name, address and room, the room's moderators
+// and its slow mode before it claims a name (chat/moderation/store.py).
+async function moderation(name, address, room) {
+  const key = name.toLowerCase();
+  return store
+    .multi()
+    .get(`peer:ban:name:${key}`)
+    .get(`peer:ban:address:${address}`)
+    .get(`peer:ban:room:${room}:${key}`)
+    .hGet(`peer:moderators:${room}`, key)
+    .get(`peer:slow:${room}`)
+    .execAsPipeline();
+}
+
+async function admit(room, address, numUsers) {
+  const keys = ["peer:rooms", `peer:opened:${address}`, `peer:room:${room}`, `peer:stream:${room}`];
+  const now = Math.floor(Date.now() / 1000);
+  const args = [now, HISTORY_TTL_S, room, MAX_ROOMS, room === "lobby" ? 1 : 0, 0, numUsers > 1 ? 1 : 0];
+  return store.evalSha(sha.admit, { keys, arguments: args.map(String) });
+}
+
+async function newest(room) {
+  const rows = await store.xRevRange(`peer:stream:${room}`, "+", "-", { COUNT: HISTORY_LENGTH });
+  return rows.reverse().map((r) => ({ id: r.id, username: r.message.u, message: r.message.m }));
+}
+
+async function stored(room, username, message) {
+  const keys = [`peer:stream:${room}`, `peer:stream:${room}:bytes`];
+  const size = Buffer.byteLength(username) + Buffer.byteLength(message);
+  const args = [RETAIN, username, message, HISTORY_TTL_S, ROOM_BYTES, size];
+  return store.evalSha(sha.store, { keys, arguments: args.map(String) });
+}
+
 async function heartbeat() {
   await store.set(`peer:instance:${instance}:alive`, "1", { EX: TTL_S });
   await store.sAdd("peer:instances", instance);
@@ -124,21 +222,30 @@ io.on("connection", (socket) => {
     if (options && typeof options.room === "string") room = options.room;
     let token = options && options.token;
     if (typeof token !== "string" || token.length < 16) token = crypto.randomBytes(18).toString("base64url");
+    if (EQUAL) await moderation(name, socket.handshake.address, room);
     const [numUsers, replaced] = await join(room, name, token, socket.id);
     loggingIn = false;
     if (numUsers < 0) return socket.emit("login error", { reason: "name_taken" });
+    if (EQUAL && (await admit(room, socket.handshake.address, numUsers)) !== 1) {
+      await leave(room, name, socket.id);
+      return socket.emit("login error", { reason: "too_many_rooms" });
+    }
+    const history = EQUAL ? await newest(room) : null;
     username = name;
     socket.join(room);
     socket.emit("login", { numUsers, username, room, token });
     if (replaced) io.in(replaced).disconnectSockets(true);
     else socket.to(room).emit("user joined", { username, numUsers });
+    if (history) socket.emit("history", history);
   };
   socket.on("add user", login);
   const auth = socket.handshake.auth;
   if (auth && typeof auth.username === "string") login(auth.username, auth);
-  socket.on("new message", (message) => {
+  socket.on("new message", async (message) => {
     if (!username || typeof message !== "string") return;
-    socket.to(room).emit("new message", { username, message });
+    if (!EQUAL) return socket.to(room).emit("new message", { username, message });
+    const [id] = await stored(room, username, message);
+    socket.to(room).emit("new message", { username, message, id });
   });
   socket.on("typing", () => username && socket.to(room).emit("typing", { username }));
   socket.on("stop typing", () => username && socket.to(room).emit("stop typing", { username }));
@@ -159,6 +266,8 @@ async function main() {
     sha.join = await store.scriptLoad(JOIN);
     sha.leave = await store.scriptLoad(LEAVE);
     sha.reap = await store.scriptLoad(REAP);
+    sha.admit = await store.scriptLoad(ADMIT);
+    sha.store = await store.scriptLoad(STORE);
     await heartbeat();
     setInterval(() => heartbeat().catch((err) => console.error("heartbeat", err.message)), HEARTBEAT_MS);
   }
