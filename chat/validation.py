@@ -91,16 +91,30 @@ def _marks_stacked(text: str) -> int:
     return longest
 
 
+# The default-ignorable ranges as one character class: checked in C, not
+# range by range in Python for every character of every message.
+_INVISIBLE = re.compile(
+    "["
+    + "".join(
+        f"{re.escape(chr(low))}-{re.escape(chr(high))}"
+        for low, high in _DEFAULT_IGNORABLE
+    )
+    + "]"
+)
+
+
 def _is_invisible(ch: str) -> bool:
-    code = ord(ch)
-    return any(low <= code <= high for low, high in _DEFAULT_IGNORABLE)
+    return _INVISIBLE.match(ch) is not None
 
 
 def has_refused_chars(text: str) -> bool:
     """True if ``text`` holds a control, format or default-ignorable character."""
-    return any(
-        unicodedata.category(ch) in _REFUSED_CATEGORIES or _is_invisible(ch)
-        for ch in text
+    if text.isascii():
+        # In ASCII the only refused characters are the controls (Cc), and
+        # they are exactly the ones that are not printable.
+        return not text.isprintable()
+    return _INVISIBLE.search(text) is not None or any(
+        unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in text
     )
 
 
