@@ -98,7 +98,18 @@ def ours(port: int, workdir: Path, redis_url: str | None, **settings: str) -> In
 def equal_peer(port: int, workdir: Path, redis_url: str | None, **settings: str):
     """The peer doing our Redis work per login and per message (PEER_WORK=equal
     in bench/peer/server.js): it runs the workloads that go through Redis."""
-    return Peer(port, workdir, redis_url, PEER_WORK="equal", **settings)
+    from chat.messages.stream import _STORE
+    from chat.presence.rooms import _ADMIT
+
+    return Peer(
+        port,
+        workdir,
+        redis_url,
+        PEER_WORK="equal",
+        PEER_ADMIT_SCRIPT=_ADMIT,
+        PEER_STORE_SCRIPT=_STORE,
+        **settings,
+    )
 
 
 SERVERS = {"ours": ours, "peer": Peer, "equal": equal_peer}

@@ -12,11 +12,10 @@
 // Redis work ours does per login and per message, with the same commands
 // (ours: chat/events/login.py, chat/messages/stream.py): a login reads the
 // moderation keys (five GETs in one pipeline), claims its name (the join
-// script), is admitted by the room cap's script (the rooms by last use, the
-// client's rooms opened this hour) and reads the room's newest 50 messages,
-// which it sends as `history`; a message is stored in the room's capped
-// stream (byte count, trim, expiry, by a script like ours) before it is
-// broadcast with its id. Still not done: input checks, rate limits, metrics,
+// script), is admitted by our room cap's script and reads the room's newest
+// 50 messages, which it sends as `history`; a message is stored by our store
+// script (capped stream, byte count, trim, expiry) before it is broadcast
+// with its id. Still not done: input checks, rate limits, metrics,
 // the outbox and acknowledgements, catch-up from a lastId.
 // Usage: PORT=... REDIS_URL=... [PEER_WORK=equal] node server.js
 const crypto = require("crypto");
@@ -92,51 +91,10 @@ end
 redis.call('DEL', mkey)
 return out`;
 
-// Ours' room cap (chat/presence/rooms.py), the same script.
-const ADMIT = `
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[2])
-local occupied = ARGV[7] == '1'
-if not occupied and KEYS[3] then
-  occupied = redis.call('HLEN', KEYS[3]) > 1 or redis.call('EXISTS', KEYS[4]) == 1
-end
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) == false
-   and ARGV[5] ~= '1'
-   and not occupied then
-  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
-    return 0
-  end
-  if tonumber(ARGV[6]) > 0 then
-    local opened = redis.call('INCR', KEYS[2])
-    if opened == 1 then redis.call('EXPIRE', KEYS[2], 3600) end
-    if opened > tonumber(ARGV[6]) then return -1 end
-  end
-end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
-return 1`;
-
-// Ours' store (chat/messages/stream.py) without the checks of a client id,
-// a mute and slow mode, which the generator never sets: a capped stream
-// with a byte count. KEYS: stream, byte count. ARGV: retain, username,
-// message, ttl, byte budget, size. Returns {id, prev}.
-const STORE = `
-local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local prev = newest[1] and newest[1][1] or ''
-local id = redis.call('XADD', KEYS[1], '*', 'u', ARGV[2], 'm', ARGV[3], 's', ARGV[6])
-local bytes = redis.call('INCRBY', KEYS[2], ARGV[6])
-local length = redis.call('XLEN', KEYS[1])
-while length > 1 and (length > tonumber(ARGV[1]) or bytes > tonumber(ARGV[5])) do
-  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
-  local size = 0
-  for i = 1, #oldest[2], 2 do
-    if oldest[2][i] == 's' then size = tonumber(oldest[2][i + 1]) end
-  end
-  redis.call('XDEL', KEYS[1], oldest[1])
-  bytes = redis.call('DECRBY', KEYS[2], size)
-  length = length - 1
-end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-return {id, prev}`;
+// With PEER_WORK=equal, bench/run.py hands over our own scripts: the room
+// cap's (chat/presence/rooms.py) and the store's (chat/messages/stream.py).
+const ADMIT = process.env.PEER_ADMIT_SCRIPT;
+const STORE = process.env.PEER_STORE_SCRIPT;
 
 const local = new Map(); // room -> Map name -> {token, sid}, when there is no Redis
 let store = null;
@@ -193,10 +151,13 @@ async function newest(room) {
   return rows.reverse().map((r) => ({ id: r.id, username: r.message.u, message: r.message.m }));
 }
 
+// Our store script's call on one Redis, without a client id, a mute or a
+// slow mode (the generator never sets them): their keys are '', the name
+// the script is told means "unchecked". Returns {1, id, prev}.
 async function stored(room, username, message) {
-  const keys = [`peer:stream:${room}`, `peer:stream:${room}:bytes`];
+  const keys = [`peer:stream:${room}`, "", `peer:stream:${room}:bytes`, "", "", ""];
   const size = Buffer.byteLength(username) + Buffer.byteLength(message);
-  const args = [RETAIN, username, message, HISTORY_TTL_S, ROOM_BYTES, size];
+  const args = [RETAIN, username, message, "", HISTORY_TTL_S, 0, ROOM_BYTES, size, ""];
   return store.evalSha(sha.store, { keys, arguments: args.map(String) });
 }
 
@@ -244,7 +205,7 @@ io.on("connection", (socket) => {
   socket.on("new message", async (message) => {
     if (!username || typeof message !== "string") return;
     if (!EQUAL) return socket.to(room).emit("new message", { username, message });
-    const [id] = await stored(room, username, message);
+    const [, id] = await stored(room, username, message);
     socket.to(room).emit("new message", { username, message, id });
   });
   socket.on("typing", () => username && socket.to(room).emit("typing", { username }));
@@ -266,8 +227,10 @@ async function main() {
     sha.join = await store.scriptLoad(JOIN);
     sha.leave = await store.scriptLoad(LEAVE);
     sha.reap = await store.scriptLoad(REAP);
-    sha.admit = await store.scriptLoad(ADMIT);
-    sha.store = await store.scriptLoad(STORE);
+    if (EQUAL) {
+      sha.admit = await store.scriptLoad(ADMIT);
+      sha.store = await store.scriptLoad(STORE);
+    }
     await heartbeat();
     setInterval(() => heartbeat().catch((err) => console.error("heartbeat", err.message)), HEARTBEAT_MS);
   }
