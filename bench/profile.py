@@ -2,8 +2,10 @@
 
     .venv/bin/python -m bench.profile [rate]     # fan-out
     .venv/bin/python -m bench.profile churn      # logins: the login table
+    .venv/bin/python -m bench.profile 40 cluster # the same on a Redis Cluster
 
-Two instances through a private Redis. Fan-out: FANOUT_USERS users, ``rate``
+Two instances through a private Redis (or a private Redis Cluster of three
+masters and three replicas, with ``cluster``). Fan-out: FANOUT_USERS users, ``rate``
 messages a second for 10 s; py-spy samples instance A's worker and this
 prints the functions with the most samples on top of the stack (self time)
 and the hottest of our own frames (inclusive). Churn: the benchmark's churn
@@ -30,16 +32,20 @@ from bench.run import (
     loadgen,
     ours,
 )
-from deploy.procs import BIN, RedisServer, free_port
+from deploy.procs import BIN, RedisCluster, RedisServer, free_port
 
 PROFILE_S = 10
 
 
-def main(rate: int | None) -> None:
-    """Profile a fan-out at ``rate`` messages/s, or the churn when None."""
+def main(rate: int | None, cluster: bool = False) -> None:
+    """Profile a fan-out at ``rate`` messages/s, or the churn when None;
+    through a Redis Cluster when ``cluster``."""
     workdir = RESULTS / ".work-profile"
     workdir.mkdir(parents=True, exist_ok=True)
-    redis_server = RedisServer(workdir).start()
+    if cluster:
+        redis_server = RedisCluster(workdir / "redis-cluster").start()
+    else:
+        redis_server = RedisServer(workdir).start()
     # The churn runs as in the benchmark: default logging (INFO).
     settings = {} if rate else {"LOG_LEVEL": "INFO"}
     a = ours(free_port(), workdir, redis_server.url, **settings).start()
@@ -120,4 +126,4 @@ def report(raw: Path) -> None:
 
 if __name__ == "__main__":
     arg = sys.argv[1] if len(sys.argv) > 1 else "40"
-    main(None if arg == "churn" else int(arg))
+    main(None if arg == "churn" else int(arg), cluster="cluster" in sys.argv[2:])

@@ -416,3 +416,45 @@ def test_a_shard_paused_past_the_lease_reaps_nobody_who_is_here(
     assert cy.login("Cy", room)["numUsers"] == 3
     bo.wait_for("user joined", lambda d: d["username"] == "Cy")
     assert bo.named("user left") == []
+
+
+def test_the_leases_shard_paused_past_the_ttl_reaps_nobody(
+    redis_cluster, on_cluster, clients
+):
+    """Every lease lives on one shard: pausing it for twice the TTL lets
+    every lease lapse at once. When it answers again, an instance reading
+    the others' leases finds them gone; it must see that its own lapsed
+    too (a stall, not deaths) and reap nobody."""
+    keys = Keys("chat:", cluster=True)
+    leases = redis_cluster.master_of_slot(slot_of(keys.alive("any"))).port
+    paused = next(n for n in redis_cluster.nodes if n.port == leases)
+    store = redis_cluster.client(paused)
+    instances = on_cluster(3)
+    room = rooms_on_every_master(redis_cluster, count=1)[0]
+    people = []
+    for number, instance in enumerate(instances):
+        person = clients(instance.url)
+        person.login(f"P{number}", room)
+        people.append(person)
+    people[0].wait_for("user joined", lambda d: d["numUsers"] == 3)
+    ids = [i.decode() for i in store.smembers(keys.instances)]
+    assert len(ids) == 3
+    # Three pauses: the old code reaped in about one run of three with two.
+    for _ in range(3):
+        store.execute_command("CLIENT", "PAUSE", 6000, "ALL")
+        wait_until(lambda: store.ping(), 15, "the pause to end")
+        # Every lease renewed again: a reaping, if any, happened before.
+        wait_until(
+            lambda: all(store.exists(keys.alive(i)) for i in ids),
+            15,
+            "every lease renewed after the pause",
+        )
+    late = clients(instances[1].url)
+    assert late.login("Late", room)["numUsers"] == 4
+    # Each instance's announcements reach the room in order: once Late has
+    # heard a message through each of them, any "user left" has arrived.
+    for number, person in enumerate(people):
+        person.say(f"still here {number}")
+    for number in range(3):
+        late.wait_for("new message", lambda d, n=number: d["username"] == f"P{n}")
+    assert [person.named("user left") for person in [*people, late]] == [[]] * 4

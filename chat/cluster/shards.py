@@ -89,11 +89,15 @@ class NodePipelines:
         if not self._order:
             return []
         names = list(self._pipes)
-        jobs = [gevent.spawn(_outcome, self._pipes[name].execute) for name in names]
-        gevent.joinall(jobs)
+        if len(names) == 1:
+            # One master (a room's publishes, most batches): no greenlet.
+            outcomes = [_outcome(self._pipes[names[0]].execute)]
+        else:
+            jobs = [gevent.spawn(_outcome, self._pipes[name].execute) for name in names]
+            gevent.joinall(jobs)
+            outcomes = [job.value for job in jobs]
         replies = {}
-        for name, job in zip(names, jobs, strict=True):
-            failed, value = job.value
+        for name, (failed, value) in zip(names, outcomes, strict=True):
             if failed:
                 if isinstance(value, TOPOLOGY_ERRORS):
                     refresh(self._cluster)

@@ -133,6 +133,28 @@ class Upkeep:
         late = started - self._last_renewed > 2 * self._heartbeat_s
         return took > self._heartbeat_s / 2 or late
 
+    def _clear_view(self, asked: float) -> bool:
+        """Whether a lease found gone (asked at ``asked``) means its instance
+        is dead, rather than stalled as we were.
+
+        The beat checks for errors before it reads the leases; a stall of
+        the leases' Redis (a pause, a failover) that began after that check
+        holds the read, and lets every lease lapse meanwhile, ours too. When
+        it ends, the renewal loop may not have said so yet. So, after the
+        read: it was quick, no error since, and our own lease renewed
+        lately; else a stall may have hidden the others' renewals, and
+        nobody is reaped until a whole TTL has passed without one.
+        """
+        now = time.monotonic()
+        clear = (
+            now - asked <= self._heartbeat_s / 2
+            and now - self._last_error_at >= self._ttl_s
+            and now - self._last_renewed <= 2 * self._heartbeat_s
+        )
+        if not clear:
+            self._last_error_at = max(self._last_error_at, now)
+        return clear
+
     def _rebuild(self, announce) -> None:
         members = list(self.local.values())  # a snapshot: logins go on meanwhile
         self._reap_instance(self.instance_id, forced=True)
@@ -191,8 +213,13 @@ class Upkeep:
         self._known_instances = registered
         for raw in registered:
             other = raw.decode()
-            if other == self.instance_id or self._r.exists(self._alive_key(other)):
+            if other == self.instance_id:
                 continue
+            asked = time.monotonic()
+            if self._r.exists(self._alive_key(other)):
+                continue
+            if not self._clear_view(asked):
+                break
             flat = self._reap_instance(other, forced=False)
             found = [
                 (
