@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,8 @@ def main(rate: int | None, cluster: bool = False) -> None:
     workdir = RESULTS / ".work-profile"
     workdir.mkdir(parents=True, exist_ok=True)
     if cluster:
+        # A cluster's nodes keep their layout on disk: start from none.
+        shutil.rmtree(workdir / "redis-cluster", ignore_errors=True)
         redis_server = RedisCluster(workdir / "redis-cluster").start()
     else:
         redis_server = RedisServer(workdir).start()

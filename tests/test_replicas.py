@@ -45,6 +45,11 @@ def test_a_message_gets_its_id_only_once_a_replica_has_it(
     ann.wait_for("login")
     ack = ann.sio.call("new message", ("replicated", {"clientId": "c-1"}), timeout=5)
     assert ack.get("id") and ack["clientId"] == "c-1", (ack, instance.log()[-1500:])
+    # A master that lost its scripts (a restart, a promoted replica): the
+    # store loads its script again and the message still gets its id.
+    redis.Redis.from_url(master.url).script_flush()
+    ack = ann.sio.call("new message", ("flushed", {"clientId": "c-0"}), timeout=5)
+    assert ack.get("id") and ack["clientId"] == "c-0", ack
 
     os.kill(replica.proc.pid, signal.SIGSTOP)  # the replica stops confirming
     ack = ann.sio.call("new message", ("waits", {"clientId": "c-2"}), timeout=5)
@@ -55,7 +60,7 @@ def test_a_message_gets_its_id_only_once_a_replica_has_it(
 
     bo = clients(instance.url, auth={"username": "Bo"})
     history = bo.wait_for("history")["messages"]
-    assert [m["message"] for m in history] == ["replicated", "waits"]
+    assert [m["message"] for m in history] == ["replicated", "flushed", "waits"]
 
 
 def test_without_the_setting_the_masters_word_is_enough(

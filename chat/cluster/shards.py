@@ -43,14 +43,6 @@ def refresh(cluster) -> None:
         log.warning("cannot refresh the Redis Cluster layout: %s", exc)
 
 
-def node_pipeline(cluster, key: str):
-    """A pipeline on the one connection to the master of ``key``'s slot:
-    for commands that must share a connection with a write (``WAIT``). A
-    plain redis-py pipeline, so scripts load where the node lacks them; the
-    caller refreshes the layout (``refresh``) on ``TOPOLOGY_ERRORS``."""
-    return node_of(cluster, key).redis_connection.pipeline(transaction=False)
-
-
 class NodePipelines:
     """Commands grouped by the master that serves their key: one pipeline per
     master, all sent at once, the replies in the order of the calls.

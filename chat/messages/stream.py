@@ -14,7 +14,7 @@ import logging
 import redis
 
 from chat.cluster.keys import Keys
-from chat.cluster.shards import TOPOLOGY_ERRORS, node_pipeline, refresh
+from chat.cluster.shards import TOPOLOGY_ERRORS, node_of, refresh
 from chat.messages.entries import (
     Muted,
     SlowMode,
@@ -213,31 +213,22 @@ class RedisHistory:
             entry_size(username, message, client_id),
             unused,
         ]
-        client = self._r if patient else self._store_client
-        if self._replicas:
-            # WAIT counts the replicas that have this connection's writes:
-            # the store and the WAIT go on one connection, in one round trip.
-            # On a Redis Cluster: the connection to the room's master.
-            pipe = (
-                node_pipeline(client.cluster, keys[0])
-                if self._keys.cluster
-                else client.pipeline(transaction=False)
-            )
-            self._store(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", self._replicas, self._replica_timeout_ms)
-            try:
-                reply, replicated = pipe.execute()
-            except TOPOLOGY_ERRORS:
-                if self._keys.cluster:
-                    refresh(client.cluster)  # a failover: ask again on retry
-                raise
-            if int(replicated) < self._replicas:
-                raise NotReplicated(
-                    f"{replicated} of {self._replicas} replicas confirmed the "
-                    f"store within {self._replica_timeout_ms} ms"
-                )
-        else:
-            reply = self._store(keys=keys, args=args, client=client)
+        client = routed = self._r if patient else self._store_client
+        if self._keys.cluster:
+            # The room's master's own client rather than RedisCluster's
+            # routing of every command (a store cost a third more CPU
+            # through it). A moved slot or a failover raises here, and the
+            # outbox sends again.
+            client = node_of(routed.cluster, keys[0]).redis_connection
+        try:
+            if self._replicas:
+                reply = self._store_replicated(client, keys, args)
+            else:
+                reply = self._store(keys=keys, args=args, client=client)
+        except TOPOLOGY_ERRORS:
+            if self._keys.cluster:
+                refresh(routed.cluster)  # a failover: ask again on retry
+            raise
         is_new, raw_id, *prev = reply
         if is_new == -1:
             raise Muted(json.loads(raw_id))
@@ -249,6 +240,34 @@ class RedisHistory:
             # and is taken off before delivering (chat.messages.fanout).
             entry["prev"] = prev[0].decode()
         return entry, bool(is_new)
+
+    def _store_replicated(self, client, keys: list[str], args: list) -> list:
+        """The store script, then ``WAIT``: one connection (WAIT counts the
+        replicas that have this connection's writes), one round trip.
+
+        By ``EVALSHA`` rather than a script on a pipeline, which asks
+        ``SCRIPT EXISTS`` first on every execute (one more round trip per
+        message). A master without the script (restarted, or a promoted
+        replica) ran nothing but the WAIT: load it and send both again.
+        """
+        for attempt in range(2):
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(self._store.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self._replicas, self._replica_timeout_ms)
+            reply, replicated = pipe.execute(raise_on_error=False)
+            if isinstance(reply, redis.exceptions.NoScriptError) and not attempt:
+                client.script_load(_STORE)
+                continue
+            for answer in (reply, replicated):
+                if isinstance(answer, Exception):
+                    raise answer
+            break
+        if int(replicated) < self._replicas:
+            raise NotReplicated(
+                f"{replicated} of {self._replicas} replicas confirmed the "
+                f"store within {self._replica_timeout_ms} ms"
+            )
+        return reply
 
     def delete(self, room: str, entry_id: str) -> bool:
         """Remove one message from the room's history (moderation)."""
