@@ -11,6 +11,8 @@ import pytest
 import redis
 import requests
 
+from chat.messages.stream import RedisHistory
+from chat.validation import DEFAULT_ROOM
 from tests.support import polling_session, presence, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -231,6 +233,28 @@ def test_a_resend_with_the_same_client_id_is_stored_once(cluster, clients):
     alice.say("after")
     bob.wait_for("new message", lambda m: m["message"] == "after")
     assert [m["message"] for m in bob.named("new message")] == ["once", "after"]
+
+
+def test_a_resend_of_a_message_never_published_reaches_the_room_in_order(
+    cluster, clients, redis_server
+):
+    """An instance stored Alice's message and died before publishing it;
+    her page resends it (the same clientId) through another instance. The
+    room gets it then, before her next message, not later from a replay."""
+    a, b = cluster(2, **FAST)
+    alice = clients(a.url)
+    bob = clients(b.url)
+    alice.login("Alice")
+    bob.login("Bob")
+    # What the dead instance did: the store, and no publish.
+    history = RedisHistory(redis.Redis.from_url(redis_server.url), "chat:", 100)
+    lost, is_new = history.store(DEFAULT_ROOM, "Alice", "lost", "k9")
+    assert is_new
+    again = alice.sio.call("new message", ("lost", {"clientId": "k9"}), timeout=5)
+    assert again["id"] == lost["id"]
+    alice.say("after")
+    bob.wait_for("new message", lambda m: m["message"] == "after")
+    assert [m["message"] for m in bob.named("new message")] == ["lost", "after"]
 
 
 def test_a_hung_redis_stalls_no_sender(trio, redis_server):

@@ -54,7 +54,15 @@ def on_new_message(text=None, options=None, *_):
     entry = accepted.entry
     metrics.MESSAGES_IN.inc()
     if accepted.status == "duplicate":
-        # A resend of a message already stored (and delivered): ack only.
+        # A resend (a page resends what was not acknowledged when it
+        # reconnects). The instance that stored it may have died before
+        # publishing it: then the room would get it only from a replay of
+        # the stream, after what its sender typed next. So it goes out
+        # again, in its sender's order; every instance delivers an id once
+        # (chat.messages.delivered). One still waiting in the outbox (no id
+        # yet) is the outbox's to announce.
+        if state.redis and "id" in entry:
+            state.fanout.send(member.room, entry, request.sid, False)
         return _ack(entry)
     metrics.MESSAGES_OUT.inc()
     state.fanout.send(member.room, entry, request.sid, accepted.status == "pending")
