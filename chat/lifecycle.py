@@ -18,7 +18,7 @@ from chat.cluster.manager import ChatRedisManager
 from chat.events.connection import name_lost
 from chat.internals.emit import FastEmitManager
 from chat.internals.engineio_server import close_session
-from chat.observe import metrics
+from chat.observe import gcpause, metrics
 from chat.transport import codec
 from chat.transport.writer import counts
 from chat.web.views import degraded_reason
@@ -102,6 +102,7 @@ def _watch(app: Flask, socketio) -> None:
         lambda: 1 if degraded_reason(state, server.manager) else 0
     )
     metrics.BUILD.info({"release": app.config["RELEASE"], "version": _version()})
+    gcpause.watch()
     if app.config["REDIS_URL"]:
         metrics.ROOMS_KEPT.labels("channel").set_function(
             server.manager.subscribed_rooms

@@ -1,5 +1,6 @@
 """Metrics and logs: counts move with use, and never carry user content."""
 
+import gc
 import json
 import logging
 
@@ -37,6 +38,15 @@ def test_metrics_count_logins_messages_and_refusals(client, login, connect):
     assert timed >= 2
     alice.disconnect()
     assert metric(client, "chat_logged_in_users") == before["users"] + 1
+
+
+def test_every_garbage_collection_pause_is_timed_by_generation(client):
+    """A full collection stops every connection of the worker at once: its
+    pauses are in /metrics."""
+    labels = '{generation="2"}'
+    before = metric(client, "chat_gc_pause_seconds_count", labels)
+    gc.collect()
+    assert metric(client, "chat_gc_pause_seconds_count", labels) == before + 1
 
 
 def test_metrics_never_contain_user_content(client, login):

@@ -60,3 +60,9 @@ REDIS_MEMORY = Gauge(
     "Redis memory: used, and maxmemory (the budget; 0 when unset), read at scrape",
     ["kind"],
 )
+GC_PAUSE = Histogram(
+    "chat_gc_pause_seconds",
+    "how long one garbage collection stopped the process, by generation",
+    ["generation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
