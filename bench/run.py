@@ -22,6 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+import redis
+
+from chat.cluster.clients import is_cluster
 from deploy.nginx import Nginx
 from deploy.procs import (
     ROOT,
@@ -271,7 +274,14 @@ def fanout_steps(
 @contextlib.contextmanager
 def pair(kind: str, workdir: Path, redis_url: str, **settings: str):
     """Two instances of ``kind`` through ``redis_url``; both are stopped
-    afterwards, also when the second one does not start."""
+    afterwards, also when the second one does not start.
+
+    The benchmark's private Redis is emptied first: what an earlier
+    workload left there (the users a stopped pair handed over, which the
+    next instances on that Redis reap and announce as left) is not this
+    one's to pay for."""
+    if not is_cluster(redis_url):
+        redis.Redis.from_url(redis_url).flushall()
     with contextlib.ExitStack() as stack:
         servers = []
         for _ in range(2):
