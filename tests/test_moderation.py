@@ -325,3 +325,40 @@ def test_a_flood_of_moderate_events_is_rate_limited_and_changes_nothing(connect)
     answers = [moderate(eve, action="delete", id="1-0")["error"] for _ in range(40)]
     assert set(answers) == {"not_moderator", "rate_limited"}
     assert answers.count("rate_limited") >= 10
+
+
+@pytest.mark.e2e
+def test_on_one_redis_a_login_reads_its_bans_role_and_slow_mode_in_its_one_step(
+    redis_server, gunicorn, clients
+):
+    """On one Redis the name's claim reads the login's checks itself: a ban
+    refuses before the name is taken, and the moderator's role and the
+    room's slow mode come back with the login."""
+    env = {"REDIS_URL": redis_server.url, "OPERATOR_TOKENS": TOKEN}
+    a = gunicorn(env)
+
+    def call(method, path, body):
+        answer = requests.request(
+            method, f"{a.url}/api/moderation{path}", json=body, headers=AUTH, timeout=5
+        )
+        assert answer.ok, answer.text
+        return answer.json()
+
+    mo_auth = {"username": "Mo", "token": "mo-token-0123456789"}
+    first = clients(a.url, auth=mo_auth)
+    assert first.wait_for("login")["moderator"] is False
+    call("POST", "/moderators", {"room": "lobby", "name": "Mo"})
+    call("PUT", "/rooms/lobby/slow", {"seconds": 5})
+    call("POST", "/bans", {"name": "Eve", "reason": "spam"})
+    # Mo again (another tab, the same token): now a moderator, in slow mode.
+    mo = clients(a.url, auth=mo_auth)
+    login = mo.wait_for("login")
+    assert (login["moderator"], login["slowMode"]) == (True, 5)
+    eve = clients(a.url, auth={"username": "Eve", "token": "eve-token-0123456789"})
+    assert eve.wait_for("login error")["reason"] == "banned"
+    call("DELETE", "/bans", {"name": "Eve"})
+    # The refused login took nobody's name: Eve, unbanned, logs in.
+    back = clients(a.url, auth={"username": "Eve", "token": "eve-token-0123456789"})
+    assert back.wait_for("login")["numUsers"] == 2
+    mo.wait_for("user joined", lambda j: j["username"] == "Eve")
+    assert [j["username"] for j in mo.named("user joined")] == ["Eve"]

@@ -167,6 +167,16 @@ class MemoryModeration:
         return list(self._audit)[-count:]
 
 
+def judge(ban, moderator, slow, token: str) -> tuple:
+    """What a login's reads say, as ``at_login`` answers: the ban (its
+    stored JSON, or None), whether ``token`` is the room's moderator's (the
+    stored hash, or None), and the slow mode's seconds."""
+    holder = moderator is not None and hmac.compare_digest(
+        moderator.decode(), token_hash(token)
+    )
+    return (json.loads(ban) if ban else None), holder, int(slow or 0)
+
+
 class RedisModeration:
     """A cluster: one key per ban or mute, with its expiry as the key's TTL."""
 
@@ -226,19 +236,28 @@ class RedisModeration:
         try:
             # GETs, not one MGET: a Redis Cluster's pipeline refuses MGET.
             pipe = self._fast.pipeline(transaction=False)
-            pipe.get(self._ban_key("name", key))
-            pipe.get(self._ban_key("address", client))
-            pipe.get(self._ban_key("room", f"{room}:{key}"))
+            for ban in self.login_keys(name, client, room)[:3]:
+                pipe.get(ban)
             pipe.hget(self._moderators_key(room), key)
             pipe.get(self.slow_key(room))
             *bans, moderator, slow = pipe.execute()
         except redis.RedisError:
             return None, False, 0
-        found = next((b for b in bans if b), None)
-        holder = moderator is not None and hmac.compare_digest(
-            moderator.decode(), token_hash(token)
-        )
-        return (json.loads(found) if found else None), holder, int(slow or 0)
+        return judge(next((b for b in bans if b), None), moderator, slow, token)
+
+    def login_keys(self, name: str, client: str, room: str) -> list[str]:
+        """What a login reads: the bans on the name, the address and the name
+        in the room, then the room's moderators (a hash by name key) and its
+        slow mode. On one Redis the join script reads them itself
+        (chat.presence.scripts), in the login's one round trip."""
+        key = name_key(name)
+        return [
+            self._ban_key("name", key),
+            self._ban_key("address", client),
+            self._ban_key("room", f"{room}:{key}"),
+            self._moderators_key(room),
+            self.slow_key(room),
+        ]
 
     def _moderators_key(self, room: str) -> str:
         return self._keys.moderators(room)

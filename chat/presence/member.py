@@ -52,3 +52,8 @@ class JoinResult:
     seq: int | None = None
     # Who is in the room now, sorted, when it is small enough to list.
     names: list[str] | None = None
+    # What the login's checks read in the same step (``checks`` given to
+    # the join, on one Redis): (ban, moderators' entry, slow mode) as
+    # stored, each None when absent. None when nothing was read (no
+    # checks asked, or Redis did not answer).
+    checked: tuple | None = None

@@ -14,12 +14,14 @@ class MemoryPresence:
     """Presence for a single instance, in this process."""
 
     degraded_reason: str | None = None
+    # Moderation is in this process too: a login checks it on its own.
+    checks_in_join = False
 
     def __init__(self) -> None:
         self.local: dict[str, Member] = {}
         self._rooms: dict[str, dict[str, Member]] = {}
 
-    def join(self, member: Member, list_up_to: int = 0) -> JoinResult:
+    def join(self, member: Member, list_up_to: int = 0, checks=()) -> JoinResult:
         """Add ``member`` unless another person holds the name in the room;
         with the room's names when it has at most ``list_up_to`` users."""
         room = self._rooms.setdefault(member.room, {})

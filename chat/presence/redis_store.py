@@ -102,13 +102,19 @@ class RedisPresence(Upkeep):
             {**member.to_dict(), "key": member.key, "instance": self.instance_id}
         )
 
-    def _redis_join(self, member: Member, client=None, list_up_to: int = 0) -> object:
+    # The join script reads a login's checks (moderation) in its one step.
+    checks_in_join = True
+
+    def _redis_join(
+        self, member: Member, client=None, list_up_to: int = 0, checks=()
+    ) -> object:
         return self._join(
             keys=[
                 self._room_key(member.room),
                 self._members_key(self.instance_id),
                 self._seq_key(member.room),
                 self._keys.reaped,
+                *checks,
             ],
             args=[
                 member.key,
@@ -122,9 +128,10 @@ class RedisPresence(Upkeep):
             client=client,
         )
 
-    def _join_one(self, member: Member, list_up_to: int) -> list:
-        """The join script's reply: [ok, count, replaced, seq, rejoined, names]."""
-        return self._redis_join(member, list_up_to=list_up_to)
+    def _join_one(self, member: Member, list_up_to: int, checks=()) -> list:
+        """The join script's reply: [ok, count, replaced, seq, rejoined,
+        names, and with ``checks`` moderator, slow]."""
+        return self._redis_join(member, list_up_to=list_up_to, checks=checks)
 
     def _join_many(self, members: list[Member]) -> list[list]:
         """Join scripts' replies for ``members``, in one round trip."""
@@ -143,19 +150,24 @@ class RedisPresence(Upkeep):
             args=[self._p, instance_id, "1" if forced else "0", SEQ_TTL_S],
         )
 
-    def join(self, member: Member, list_up_to: int = 0) -> JoinResult:
+    def join(self, member: Member, list_up_to: int = 0, checks=()) -> JoinResult:
         """Claim the name cluster-wide; while Redis is down, among local users.
 
         The room's names come back with it when it has at most
-        ``list_up_to`` users.
+        ``list_up_to`` users. ``checks``: the keys a login reads
+        (chat.moderation.store.login_keys), read in the same step when
+        ``checks_in_join``; a ban refuses the join (``checked`` has it).
         """
         self._joining.add(member.sid)
         try:
-            ok, count, replaced, seq, _, *names = self._join_one(member, list_up_to)
+            reply = self._join_one(member, list_up_to, checks)
         except redis.RedisError as exc:
             return self._join_degraded(member, exc, list_up_to)
         finally:
             self._joining.discard(member.sid)
+        ok, count, replaced, seq, _, *rest = reply
+        if ok == -1:
+            return JoinResult(False, 0, checked=(rest[0], None, None))
         if not ok:
             return JoinResult(False, int(count))
         replaced_sid = replaced.decode() if replaced else None
@@ -163,8 +175,11 @@ class RedisPresence(Upkeep):
         self.local[member.sid] = member
         listed = None
         if int(count) <= list_up_to:
-            listed = sorted((n.decode() for n in names[0]), key=str.casefold)
-        return JoinResult(True, int(count), replaced_sid, int(seq), listed)
+            listed = sorted((n.decode() for n in rest[0]), key=str.casefold)
+        checked = None
+        if checks:
+            checked = (None, *(value or None for value in rest[1:3]))
+        return JoinResult(True, int(count), replaced_sid, int(seq), listed, checked)
 
     def _join_degraded(
         self, member: Member, exc: Exception, list_up_to: int

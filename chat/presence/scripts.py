@@ -1,15 +1,28 @@
 """The Lua scripts of cluster presence: each join, leave and reaping is one
 atomic step in Redis (key layout in chat.presence.redis_store)."""
 
-# KEYS: room users, this instance's members, room sequence, reaped sids.
-# Returns {ok, count, replaced sid, seq, rejoined, names}: ``rejoined`` is 1
-# when the room was told this session had left (a reaping), so it must hear
-# a join; ``names`` lists the room when it has at most ARGV[6] users (the
-# login's list, in the same round trip).
+# KEYS: room users, this instance's members, room sequence, reaped sids;
+# and, for a login, what it must check (chat.moderation.store.login_keys):
+# three bans, the room's moderators, its slow mode.
+# Returns {ok, count, replaced sid, seq, rejoined, names, moderator, slow}:
+# ``rejoined`` is 1 when the room was told this session had left (a
+# reaping), so it must hear a join; ``names`` lists the room when it has at
+# most ARGV[6] users (the login's list, in the same round trip); the last
+# two are the moderators' entry for this name and the slow mode ('' when
+# none). A ban refuses before anything is written: {-1, 0, '', 0, 0, ban}.
 # A name is taken from its holder with the holder's token and nothing else:
 # not during a hand-over, not after an outage. A refusal returns the
 # holder's name (the rebuild after an outage announces it).
 JOIN = """
+local checked = {}
+if KEYS[5] then
+  for i = 5, 7 do
+    local ban = redis.call('GET', KEYS[i])
+    if ban then return {-1, 0, '', 0, 0, ban} end
+  end
+  checked = {redis.call('HGET', KEYS[8], ARGV[1]) or '',
+             redis.call('GET', KEYS[9]) or ''}
+end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local replaced = ''
 if cur then
@@ -35,7 +48,7 @@ if count <= tonumber(ARGV[6]) then
     table.insert(names, cjson.decode(v).name)
   end
 end
-return {1, count, replaced, seq, rejoined, names}
+return {1, count, replaced, seq, rejoined, names, unpack(checked)}
 """
 
 # KEYS: room users, this instance's members, room sequence, the rooms

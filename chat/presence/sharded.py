@@ -31,6 +31,9 @@ from chat.presence.scripts import JOIN_ROOM, LEAVE_ROOM, SEQ_TTL_S
 class ShardedPresence(RedisPresence):
     """``RedisPresence`` on a Redis Cluster (chat.cluster.keys has the tags)."""
 
+    # A login's checks are on other shards than its room: read apart.
+    checks_in_join = False
+
     def _register_scripts(self, client) -> None:
         self._join_room = client.register_script(JOIN_ROOM)
         self._leave_room = client.register_script(LEAVE_ROOM)
@@ -69,7 +72,7 @@ class ShardedPresence(RedisPresence):
             self._r.hdel(self._members_key(previous.decode()), replaced)
         return reply
 
-    def _join_one(self, member: Member, list_up_to: int) -> list:
+    def _join_one(self, member: Member, list_up_to: int, checks=()) -> list:
         [rejoined] = self._register([member])
         keys, args = self._room_join_call(member, list_up_to)
         reply = self._settle(member, self._join_room(keys=keys, args=args))
