@@ -236,10 +236,11 @@ class RedisModeration:
         try:
             # GETs, not one MGET: a Redis Cluster's pipeline refuses MGET.
             pipe = self._fast.pipeline(transaction=False)
-            for ban in self.login_keys(name, client, room)[:3]:
+            *bans, moderators, slow_key = self.login_keys(name, client, room)
+            for ban in bans:
                 pipe.get(ban)
-            pipe.hget(self._moderators_key(room), key)
-            pipe.get(self.slow_key(room))
+            pipe.hget(moderators, key)
+            pipe.get(slow_key)
             *bans, moderator, slow = pipe.execute()
         except redis.RedisError:
             return None, False, 0

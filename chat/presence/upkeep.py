@@ -152,7 +152,7 @@ class Upkeep:
             and now - self._last_renewed <= 2 * self._heartbeat_s
         )
         if not clear:
-            self._last_error_at = max(self._last_error_at, now)
+            self._last_error_at = now
         return clear
 
     def _rebuild(self, announce) -> None:
