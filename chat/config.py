@@ -272,6 +272,9 @@ class Config:
         # On SIGTERM, how long this instance's users stay online while their
         # pages reconnect elsewhere (0: announce them as left at once).
         self.PRESENCE_GRACE_S = _float("PRESENCE_GRACE_S", 10.0)
+        # On SIGTERM, how long a session may finish the events it has already
+        # sent before its connection is closed as it stands.
+        self.DRAIN_EVENTS_S = _float("DRAIN_EVENTS_S", 3.0)
         # A dropped connection's user stays online this long (a reload or a
         # network change comes back silently); a logout leaves at once.
         self.LEAVE_GRACE_S = _float("LEAVE_GRACE_S", 5.0)

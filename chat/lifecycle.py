@@ -18,6 +18,7 @@ from chat.cluster.manager import ChatRedisManager
 from chat.events.connection import name_lost
 from chat.internals.emit import FastEmitManager
 from chat.internals.engineio_server import close_session
+from chat.internals.engineio_socket import ChatSocket
 from chat.observe import gcpause, metrics
 from chat.transport import codec
 from chat.transport.writer import counts
@@ -152,6 +153,29 @@ def start_services(app: Flask, socketio) -> None:
         )
 
 
+def end_sessions(eio, within_s: float, sleep) -> None:
+    """End every session, each between two of its events, within ``within_s``.
+
+    A session that is handling an event, or whose next frames are already
+    here, ends once they are answered (``ChatSocket.end``); whatever is
+    still open at the deadline is closed as it stands.
+    """
+    for eio_sid in list(eio.sockets):
+        sock = eio.sockets.get(eio_sid)
+        if isinstance(sock, ChatSocket):
+            sock.end()
+        else:
+            close_session(eio, eio_sid, reconnect=True)
+    deadline = time.monotonic() + within_s
+    while any(not sock.closed for sock in eio.sockets.values()):
+        if time.monotonic() >= deadline:
+            log.info("draining: %d sessions still busy, closed", len(eio.sockets))
+            break
+        sleep(0.01)
+    for eio_sid in list(eio.sockets):
+        close_session(eio, eio_sid, reconnect=True)
+
+
 def drain(app: Flask) -> None:
     """Close every connection of this instance and release its users.
 
@@ -163,6 +187,7 @@ def drain(app: Flask) -> None:
         return  # Ctrl-C reaches the worker twice: from the terminal and the master
     state.draining = True
     announce = state.fanout.presence
+    socketio = app.extensions["socketio"]
     grace_s = app.config["PRESENCE_GRACE_S"]
     # Quiet: with other instances to take the users over, nobody is
     # announced as left now; those who do not come back within the grace
@@ -172,10 +197,9 @@ def drain(app: Flask) -> None:
         with app.app_context():
             for member, count, seq in state.presence.hand_over(grace_s):
                 announce("user left", member.room, member.name, count, seq)
-    eio = app.extensions["socketio"].server.eio
+    eio = socketio.server.eio
     log.info("draining: closing %d connections", len(eio.sockets))
-    for eio_sid in list(eio.sockets):
-        close_session(eio, eio_sid, reconnect=True)
+    end_sessions(eio, app.config["DRAIN_EVENTS_S"], socketio.sleep)
     if quiet:
         return
     with app.app_context():

@@ -72,6 +72,11 @@ class ChatClient:
             self.events.append((event, args[0] if args else None))
             self._cond.notify_all()
 
+    def on_ack(self, name: str):
+        """A callback for an emit that records its answer as ``name``, in
+        order with the events."""
+        return lambda *args: self._record(name, *args)
+
     def named(self, name: str) -> list:
         with self._cond:
             return [data for event, data in self.events if event == name]

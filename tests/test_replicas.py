@@ -73,3 +73,53 @@ def test_without_the_setting_the_masters_word_is_enough(
     os.kill(replica.proc.pid, signal.SIGSTOP)
     ack = ann.sio.call("new message", ("at once", {"clientId": "c-3"}), timeout=5)
     assert ack["id"]
+
+
+def test_sigterm_answers_a_message_it_is_storing_before_it_closes(
+    master_and_replica, gunicorn, clients
+):
+    """A stock socket.io client fails every acknowledgement still pending
+    when its connection closes. Ann's message waits for the replica when her
+    instance is told to stop: the instance hands its users over and ends
+    her session only once the message is stored and acknowledged, so her
+    client gets its id, and Bo, on another instance, gets the message."""
+    master, replica = master_and_replica
+    settings = {
+        "REDIS_URL": master.url,
+        "STORE_REPLICAS": "1",
+        "STORE_REPLICA_TIMEOUT_MS": "4000",
+        "STORE_TIMEOUT_S": "5",
+        "REDIS_TIMEOUT_S": "6",
+        "PRESENCE_GRACE_S": "5",
+    }
+    stopping, staying = gunicorn(settings), gunicorn(settings)
+    ann = clients(stopping.url, auth={"username": "Ann"})
+    ann.wait_for("login")
+    bo = clients(staying.url, auth={"username": "Bo"})
+    bo.wait_for("login")
+    store = redis.Redis.from_url(master.url)
+    os.kill(replica.proc.pid, signal.SIGSTOP)
+    try:
+        ann.sio.emit(
+            "new message",
+            ("said as the deploy began", {"clientId": "c-9"}),
+            callback=ann.on_ack("ack"),
+        )
+        wait_until(
+            lambda: store.info("clients")["blocked_clients"] >= 1,
+            what="the store to wait for the replica",
+        )
+        stopping.proc.send_signal(signal.SIGTERM)
+        # Past the hand-over: the instance is closing its connections.
+        wait_until(lambda: "draining: closing" in stopping.log(), what="the drain")
+    finally:
+        os.kill(replica.proc.pid, signal.SIGCONT)
+    ann.wait_for("disconnect")
+    names = [event for event, _ in ann.events]
+    assert "ack" in names, (ann.events[-5:], stopping.log()[-1500:])
+    assert names.index("ack") < names.index("disconnect")
+    assert ann.named("ack")[0]["clientId"] == "c-9"
+    assert ann.named("ack")[0].get("id"), ann.named("ack")
+    said = bo.wait_for("new message")
+    assert said["message"] == "said as the deploy began"
+    assert stopping.proc.wait(15) == 0

@@ -82,6 +82,10 @@ class ChatSocket(Socket):
     # Class defaults: a socket that never upgrades stores neither.
     direct: LimitedWebSocket | None = None
     ping_timer = None
+    # Set while the reader handles an event, and by ``end``: a session asked
+    # to end while it handles one ends after it (see ``end``).
+    handling = False
+    ending = False
 
     # -- sending ---------------------------------------------------------------
     def send(self, pkt):
@@ -111,6 +115,25 @@ class ChatSocket(Socket):
             if direct is not None:
                 direct.on_overflow = None  # a cycle through this socket
                 direct.close()
+
+    def end(self) -> None:
+        """Close for a drain without cutting off what the client already sent.
+
+        A websocket session in the middle of an event ends once the event's
+        answer (its acknowledgement) is written, and so does one whose
+        client's next frames are already here: those are handled first. A
+        stock socket.io client fails every acknowledgement still pending
+        when its transport closes, so closing under a running handler would
+        refuse a message the room did get. Anything else closes at once, as
+        a polling session does; the drain closes what is left at its deadline.
+        """
+        if self.closed:
+            return
+        direct = self.direct
+        self.ending = True
+        if direct is not None and (self.handling or direct.holds_unread()):
+            return  # the reader closes it (``_read_forever``)
+        self.close(wait=False, abort=True, reason=self.server.reason.SERVER_DISCONNECT)
 
     # -- receiving --------------------------------------------------------------
     def receive(self, pkt):
@@ -185,6 +208,7 @@ class ChatSocket(Socket):
             data = websocket.receive()
             if data is None:
                 break  # closed by the client, a limit or a server close
+            self.handling = True
             try:
                 receive(packet.Packet(encoded_packet=data))
             except exceptions.UnknownPacketError:
@@ -195,11 +219,15 @@ class ChatSocket(Socket):
             except Exception:
                 log.exception("error handling a websocket packet")
                 break
+            finally:
+                self.handling = False
+            if self.ending and not websocket.holds_unread():
+                break  # asked to end (``end``): nothing it sent is left unread
         reasons = self.server.reason
         # Cut by this server for breaking a limit or the protocol (a close
-        # code from 1002 up): a server disconnect, not a dropped connection
-        # whose user may come back.
-        cut = (websocket.close_code or 1000) >= 1002
+        # code from 1002 up), or ended by it: a server disconnect, not a
+        # dropped connection whose user may come back.
+        cut = self.ending or (websocket.close_code or 1000) >= 1002
         self.close(
             wait=False,
             abort=True,

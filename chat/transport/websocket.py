@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import socket
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -146,6 +147,21 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
             inbuf += chunk
         self.inbuf = inbuf[n:]
         return inbuf[:n]
+
+    def holds_unread(self) -> bool:
+        """Whether bytes the client sent are here and not yet read."""
+        if self.inbuf:
+            return True
+        sock = self.raw_socket
+        if self.closed or sock is None:
+            return False
+        sock.settimeout(0.0)
+        try:
+            return bool(sock.recv(1, socket.MSG_PEEK))
+        except OSError:
+            return False  # nothing waiting (BlockingIOError) or gone
+        finally:
+            sock.settimeout(None)
 
     def read_frame(self):
         """One frame; its size and the connection's budget checked before reading."""

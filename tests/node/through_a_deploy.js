@@ -1,7 +1,8 @@
 // The stock socket.io client through a deploy: websocket, a login in `auth`
 // with a token of its own, reconnection after 200 ms to 1 s, and a message
 // every 200 ms with a 5 s acknowledgement timeout. Prints one JSON line at
-// the end: messages sent and acknowledged, refusals, and its times offline.
+// the end: messages sent and acknowledged, refusals by kind, and its times
+// offline.
 const { io } = require("socket.io-client");
 
 const [url, name, seconds] = process.argv.slice(2);
@@ -30,7 +31,12 @@ socket.on("login", () => {
 const ticker = setInterval(() => {
   sent += 1;
   socket.timeout(5000).emit("new message", `${name} ${sent}`, (err, ack) => {
-    if (err) refused.timeout = (refused.timeout || 0) + 1;
+    // socket.io fails at once an emit whose acknowledgement was still due
+    // when the connection closed, and after the timeout one never answered.
+    if (err) {
+      const kind = /disconnected/.test(err.message) ? "disconnected" : "timeout";
+      refused[kind] = (refused[kind] || 0) + 1;
+    }
     else if (ack.error) refused[ack.error] = (refused[ack.error] || 0) + 1;
     else acked += 1;
   });
