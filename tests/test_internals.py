@@ -179,6 +179,37 @@ def test_pywsgi_leaves_a_connection_alone_once_its_handler_lets_go():
         assert hasattr(sock, "_sock")
 
 
+def test_gevent_closes_a_connection_when_handle_returns_through_do_close():
+    """A parked websocket outlives ``ChatWSGIServer.handle``: the server
+    relies on gevent closing the socket only through ``do_close``, which
+    it overrides for the sockets it handed on."""
+    from gevent import baseserver
+
+    closer = inspect.getsource(baseserver._handle_and_close_when_done)
+    assert "close(*args_tuple)" in closer
+    assert "close = self.do_close" in inspect.getsource(baseserver.BaseServer.do_handle)
+
+
+def test_a_read_watcher_wakes_on_data_and_on_our_own_shutdown():
+    """A parked websocket (LimitedWebSocket.park) waits in a libev read
+    watcher, not a greenlet: the client's bytes wake it, and so must the
+    server's own shutdown of the socket (a close from another greenlet),
+    or a closed session would never end its reading."""
+    left, right = gevent.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    loop = gevent.get_hub().loop
+    try:
+        for wake in (lambda: right.send(b"x"), lambda: left.shutdown(socket.SHUT_RDWR)):
+            woken = gevent.event.Event()
+            watcher = loop.io(left.fileno(), 1)
+            watcher.start(woken.set)
+            wake()
+            assert woken.wait(5)
+            watcher.close()
+    finally:
+        left.close()
+        right.close()
+
+
 def test_rooms_are_bidicts_with_the_forward_map_the_broadcast_loop_copies():
     manager = socketio.Manager()
     manager.set_server(socketio.Server())

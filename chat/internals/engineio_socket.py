@@ -14,6 +14,9 @@ every recipient; each held websocket costs two greenlets' stacks.
   ``LimitedWebSocket.write``: ordered, non-blocking, with a bounded backlog
   drained by one short-lived flusher. No writer greenlet, no queue.
 - Pings come from a libev timer in the hub, not a sleeping greenlet.
+- Reading needs no greenlet while the client is quiet: the websocket is
+  parked in a read watcher of the loop, and its next bytes start a reader.
+  An idle session holds no greenlet at all.
 - Nothing is logged per packet.
 - A send to a client past its ping window is dropped rather than closing the
   session in the emitting greenlet (that runs the disconnect handlers, which
@@ -202,9 +205,20 @@ class ChatSocket(Socket):
         return []
 
     def _read_forever(self, websocket: LimitedWebSocket) -> None:
-        """Read packets until the session or the connection ends."""
+        """Read packets until the session or the connection ends.
+
+        While the client has sent nothing, the websocket is parked
+        (``LimitedWebSocket.park``) and this greenlet ends: an idle session
+        holds no greenlet. The client's next bytes start this again in a
+        new one.
+        """
         receive = self.receive
         while not self.closed:
+            if not websocket.ready_to_read():
+                if self.ending:
+                    break  # asked to end (``end``): nothing it sent is left
+                websocket.park(self._read_forever)
+                return
             data = websocket.receive()
             if data is None:
                 break  # closed by the client, a limit or a server close
@@ -221,8 +235,14 @@ class ChatSocket(Socket):
                 break
             finally:
                 self.handling = False
-            if self.ending and not websocket.holds_unread():
-                break  # asked to end (``end``): nothing it sent is left unread
+        try:
+            self._reading_ended(websocket)
+        finally:
+            websocket.finish()
+
+    def _reading_ended(self, websocket: LimitedWebSocket) -> None:
+        """End the session of a websocket whose reading is over, then its
+        TCP connection once what is queued for it is written."""
         reasons = self.server.reason
         # Cut by this server for breaking a limit or the protocol (a close
         # code from 1002 up), or ended by it: a server disconnect, not a

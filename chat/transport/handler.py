@@ -4,7 +4,8 @@ belongs to.
 
 ``ChatWebSocketHandler`` is gevent-websocket's handler with a header
 deadline and frame limits; it lets a session read its websocket from the top
-of the connection's greenlet once the WSGI call stack has unwound.
+of the connection's greenlet once the WSGI call stack has unwound, and from
+there park it with no greenlet at all while its client is quiet.
 """
 
 from __future__ import annotations

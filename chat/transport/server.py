@@ -1,5 +1,6 @@
 """The WSGI server of one instance: gunicorn's pywsgi server with a cap on
-connections per client address."""
+connections per client address and in all, whose websockets outlive the
+greenlet that accepted them."""
 
 from __future__ import annotations
 
@@ -36,9 +37,14 @@ def _close(sock) -> None:
 class ChatWSGIServer(PyWSGIServer):
     """gunicorn's pywsgi server, refusing a connection past the per-address cap.
 
-    ``handle`` is re-implemented (it is two lines) rather than wrapped:
-    every Python frame under a waiting greenlet costs RSS per connection
-    (docs/benchmarks.md). The counts are per process: one instance.
+    ``handle`` is re-implemented (it is two lines) rather than wrapped. A
+    websocket's reading goes on past it: once its client has nothing more
+    to send, the websocket is parked in the loop with no greenlet
+    (``LimitedWebSocket.park``), ``handle`` returns, and the connection is
+    closed and counted out by ``_Ending`` when its reading ends, in
+    whichever greenlet that is. So gevent's pool no longer counts held
+    websockets: ``handle`` refuses past the pool's size itself. The counts
+    are per process: one instance.
     """
 
     # Connections accepted per turn of the event loop (gevent's default:
@@ -51,6 +57,17 @@ class ChatWSGIServer(PyWSGIServer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.open_per_address = OpenCounts()
+        # Sockets whose reading went on past ``handle`` (a parked websocket),
+        # from ``handle``'s return to ``do_close`` right after it.
+        self._handed_on: set = set()
+
+    def do_close(self, sock, *args) -> None:
+        """gevent closes a connection's socket when ``handle`` returns; a
+        parked websocket's is closed by its ``on_end`` instead."""
+        if sock in self._handed_on:
+            self._handed_on.discard(sock)
+            return
+        super().do_close(sock, *args)
 
     def handle(self, sock, address):
         limits = self.handler_class.limits
@@ -60,25 +77,59 @@ class ChatWSGIServer(PyWSGIServer):
         peer = client_key(peer, limits.ipv6_prefix)
         if counted and self.open_per_address[peer] >= cap:
             log.info("refusing a connection: %d open from one address", cap)
-            with contextlib.suppress(OSError):
-                sock.sendall(_BUSY)
-            sock.close()
+            _refuse(sock)
+            return
+        # A parked websocket (chat.transport.websocket) holds no greenlet,
+        # so no slot of the pool: the pool's size is the cap on connections.
+        if self.pool is not None and counts.connections >= self.pool.size:
+            log.info("refusing a connection: %d open", counts.connections)
+            _refuse(sock)
             return
         if counted:
             self.open_per_address.opened(peer)
         counts.connections += 1
+        ended = _Ending(self.open_per_address, sock, peer if counted else None)
         try:
             handler = self.handler_class(sock, address, self)
             handler.handle()
             websocket = handler.detached
-            if websocket is not None:
-                handler = None
-                try:
-                    websocket.reader(websocket)
-                finally:
-                    websocket.reader = None
-                    _close(sock)
-        finally:
-            counts.connections -= 1
-            if counted:
-                self.open_per_address.closed(peer)
+        except BaseException:
+            ended()
+            raise
+        if websocket is None:
+            ended()
+            return
+        handler = None
+        # The websocket's reader runs on, in this greenlet or in those its
+        # parking starts; whichever ends it calls ``ended``.
+        websocket.on_end = ended
+        try:
+            websocket.reader(websocket)
+        except BaseException:
+            websocket.finish()
+            raise
+        if websocket.on_end is not None:  # parked: not ended yet
+            self._handed_on.add(sock)
+
+
+def _refuse(sock) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(_BUSY)
+    sock.close()
+
+
+class _Ending:
+    """What ends with a connection: its socket closed, its counts taken back."""
+
+    __slots__ = ("open_per_address", "sock", "peer")
+
+    def __init__(self, open_per_address: OpenCounts, sock, peer: str | None) -> None:
+        self.open_per_address = open_per_address
+        self.sock = sock
+        self.peer = peer
+
+    def __call__(self) -> None:
+        _close(self.sock)
+        counts.connections -= 1
+        if self.peer is not None:
+            self.open_per_address.closed(self.peer)

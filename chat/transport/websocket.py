@@ -45,6 +45,9 @@ CLOSE_TOO_BIG = 1009
 # Longest a websocket's reader runs before it lets others run.
 YIELD_AFTER_S = 0.002
 
+# What a reader takes from the kernel at once when it is not waiting.
+READ_CHUNK_BYTES = 4096
+
 
 class OverLimit(WebSocketError):
     """A frame over a limit: the connection is closed with ``code``."""
@@ -75,6 +78,8 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         "on_overflow",
         "shut_down",
         "reader",
+        "on_end",
+        "watcher",
         "inbuf",
         "close_code",
         "__weakref__",
@@ -99,6 +104,11 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         # through C code would add a C-level frame to the stack that every
         # waiting connection keeps a copy of.
         self.reader = None
+        # Set by the server that accepted the connection: called once, by
+        # ``finish``, when reading is over (closes the socket, counts it).
+        self.on_end = None
+        # The loop's read watcher while the websocket is parked (``park``).
+        self.watcher = None
         # Bytes read from the socket and not yet parsed, once the websocket
         # reads its socket itself (``read_socket_directly``); before that it
         # reads through the HTTP handler's buffered reader.
@@ -147,6 +157,60 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
             inbuf += chunk
         self.inbuf = inbuf[n:]
         return inbuf[:n]
+
+    def ready_to_read(self) -> bool:
+        """Whether the next frame can be read without waiting for the client.
+
+        True when bytes are buffered, when the kernel has some (taken into
+        the buffer now, without waiting), and once the connection is over
+        (the read that follows meets its end). False: ``park`` it.
+        """
+        if self.inbuf or self.closed:
+            return True
+        sock = self.raw_socket
+        sock.settimeout(0.0)
+        try:
+            self.inbuf = sock.recv(READ_CHUNK_BYTES)
+        except BlockingIOError:
+            return False
+        except OSError:
+            pass  # the read that follows meets it
+        finally:
+            sock.settimeout(None)
+        return True
+
+    def park(self, then) -> None:
+        """Wait for the client's next bytes with no greenlet at all.
+
+        A greenlet blocked in a read keeps its saved C stack and its slice
+        of the interpreter's data stack: about half of what an idle
+        websocket costs (docs/benchmarks.md). Instead a read watcher in the
+        loop starts ``then(self)`` in a new greenlet once the client sends,
+        closes, or the server shuts the connection down (``close``), and
+        the reading greenlet returns.
+        """
+        watcher = self.watcher
+        if watcher is None:
+            loop = gevent.get_hub().loop
+            watcher = self.watcher = loop.io(self.raw_socket.fileno(), 1)
+        watcher.start(self._readable, then)
+
+    def _readable(self, then) -> None:
+        """Runs in the hub: it must not block."""
+        self.watcher.stop()
+        gevent.spawn_raw(then, self)
+
+    def finish(self) -> None:
+        """Reading is over: the watcher goes, then ``on_end`` runs, once."""
+        self.reader = None  # a bound method of the session: a cycle
+        watcher = self.watcher
+        if watcher is not None:
+            self.watcher = None
+            watcher.close()
+        on_end = self.on_end
+        if on_end is not None:
+            self.on_end = None
+            on_end()
 
     def holds_unread(self) -> bool:
         """Whether bytes the client sent are here and not yet read."""
