@@ -74,7 +74,7 @@ class ChatWorker(GeventWebSocketWorker):
 
 worker_class = ChatWorker
 # The gevent worker's default of 1000 would cap the container at 1000 users.
-worker_connections = _whole("WORKER_CONNECTIONS", 10000, 1)
+worker_connections = _whole("WORKER_CONNECTIONS", 20000, 1)
 timeout = 30
 
 

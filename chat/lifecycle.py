@@ -186,6 +186,14 @@ def drain(app: Flask) -> None:
     if state.draining:
         return  # Ctrl-C reaches the worker twice: from the terminal and the master
     state.draining = True
+    counts.drains += 1  # the server's close waits for it (chat.transport.server)
+    try:
+        _drain(app, state)
+    finally:
+        counts.drains -= 1
+
+
+def _drain(app: Flask, state) -> None:
     announce = state.fanout.presence
     socketio = app.extensions["socketio"]
     grace_s = app.config["PRESENCE_GRACE_S"]

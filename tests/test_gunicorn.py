@@ -114,7 +114,7 @@ def test_polling_session_upgrades_to_websocket_as_browsers_do(gunicorn, clients)
 
 def test_descriptor_limit_is_raised_to_hold_worker_connections(tmp_path):
     """Started with the common soft limit of 1024 open files, the worker can
-    still hold WORKER_CONNECTIONS websockets (10,000 by default)."""
+    still hold WORKER_CONNECTIONS websockets (20,000 by default)."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     hard = 65536 if hard == resource.RLIM_INFINITY else hard
 
@@ -136,7 +136,7 @@ def test_descriptor_limit_is_raised_to_hold_worker_connections(tmp_path):
         limits = Path(f"/proc/{pid}/limits").read_text()
         [line] = [x for x in limits.splitlines() if x.startswith("Max open files")]
         soft = int(line.split()[3])
-        assert soft >= min(10000 + 1024, hard)
+        assert soft >= min(20000 + 1024, hard)
     finally:
         server.stop()
 

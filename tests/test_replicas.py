@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 import redis
@@ -82,7 +83,8 @@ def test_sigterm_answers_a_message_it_is_storing_before_it_closes(
     when its connection closes. Ann's message waits for the replica when her
     instance is told to stop: the instance hands its users over and ends
     her session only once the message is stored and acknowledged, so her
-    client gets its id, and Bo, on another instance, gets the message."""
+    client gets its id, and Bo, on another instance, gets the message. The
+    worker does not exit while the drain waits."""
     master, replica = master_and_replica
     settings = {
         "REDIS_URL": master.url,
@@ -112,6 +114,9 @@ def test_sigterm_answers_a_message_it_is_storing_before_it_closes(
         stopping.proc.send_signal(signal.SIGTERM)
         # Past the hand-over: the instance is closing its connections.
         wait_until(lambda: "draining: closing" in stopping.log(), what="the drain")
+        # The fault lasts past gunicorn's look at its worker's pool (once a
+        # second): a worker that exited then would cut the answer off.
+        time.sleep(2)
     finally:
         os.kill(replica.proc.pid, signal.SIGCONT)
     ann.wait_for("disconnect")

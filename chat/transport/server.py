@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import gevent
 from gunicorn.workers.ggevent import PyWSGIServer
 
 from chat.limits.clients import OpenCounts
@@ -14,6 +15,9 @@ from chat.transport.clientaddr import client_key, in_networks
 from chat.transport.writer import counts
 
 log = logging.getLogger(__name__)
+
+# How often a closing server looks whether its connections have ended.
+CLOSING_POLL_S = 0.05
 
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n" + (
     b"Retry-After: 5\r\nContent-Length: 0\r\n\r\n"
@@ -60,6 +64,22 @@ class ChatWSGIServer(PyWSGIServer):
         # Sockets whose reading went on past ``handle`` (a parked websocket),
         # from ``handle``'s return to ``do_close`` right after it.
         self._handed_on: set = set()
+
+    def close(self) -> None:
+        """Stop accepting; keep one greenlet in the pool until every
+        connection has ended and no drain runs.
+
+        gunicorn's worker exits once its server's pool is empty (or its
+        graceful timeout passes). A parked websocket, and the greenlet that
+        reads it once its client sends, are in no pool: without this the
+        worker would exit in the middle of a drain (``chat.lifecycle``),
+        cutting off what it still answers.
+        """
+        super().close()
+        pool = self.pool
+        busy = counts.connections or counts.drains
+        if busy and pool is not None and not pool.full():
+            pool.spawn(_until_connections_end)
 
     def do_close(self, sock, *args) -> None:
         """gevent closes a connection's socket when ``handle`` returns; a
@@ -110,6 +130,11 @@ class ChatWSGIServer(PyWSGIServer):
             raise
         if websocket.on_end is not None:  # parked: not ended yet
             self._handed_on.add(sock)
+
+
+def _until_connections_end() -> None:
+    while counts.connections or counts.drains:
+        gevent.sleep(CLOSING_POLL_S)
 
 
 def _refuse(sock) -> None:

@@ -28,11 +28,12 @@ ENDING_GRACE_S = 2.0
 class Counts:
     """What this process holds, for /metrics (one instance per process)."""
 
-    __slots__ = ("connections", "flushers")
+    __slots__ = ("connections", "flushers", "drains")
 
     def __init__(self) -> None:
         self.connections = 0
         self.flushers = 0
+        self.drains = 0  # running: the server's close waits for them
 
 
 counts = Counts()
