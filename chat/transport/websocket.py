@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import gevent
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.websocket import Header, WebSocket
+from greenlet import greenlet
 from wsaccel.xormask import XorMaskerSimple
 
 from chat.limits.buckets import Budget
@@ -167,16 +168,14 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         """
         if self.inbuf or self.closed:
             return True
-        sock = self.raw_socket
-        sock.settimeout(0.0)
         try:
-            self.inbuf = sock.recv(READ_CHUNK_BYTES)
+            # The native socket under gevent's, which gevent keeps
+            # non-blocking: a read that would wait raises instead.
+            self.inbuf = self.raw_socket._sock.recv(READ_CHUNK_BYTES)
         except BlockingIOError:
             return False
         except OSError:
             pass  # the read that follows meets it
-        finally:
-            sock.settimeout(None)
         return True
 
     def park(self, then) -> None:
@@ -187,7 +186,8 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         websocket costs (docs/benchmarks.md). Instead a read watcher in the
         loop starts ``then(self)`` in a new greenlet once the client sends,
         closes, or the server shuts the connection down (``close``), and
-        the reading greenlet returns.
+        the reading greenlet returns. (Only while reading a frame does a
+        reader wait in a greenlet.)
         """
         watcher = self.watcher
         if watcher is None:
@@ -196,9 +196,10 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         watcher.start(self._readable, then)
 
     def _readable(self, then) -> None:
-        """Runs in the hub: it must not block."""
+        """Runs in the hub: start the reader in a new greenlet at once, as
+        gevent's own read wake-ups switch to the waiting greenlet."""
         self.watcher.stop()
-        gevent.spawn_raw(then, self)
+        greenlet(then, gevent.get_hub()).switch(self)
 
     def finish(self) -> None:
         """Reading is over: the watcher goes, then ``on_end`` runs, once."""
