@@ -151,22 +151,27 @@ def _redis_stores(config) -> ChatState:
         replica_timeout_ms=config["STORE_REPLICA_TIMEOUT_MS"],
         moderation_keys=moderation.store_keys,
     )
+    presence = (ShardedPresence if keys.cluster else RedisPresence)(
+        client,
+        keys,
+        limits["instance_id"],
+        config["PRESENCE_HEARTBEAT_S"],
+        config["PRESENCE_TTL_S"],
+    )
+    rooms = RedisRooms(
+        client,
+        keys,
+        config["MAX_ROOMS"],
+        config["HISTORY_TTL_S"],
+        config["CLIENT_ROOMS_PER_HOUR"],
+    )
+    # A leave that uncounts its room says so: the room count's memory of
+    # it goes, and only then (a room with history stays counted).
+    presence.on_uncounted = rooms.release
     return ChatState(
-        presence=(ShardedPresence if keys.cluster else RedisPresence)(
-            client,
-            keys,
-            limits["instance_id"],
-            config["PRESENCE_HEARTBEAT_S"],
-            config["PRESENCE_TTL_S"],
-        ),
+        presence=presence,
         history=history,
-        rooms=RedisRooms(
-            client,
-            keys,
-            config["MAX_ROOMS"],
-            config["HISTORY_TTL_S"],
-            config["CLIENT_ROOMS_PER_HOUR"],
-        ),
+        rooms=rooms,
         outbox=Outbox(
             history,
             config["OUTBOX_MAX_MESSAGES"],

@@ -9,9 +9,12 @@ import gevent
 import pytest
 import redis
 
+from chat import config as chat_config
 from chat.cluster import clients as redisconn
 from chat.messages.stream import RedisHistory
+from chat.presence.member import Member
 from chat.presence.rooms import ADMITTED, RedisRooms
+from chat.state import build_state
 from tests.conftest import events_named
 from tests.test_observability import metric
 
@@ -110,3 +113,34 @@ def test_catch_up_reads_what_was_missed_and_whether_some_was_trimmed(redis_serve
     stats = client.info("commandstats")
     assert stats["cmdstat_xrevrange"]["calls"] == 1
     assert stats["cmdstat_xinfo|stream"]["calls"] == 1
+
+
+def test_a_room_left_with_history_is_admitted_again_without_a_round_trip(
+    redis_server,
+):
+    """A room left empty stays counted while it has history, so the room
+    count remembers it; one left without history is counted again."""
+    settings = chat_config.TestConfig()
+    settings.REDIS_URL = redis_server.url
+    config = {name: getattr(settings, name) for name in dir(settings) if name.isupper()}
+    state = build_state(config, socketio=None)
+    client = redisconn.redis_client(redis_server.url, 5.0)
+
+    def visit(room, say):
+        member = Member(f"sid-{room}", room, "Ann", "t" * 24)
+        assert state.presence.join(member).ok
+        assert state.rooms.admit(room, "client", False, False) == ADMITTED
+        state.presence.local[member.sid] = member
+        if say:
+            state.history.store(room, "Ann", "hello")
+        assert state.presence.leave(member.sid)[1] == 0
+
+    visit("talked", say=True)
+    visit("quiet", say=False)
+    assert client.zscore(state.keys.rooms, "talked") is not None
+    assert client.zscore(state.keys.rooms, "quiet") is None
+    client.config_resetstat()
+    assert state.rooms.admit("talked", "client", False, False) == ADMITTED
+    assert "cmdstat_evalsha" not in client.info("commandstats")
+    assert state.rooms.admit("quiet", "client", False, False) == ADMITTED
+    assert client.zscore(state.keys.rooms, "quiet") is not None

@@ -79,9 +79,10 @@ def _leave(state, sid: str) -> None:
     if member is not None:
         state.fanout.presence("user left", member.room, member.name, count, seq)
         # An empty room without history no longer counts toward MAX_ROOMS
-        # (with Redis the leave script uncounts it itself).
+        # (with Redis the leave script uncounts it, and presence tells the
+        # room count: chat.state).
         cluster = current_app.config["REDIS_URL"]
-        if count == 0 and (cluster or not state.history.has_messages(member.room)):
+        if count == 0 and not cluster and not state.history.has_messages(member.room):
             state.rooms.release(member.room)
 
 

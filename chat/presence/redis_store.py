@@ -66,6 +66,8 @@ class RedisPresence(Upkeep):
         self.on_instance_gone = lambda seconds_ago: None
         # Set by the app: tell a session it lost its name (after an outage).
         self.on_name_lost = lambda member: None
+        # Set by the app: a leave uncounted its room (chat.presence.rooms).
+        self.on_uncounted = lambda room: None
         self.last_beat_attempt = time.monotonic()
         self._register_scripts(client)
 
@@ -216,7 +218,7 @@ class RedisPresence(Upkeep):
 
     def _release(self, member: Member) -> list:
         """The leave script: [removed, count, seq]."""
-        return self._leave(
+        removed, count, seq, uncounted = self._leave(
             keys=[
                 self._room_key(member.room),
                 self._members_key(self.instance_id),
@@ -226,6 +228,9 @@ class RedisPresence(Upkeep):
             ],
             args=[member.key, member.sid, member.room, SEQ_TTL_S],
         )
+        if uncounted:
+            self.on_uncounted(member.room)
+        return [removed, count, seq]
 
     def _local_names(self, room: str) -> list[str]:
         return sorted(

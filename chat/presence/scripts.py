@@ -54,15 +54,16 @@ return {1, count, replaced, seq, rejoined, names, unpack(checked)}
 # KEYS: room users, this instance's members, room sequence, the rooms
 # counted (chat.presence.rooms), the room's history. ARGV: name key, sid, room, the
 # sequence's TTL. A room left with neither members nor history no longer
-# counts toward MAX_ROOMS.
+# counts toward MAX_ROOMS; the fourth value says it was uncounted.
 LEAVE = """
 redis.call('HDEL', KEYS[2], ARGV[2])
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur and cjson.decode(cur).sid == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
   local left = redis.call('HLEN', KEYS[1])
+  local uncounted = 0
   if left == 0 and redis.call('EXISTS', KEYS[5]) == 0 then
-    redis.call('ZREM', KEYS[4], ARGV[3])
+    uncounted = redis.call('ZREM', KEYS[4], ARGV[3])
   end
   local seq = redis.call('INCR', KEYS[3])
   if left == 0 then
@@ -70,9 +71,9 @@ if cur and cjson.decode(cur).sid == ARGV[2] then
   else
     redis.call('EXPIRE', KEYS[3], ARGV[4])
   end
-  return {1, left, seq}
+  return {1, left, seq, uncounted}
 end
-return {0, redis.call('HLEN', KEYS[1]), 0}
+return {0, redis.call('HLEN', KEYS[1]), 0, 0}
 """
 
 # Removes every member an instance registered. Unless forced (an instance

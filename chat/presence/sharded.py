@@ -102,8 +102,8 @@ class ShardedPresence(RedisPresence):
             keys=self._leave_keys(member.room),
             args=[member.key, member.sid, SEQ_TTL_S],
         )
-        if uncount:
-            self._r.zrem(self._keys.rooms, member.room)
+        if uncount and self._r.zrem(self._keys.rooms, member.room):
+            self.on_uncounted(member.room)
         return [removed, count, seq]
 
     def _reap_instance(self, instance_id: str, forced: bool) -> list:
