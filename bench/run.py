@@ -220,12 +220,13 @@ def measured_run(spec: dict, servers: list[Process], timeout: float = 300) -> di
     gen = loadgen(spec)
     cpu0 = t0 = None
     result = None
-    for line in gen.stdout:
-        answer = json.loads(line)
-        if answer.get("phase") == "sending":
-            cpu0, t0 = sum(cpu_seconds(s) for s in servers), time.monotonic()
-        else:
-            result = answer
+    with gen.stdout:
+        for line in gen.stdout:
+            answer = json.loads(line)
+            if answer.get("phase") == "sending":
+                cpu0, t0 = sum(cpu_seconds(s) for s in servers), time.monotonic()
+            else:
+                result = answer
     gen.wait(timeout)
     result["server_cpu"] = (sum(cpu_seconds(s) for s in servers) - cpu0) / (
         time.monotonic() - t0

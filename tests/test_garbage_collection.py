@@ -6,13 +6,12 @@ through gunicorn and a Redis, as deployed; the count of full collections is the
 server's own ``chat_gc_pause_seconds`` in /metrics.
 """
 
-import json
 import re
 
 import pytest
 import requests
 
-from bench.run import loadgen, ours
+from bench.run import measured_run, ours
 from deploy.procs import RedisServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -42,10 +41,7 @@ def test_logins_coming_and_going_seldom_stop_everyone_for_a_full_collection(
             "batch": 50,
             "duration": 6,
         }
-        gen = loadgen(spec)
-        with gen.stdout:
-            result = json.loads(gen.stdout.read().splitlines()[-1])
-        gen.wait(60)
+        result = measured_run(spec, [server], timeout=60)
         collections = full_collections(server.url) - before
     finally:
         server.stop()

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import gevent
 import pytest
 import redis
+from flask import Config
 
-from chat import config as chat_config
 from chat.cluster import clients as redisconn
 from chat.messages.stream import RedisHistory
 from chat.presence.member import Member
@@ -116,14 +116,14 @@ def test_catch_up_reads_what_was_missed_and_whether_some_was_trimmed(redis_serve
 
 
 def test_a_room_left_with_history_is_admitted_again_without_a_round_trip(
-    redis_server,
+    config, redis_server
 ):
     """A room left empty stays counted while it has history, so the room
     count remembers it; one left without history is counted again."""
-    settings = chat_config.TestConfig()
-    settings.REDIS_URL = redis_server.url
-    config = {name: getattr(settings, name) for name in dir(settings) if name.isupper()}
-    state = build_state(config, socketio=None)
+    config.REDIS_URL = redis_server.url
+    settings = Config("")
+    settings.from_object(config)
+    state = build_state(settings, socketio=None)
     client = redisconn.redis_client(redis_server.url, 5.0)
 
     def visit(room, say):

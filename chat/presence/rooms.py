@@ -191,5 +191,7 @@ class RedisRooms:
         return members > 1 or bool(has_history)
 
     def release(self, room: str) -> None:
-        """The leave script uncounts an empty room without history itself."""
+        """A leave uncounted ``room`` (the leave script does, for an empty
+        room without history; chat.state wires presence to this): the next
+        login to it is counted again."""
         self._recent.forget(room)
