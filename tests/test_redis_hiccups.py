@@ -305,3 +305,22 @@ def test_a_name_no_session_holds_is_released_within_a_heartbeat(
     left = alice.wait_for("user left", lambda d: d["username"] == "Ghost", 5)
     assert left["numUsers"] == 1
     assert store.hkeys("chat:room:lobby:users") == [b"alice"]
+
+
+def test_a_reply_left_on_a_pooled_connection_is_never_read_as_the_next_ones(
+    redis_server,
+):
+    """redis-py's pool checks a connection it hands out for unread data (a
+    reply left by a command cut off) and replaces it. redis-py 8 skips that
+    while maintenance notifications are on, its RESP3 default: the next
+    command would read the stale reply as its own."""
+    from chat.cluster.clients import redis_client
+
+    client = redis_client(redis_server.url, 2.0)
+    pool = client.connection_pool
+    stale = pool.get_connection()
+    stale.send_command("ECHO", "stale")
+    wait_until(stale.can_read, timeout=5)
+    pool.release(stale)
+    assert client.echo("fresh") == b"fresh"
+    assert client.echo("again") == b"again"

@@ -30,6 +30,7 @@ import redis
 import redis.cluster
 import redis.sentinel
 from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 from socketio.redis_manager import parse_redis_sentinel_url
 
@@ -144,6 +145,13 @@ def is_cluster(url: str | None) -> bool:
 # what a cluster opens to Redis at (instances x clients x POOL_SIZE).
 POOL_SIZE = 64
 POOL_WAIT_S = 10.0
+# redis-py 8 speaks RESP3 and then, by default, turns on maintenance
+# notifications (moves announced by managed Redis services; Redis 7 answers
+# the request with an error, on every new connection). While they are on,
+# its pool ignores what it finds when it checks a connection for unread
+# data before handing it out, so a reply left behind by a command cut off
+# would be read as the next command's. Off, the check counts again.
+NO_MAINT_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
 
 
 class SentinelBlockingConnectionPool(
@@ -165,6 +173,7 @@ def redis_client(url: str, timeout_s: float | None, **options) -> redis.Redis:
         "socket_connect_timeout": timeout_s or 5.0,
         "max_connections": POOL_SIZE,
         "timeout": POOL_WAIT_S,
+        "maint_notifications_config": NO_MAINT_NOTIFICATIONS,
         **options,
     }
     cluster = parse_cluster_url(url)
