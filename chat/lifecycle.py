@@ -39,6 +39,9 @@ def socketio_options(config, state) -> dict:
         "always_connect": True,
         # One client's events are handled in the order it sent them.
         "async_handlers": False,
+        # Flask's session is never used (chat.web.app.NoSessions): no copy
+        # of it kept per connection, nor looked after at every event.
+        "manage_session": False,
         "json": codec,
         "logger": False,
         "engineio_logger": False,

@@ -274,6 +274,22 @@ def test_no_session_cookie_is_read_or_written(client):
     assert page.status_code == 200 and "Set-Cookie" not in page.headers
 
 
+def test_a_socketio_session_keeps_no_copy_of_flasks_session(app, connect):
+    """Flask-SocketIO keeps a copy of Flask's session in each session's
+    environ ("saved_session") unless told not to manage sessions; the chat
+    keeps nothing there (NoSessions), so no session holds a copy and every
+    event shares one empty session."""
+    socketio = app.extensions["socketio"]
+    assert socketio.manage_session is False
+    sock = connect()
+    sock.emit("add user", "Alice")
+    assert sock.get_received()
+    environ = socketio.server.environ.get(sock.eio_sid)
+    assert environ and "saved_session" not in environ
+    sessions = app.session_interface
+    assert sessions.open_session(app, None) is sessions.open_session(app, None)
+
+
 def test_the_sentinel_pool_blocks_like_redis_pys_blocking_pool():
     """chat.cluster.clients mixes Sentinel's pool with BlockingConnectionPool: the
     connection checkout must come from the blocking one, the master lookup
