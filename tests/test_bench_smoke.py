@@ -64,3 +64,42 @@ def test_quick_scale_model_delivers_everything_and_reports(tmp_path):
     assert [r["instances"] for r in rows] == [1, 2]
     assert all(r["complete"] == 1 and r["deliveries"] > 0 for r in rows)
     assert "| instances | CPU µs / delivery |" in report.with_suffix(".md").read_text()
+
+
+def worktrees() -> list[str]:
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.splitlines()
+
+
+def test_ab_runs_a_revision_and_this_checkout_in_turn_and_cleans_up():
+    """``python -m bench.ab REV``: both sides run, alternating which goes
+    first, each run's figures and the medians are printed, and REV's
+    scratch worktree is gone after."""
+    before = worktrees()
+    env = {**os.environ, "BENCH_QUICK": "1", "STORM_SECONDS": "2"}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.ab", "HEAD", "churn", "--runs", "2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    runs = [line for line in run.stdout.splitlines() if line.startswith("run ")]
+    assert [line.split(":")[0] for line in runs] == [
+        "run 1 HEAD",
+        "run 1 this checkout",
+        "run 2 this checkout",
+        "run 2 HEAD",
+    ]
+    for line in runs:
+        figures = json.loads(line.split(": ", 1)[1])
+        assert figures["logins/s"] > 0 and figures["ms of CPU per cycle"] > 0
+    assert "| logins/s |" in run.stdout and "(medians) |" in run.stdout
+    assert worktrees() == before
