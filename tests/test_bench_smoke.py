@@ -12,22 +12,22 @@ from deploy.procs import ROOT
 pytestmark = pytest.mark.e2e
 
 
-def run_quick(module: str, results) -> None:
-    """``python -m module`` in quick mode, writing into ``results``."""
-    env = {**os.environ, "BENCH_QUICK": "1", "BENCH_RESULTS": str(results)}
+def run_quick(module: str, *args: str, timeout: float = 240, **env: str) -> str:
+    """``python -m module args`` in quick mode, with ``env`` added: its output."""
     run = subprocess.run(
-        [sys.executable, "-m", module],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "BENCH_QUICK": "1", **env},
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
     )
     assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
 
 
 def test_quick_benchmark_reports_ours_and_both_peers(tmp_path):
-    run_quick("bench.run", tmp_path)
+    run_quick("bench.run", BENCH_RESULTS=str(tmp_path))
     [report] = tmp_path.glob("*.json")
     figures = json.loads(report.read_text())["figures"]
     for kind in ("ours", "peer"):
@@ -58,7 +58,7 @@ def test_quick_benchmark_reports_ours_and_both_peers(tmp_path):
 
 
 def test_quick_scale_model_delivers_everything_and_reports(tmp_path):
-    run_quick("bench.scale", tmp_path)
+    run_quick("bench.scale", BENCH_RESULTS=str(tmp_path))
     [report] = tmp_path.glob("scale-*.json")
     rows = json.loads(report.read_text())["rows"]
     assert [r["instances"] for r in rows] == [1, 2]
@@ -81,17 +81,10 @@ def test_ab_runs_a_revision_and_this_checkout_in_turn_and_cleans_up():
     first, each run's figures and the medians are printed, and REV's
     scratch worktree is gone after."""
     before = worktrees()
-    env = {**os.environ, "BENCH_QUICK": "1", "STORM_SECONDS": "2"}
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.ab", "HEAD", "churn", "--runs", "2"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    output = run_quick(
+        "bench.ab", "HEAD", "churn", "--runs", "2", timeout=300, STORM_SECONDS="2"
     )
-    assert run.returncode == 0, run.stderr[-2000:]
-    runs = [line for line in run.stdout.splitlines() if line.startswith("run ")]
+    runs = [line for line in output.splitlines() if line.startswith("run ")]
     assert [line.split(":")[0] for line in runs] == [
         "run 1 HEAD",
         "run 1 this checkout",
@@ -101,5 +94,5 @@ def test_ab_runs_a_revision_and_this_checkout_in_turn_and_cleans_up():
     for line in runs:
         figures = json.loads(line.split(": ", 1)[1])
         assert figures["logins/s"] > 0 and figures["ms of CPU per cycle"] > 0
-    assert "| logins/s |" in run.stdout and "(medians) |" in run.stdout
+    assert "| logins/s |" in output and "(medians) |" in output
     assert worktrees() == before
