@@ -13,6 +13,7 @@ import logging
 
 import redis
 
+from chat.cluster.batching import ScriptBatcher
 from chat.cluster.keys import Keys
 from chat.cluster.shards import TOPOLOGY_ERRORS, node_of, refresh
 from chat.messages.entries import (
@@ -160,6 +161,7 @@ class RedisHistory:
         self._client_id_ttl_s = client_id_ttl_s
         self._store = (store_client or client).register_script(_STORE)
         self._delete = client.register_script(_DELETE)
+        self._store_batched = ScriptBatcher(self._store_client)
 
     def _key(self, room: str) -> str:
         return self._keys.history(room)
@@ -223,6 +225,9 @@ class RedisHistory:
         try:
             if self._replicas:
                 reply = self._store_replicated(client, keys, args)
+            elif client is self._store_client:
+                # With the other messages in flight (chat.cluster.batching).
+                reply = self._store_batched(self._store, keys, args)
             else:
                 reply = self._store(keys=keys, args=args, client=client)
         except TOPOLOGY_ERRORS:

@@ -19,6 +19,7 @@ import time
 
 import redis
 
+from chat.cluster.batching import ScriptBatcher
 from chat.cluster.keys import Keys
 from chat.presence.member import JoinResult, Member
 from chat.presence.scripts import JOIN, LEAVE, REAP, SEQ_TTL_S
@@ -70,6 +71,9 @@ class RedisPresence(Upkeep):
         self.on_uncounted = lambda room: None
         self.last_beat_attempt = time.monotonic()
         self._register_scripts(client)
+        # Joins and leaves in flight share pipelines (a Redis Cluster's
+        # ShardedPresence sends its own, per node).
+        self._batched = ScriptBatcher(client)
 
     def _register_scripts(self, client) -> None:
         self._join = client.register_script(JOIN)
@@ -107,33 +111,37 @@ class RedisPresence(Upkeep):
     # The join script reads a login's checks (moderation) in its one step.
     checks_in_join = True
 
+    def _join_call(self, member: Member, list_up_to: int = 0, checks=()) -> tuple:
+        """The join script's keys and arguments."""
+        keys = [
+            self._room_key(member.room),
+            self._members_key(self.instance_id),
+            self._seq_key(member.room),
+            self._keys.reaped,
+            *checks,
+        ]
+        args = [
+            member.key,
+            self._encode(member),
+            member.token,
+            member.sid,
+            self._p,
+            list_up_to,
+            SEQ_TTL_S,
+        ]
+        return keys, args
+
     def _redis_join(
         self, member: Member, client=None, list_up_to: int = 0, checks=()
     ) -> object:
-        return self._join(
-            keys=[
-                self._room_key(member.room),
-                self._members_key(self.instance_id),
-                self._seq_key(member.room),
-                self._keys.reaped,
-                *checks,
-            ],
-            args=[
-                member.key,
-                self._encode(member),
-                member.token,
-                member.sid,
-                self._p,
-                list_up_to,
-                SEQ_TTL_S,
-            ],
-            client=client,
-        )
+        keys, args = self._join_call(member, list_up_to, checks)
+        return self._join(keys=keys, args=args, client=client)
 
     def _join_one(self, member: Member, list_up_to: int, checks=()) -> list:
         """The join script's reply: [ok, count, replaced, seq, rejoined,
-        names, and with ``checks`` moderator, slow]."""
-        return self._redis_join(member, list_up_to=list_up_to, checks=checks)
+        names, and with ``checks`` moderator, slow]; on the pipeline shared
+        with the logins and leaves in flight (chat.cluster.batching)."""
+        return self._batched(self._join, *self._join_call(member, list_up_to, checks))
 
     def _join_many(self, members: list[Member]) -> list[list]:
         """Join scripts' replies for ``members``, in one round trip."""
@@ -218,15 +226,16 @@ class RedisPresence(Upkeep):
 
     def _release(self, member: Member) -> list:
         """The leave script: [removed, count, seq]."""
-        removed, count, seq, uncounted = self._leave(
-            keys=[
+        removed, count, seq, uncounted = self._batched(
+            self._leave,
+            [
                 self._room_key(member.room),
                 self._members_key(self.instance_id),
                 self._seq_key(member.room),
                 self._keys.rooms,
                 self._keys.history(member.room),
             ],
-            args=[member.key, member.sid, member.room, SEQ_TTL_S],
+            [member.key, member.sid, member.room, SEQ_TTL_S],
         )
         if uncounted:
             self.on_uncounted(member.room)
