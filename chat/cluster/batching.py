@@ -30,6 +30,8 @@ import redis
 from gevent.event import AsyncResult
 from redis.commands.core import Script
 
+from chat.observe import metrics
+
 # More than the logins an instance lets in at once (LOGINS_IN_FLIGHT) plus
 # their leaves and messages; a call past it means Redis is not keeping up.
 MAX_WAITING = 4096
@@ -51,7 +53,7 @@ class ScriptBatcher:
         self._max_batch = max_batch
         self._waiting: list[tuple[Script, list, list, AsyncResult]] = []
         self._flusher: gevent.Greenlet | None = None
-        self.batches = 0  # pipelines sent, for tests and /metrics
+        self.batches = 0  # pipelines sent by this one
 
     def __call__(self, script: Script, keys: list, args: list):
         """``script(keys=keys, args=args)``, sent with whatever else is queued."""
@@ -91,6 +93,8 @@ class ScriptBatcher:
         for script, keys, args, _ in batch:
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         self.batches += 1
+        metrics.SCRIPT_BATCHES.inc()
+        metrics.SCRIPTS_BATCHED.inc(len(batch))
         try:
             answers = pipe.execute(raise_on_error=False)
         except redis.RedisError as exc:

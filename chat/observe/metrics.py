@@ -29,6 +29,14 @@ EVENT_SECONDS = Histogram(
     ["event"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+SCRIPT_BATCHES = Counter(
+    "chat_redis_script_batches_total",
+    "pipelines of scripts sent to Redis for concurrent logins, leaves and "
+    "messages (chat_redis_scripts_batched_total / this = scripts per pipeline)",
+)
+SCRIPTS_BATCHED = Counter(
+    "chat_redis_scripts_batched_total", "scripts sent in those pipelines"
+)
 HISTORY_READS = Counter(
     "chat_history_reads_total",
     "login histories, by where they came from: kept (the room's newest "
