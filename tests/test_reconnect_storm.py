@@ -3,6 +3,7 @@ connection, and a queue too long answers new sessions 503 + Retry-After."""
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import gevent
@@ -144,3 +145,42 @@ def test_a_room_left_with_history_is_admitted_again_without_a_round_trip(
     assert "cmdstat_evalsha" not in client.info("commandstats")
     assert state.rooms.admit("quiet", "client", False, False) == ADMITTED
     assert client.zscore(state.keys.rooms, "quiet") is not None
+
+
+def test_logins_arriving_together_reach_redis_on_shared_pipelines(cluster):
+    """Their join scripts go in pipelines of several (chat.cluster.batching),
+    and every login still gets its own answer."""
+    from tests.rawws import RawWebSocket
+    from tests.test_fast_path import UNLIMITED, gauges
+
+    [server] = cluster(1, **UNLIMITED)
+    sockets = []
+    for _ in range(60):
+        raw = RawWebSocket(server.port)
+        raw.open_session()
+        sockets.append(raw)
+    before = gauges(server.url)
+    for i, raw in enumerate(sockets):  # all at once, as in a storm
+        raw.send_text("42" + json.dumps(["add user", f"u{i}"]))
+    counts = []
+    for i, raw in enumerate(sockets):
+        while not (packet := raw.recv_text()).startswith('42["login"'):
+            pass
+        login = json.loads(packet[2:])[1]
+        assert login["username"] == f"u{i}"  # its own answer
+        counts.append(login["numUsers"])
+    # Every claim counted once: the last to be answered saw all 60.
+    assert max(counts) == 60
+    after = gauges(server.url)
+    batches = (
+        after["chat_redis_script_batches_total"]
+        - before["chat_redis_script_batches_total"]
+    )
+    scripts = (
+        after["chat_redis_scripts_batched_total"]
+        - before["chat_redis_scripts_batched_total"]
+    )
+    assert scripts == 60
+    assert batches <= 30, f"{scripts:.0f} scripts in {batches:.0f} pipelines"
+    for raw in sockets:
+        raw.close()
