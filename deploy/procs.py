@@ -606,8 +606,27 @@ class RedisCluster:
 
     def _start(self) -> RedisCluster:
         for node in self.nodes:
-            node.start()
+            self._start_node(node)
         return self.form()
+
+    def _start_node(self, node: RedisServer, attempts: int = 3) -> None:
+        """Start ``node``; on new ports if another process took its port or
+        its bus port since they were chosen (outgoing connections take
+        ports from the same range: a benchmark's thousands of them did)."""
+        for attempt in range(attempts):
+            logged = len(node.log())
+            try:
+                node.start()
+                return
+            except AssertionError:
+                if attempt == attempts - 1 or (
+                    "Address already in use" not in node.log()[logged:]
+                ):
+                    raise
+            node.stop()
+            (node.workdir / "nodes.conf").unlink(missing_ok=True)
+            taken = {p for n in self.nodes for p in (n.port, n.port + 10000)}
+            node.port = cluster_node_port(taken)
 
     def form(self) -> RedisCluster:
         """Join the running nodes into a cluster, and wait until it serves."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -458,3 +459,24 @@ def test_the_leases_shard_paused_past_the_ttl_reaps_nobody(
     for number in range(3):
         late.wait_for("new message", lambda d, n=number: d["username"] == f"P{n}")
     assert [person.named("user left") for person in [*people, late]] == [[]] * 4
+
+
+def test_a_cluster_starts_when_a_nodes_bus_port_was_taken_meanwhile(tmp_path):
+    """Ports are chosen free, but another process may take one before the
+    node binds it (outgoing connections draw from the same range)."""
+    group = RedisCluster(tmp_path / "redis-cluster", masters=3)
+    first = group.nodes[0]
+    chosen = first.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", chosen + 10000))
+        squatter.listen()
+        try:
+            group.start()
+            assert first.port != chosen
+            client = group.client(first)
+            info = client.execute_command("CLUSTER", "INFO")
+            assert "cluster_state:ok" in (
+                info.decode() if isinstance(info, bytes) else str(info)
+            )
+        finally:
+            group.stop()
