@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import random
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -401,13 +402,24 @@ def main(argv=None) -> int:
     parser.add_argument("--redis-cluster", action="store_true")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    global DETAILS
     if args.keep:
-        global DETAILS
         args.keep.mkdir(parents=True, exist_ok=True)
         DETAILS = args.keep / "details.txt"
         return run(args.seconds, seed, args.keep, args.redis_cluster)
-    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
-        return run(args.seconds, seed, Path(tmp), args.redis_cluster)
+    # A failure is rare and may not come back with its seed (the timing is
+    # the machine's): its logs and list of misses stay, a clean run's go.
+    workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
+    DETAILS = workdir / "details.txt"
+    result = 1
+    try:
+        result = run(args.seconds, seed, workdir, args.redis_cluster)
+    finally:
+        if result == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept the logs and the list of each miss in {workdir}")
+    return result
 
 
 if __name__ == "__main__":
