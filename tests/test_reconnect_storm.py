@@ -17,6 +17,8 @@ from chat.presence.member import Member
 from chat.presence.rooms import ADMITTED, RedisRooms
 from chat.state import build_state
 from tests.conftest import events_named
+from tests.rawws import RawWebSocket
+from tests.test_fast_path import UNLIMITED, gauges
 from tests.test_observability import metric
 
 HANDSHAKE = "/socket.io/?EIO=4&transport=polling"
@@ -150,9 +152,6 @@ def test_a_room_left_with_history_is_admitted_again_without_a_round_trip(
 def test_logins_arriving_together_reach_redis_on_shared_pipelines(cluster):
     """Their join scripts go in pipelines of several (chat.cluster.batching),
     and every login still gets its own answer."""
-    from tests.rawws import RawWebSocket
-    from tests.test_fast_path import UNLIMITED, gauges
-
     [server] = cluster(1, **UNLIMITED)
     sockets = []
     for _ in range(60):

@@ -226,7 +226,8 @@ class RedisHistory:
             if self._replicas:
                 reply = self._store_replicated(client, keys, args)
             elif client is self._store_client:
-                # With the other messages in flight (chat.cluster.batching).
+                # With the other messages in flight (chat.cluster.batching);
+                # a Cluster node's client sends alone.
                 reply = self._store_batched(self._store, keys, args)
             else:
                 reply = self._store(keys=keys, args=args, client=client)

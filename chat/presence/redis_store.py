@@ -131,12 +131,6 @@ class RedisPresence(Upkeep):
         ]
         return keys, args
 
-    def _redis_join(
-        self, member: Member, client=None, list_up_to: int = 0, checks=()
-    ) -> object:
-        keys, args = self._join_call(member, list_up_to, checks)
-        return self._join(keys=keys, args=args, client=client)
-
     def _join_one(self, member: Member, list_up_to: int, checks=()) -> list:
         """The join script's reply: [ok, count, replaced, seq, rejoined,
         names, and with ``checks`` moderator, slow]; on the pipeline shared
@@ -147,7 +141,8 @@ class RedisPresence(Upkeep):
         """Join scripts' replies for ``members``, in one round trip."""
         pipe = self._r.pipeline(transaction=False)
         for member in members:
-            self._redis_join(member, client=pipe)
+            keys, args = self._join_call(member)
+            self._join(keys=keys, args=args, client=pipe)
         return pipe.execute()
 
     def _reap_instance(self, instance_id: str, forced: bool) -> list:
