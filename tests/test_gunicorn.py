@@ -3,6 +3,7 @@
 import os
 import resource
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,25 @@ def test_sigterm_stops_gunicorn_cleanly_and_tells_clients(gunicorn, clients):
     alice.wait_for("disconnect")
     assert "Traceback" not in server.log()
     assert "graceful timeout" not in server.log()
+
+
+def test_sigterm_stops_the_instance_at_once_not_at_gunicorns_next_check(
+    gunicorn, clients
+):
+    """gunicorn's gevent worker looks at its stop flag once a second, so a
+    stop used to wait up to a second (twice, with connections open) on
+    nothing; every instance of a rolling deploy paid it. Ours wakes on the
+    signal. Three stops, a user logged in at each: within 0.6 s each (about
+    0.25 s here; gunicorn's loop took 0.25 to 1.25 s)."""
+    for _ in range(3):
+        server = gunicorn()
+        alice = clients(server.url)
+        alice.login("Alice")
+        started = time.monotonic()
+        assert server.terminate(timeout=15) == 0
+        assert time.monotonic() - started < 0.6
+        alice.wait_for("disconnect")
+        assert "graceful timeout" not in server.log()
 
 
 def test_huge_frame_closes_only_that_connection(gunicorn, clients):
