@@ -20,7 +20,8 @@ import pytest
 import socketio
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
-from gunicorn.workers.ggevent import PyWSGIServer
+from gunicorn.workers.base import Worker
+from gunicorn.workers.ggevent import VERSION, GeventWorker, PyWSGIServer
 
 from chat.internals import engineio_server, engineio_socket, socketio_server
 from chat.internals.pins import PINNED
@@ -111,6 +112,18 @@ def test_overridden_internals_still_exist(cls, names):
         if init is not None and hasattr(init, "__code__"):
             defined |= set(init.__code__.co_names)
     assert [n for n in names if n not in defined] == []
+
+
+def test_gunicorns_gevent_worker_still_loops_as_ours_replaces_it():
+    """gunicorn.conf.py's ``ChatWorker.run`` is gunicorn's gevent worker loop
+    with the waits woken by a stop: the same servers from the same helpers,
+    stopped by the same ``alive`` flag."""
+    source = inspect.getsource(GeventWorker.run)
+    for used in ("base_environ(self.cfg)", "ssl_context(self.cfg)", "while self.alive"):
+        assert used in source
+    assert VERSION.startswith("gevent/")
+    assert "self.alive = False" in inspect.getsource(Worker.handle_exit)
+    assert "self.alive = False" in inspect.getsource(Worker.handle_quit)
 
 
 def test_websocket_keeps_the_slots_the_limited_socket_extends():

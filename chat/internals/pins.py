@@ -4,7 +4,8 @@ chat.internals subclasses python-engineio's socket and server and
 python-socketio's server and manager; chat.transport subclasses
 gevent-websocket's websocket and handler and gunicorn's pywsgi server, and
 unmasks with wsaccel; chat.cluster.manager subclasses python-socketio's
-Redis manager. requirements.txt pins the same versions, and
+Redis manager; gunicorn.conf.py's worker replaces the main loop of
+gunicorn's gevent worker. requirements.txt pins the same versions, and
 tests/test_internals.py fails when an installed one differs or when an
 upgrade moves what the overrides rely on.
 """
@@ -16,4 +17,5 @@ PINNED = {
     "python-engineio": "4.15.1",
     "python-socketio": "5.18.1",
     "bidict": "0.24.1",
+    "gunicorn": "27.0.1",
 }
