@@ -1,7 +1,7 @@
 """Benchmark ours against the Node socket.io peer, side by side, in one run.
 
-    make bench                  # about 6 minutes
-    BENCH_QUICK=1 make bench    # under a minute, smaller steps
+    make bench                  # about 15 minutes
+    BENCH_QUICK=1 make bench    # about 90 s: tiny steps, one second each; checks that it runs
 
 Both servers run on this machine with the same private Redis, one process per
 instance, and are driven by the same Node load generator (bench/loadgen.js)
@@ -42,16 +42,18 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 # files per process, which nobody here may raise: 19,000 connections and
 # the server's own descriptors fit (and the generator's, in its process).
 HOLD_STEPS = [100, 300] if QUICK else [1000, 2000, 5000, 10000, 19000]
+# The idle window at each step, in which only pings run.
+IDLE_SECONDS = 1 if QUICK else 3
 FANOUT_USERS = 20 if QUICK else 200
 SENDERS = 10
 FANOUT_RATES = [5, 20] if QUICK else [5, 20, 40, 80, 160, 320, 480, 640]
 # The unsaturated steps whose median is the CPU figure; never a saturated one.
 UNSATURATED = (5, 20) if QUICK else (20, 160)
 P99_RATE = 20 if QUICK else 160
-FANOUT_SECONDS = 2 if QUICK else 4
+FANOUT_SECONDS = 1 if QUICK else 4
 MODERATE_RATE = 5
 CROSS_RECEIVERS = 10
-CROSS_RATE, CROSS_SECONDS = 20, (2 if QUICK else 5)
+CROSS_RATE, CROSS_SECONDS = 20, (1 if QUICK else 5)
 RESULTS = Path(os.environ.get("BENCH_RESULTS") or ROOT / "bench" / "results")
 PEER = ROOT / "bench" / "peer"
 
@@ -188,7 +190,7 @@ def hold(kind: str, workdir: Path, progress: Progress) -> list[dict]:
             gen.stdin.flush()
             answer = json.loads(gen.stdout.readline())
             cpu0, t0 = cpu_seconds(server), time.monotonic()
-            time.sleep(3)  # an idle window: pings only
+            time.sleep(IDLE_SECONDS)  # an idle window: pings only
             idle_cpu = (cpu_seconds(server) - cpu0) / (time.monotonic() - t0)
             rss = rss_kb(server)
             rows.append(
@@ -348,7 +350,7 @@ def on_redis_cluster(workdir: Path, redis_url: str, progress: Progress) -> dict:
     return rounds
 
 
-STORM_SECONDS = 2 if QUICK else 60
+STORM_SECONDS = 1 if QUICK else 60
 STORM_BATCH = 50
 STORM_ROOMS = 20
 
