@@ -237,6 +237,10 @@ class RedisServer(Process):
             self.maxmemory,
             "--maxmemory-policy",
             "noeviction",
+            # A replica's full sync starts at once: Redis waits 5 s by
+            # default for more replicas to share it, and ours have one.
+            "--repl-diskless-sync-delay",
+            "0",
         ]
         if self.password:
             argv += ["--requirepass", self.password]
