@@ -1,7 +1,7 @@
 """Benchmark ours against the Node socket.io peer, side by side, in one run.
 
     make bench                  # about 15 minutes
-    BENCH_QUICK=1 make bench    # about 90 s: tiny steps, one second each; checks that it runs
+    BENCH_QUICK=1 make bench    # about 90 s, tiny steps: checks that it runs
 
 Both servers run on this machine with the same private Redis, one process per
 instance, and are driven by the same Node load generator (bench/loadgen.js)
