@@ -7,6 +7,9 @@ code ``make cluster`` runs.
 from __future__ import annotations
 
 import json
+import os
+import queue
+import subprocess
 import threading
 
 import requests
@@ -14,7 +17,14 @@ import socketio
 
 from deploy.procs import ROOT, free_port, wait_until
 
-__all__ = ["ROOT", "ChatClient", "Conversation", "free_port", "wait_until"]
+__all__ = [
+    "ROOT",
+    "ChatClient",
+    "Conversation",
+    "NodeClient",
+    "free_port",
+    "wait_until",
+]
 
 
 class ChatClient:
@@ -129,6 +139,48 @@ class ChatClient:
             self.sio.eio.ws.shutdown()
         if self.sio.eio.http is not None:
             self.sio.eio.http.close()
+
+
+class NodeClient:
+    """The stock Node socket.io-client as a chat user (``tests/node/interop.js``
+    in a subprocess); its JSON lines in a queue.
+
+    ``ca``: a certificate the client trusts besides Node's own, for a server
+    with a self-signed one.
+    """
+
+    def __init__(self, url: str, name: str, transport: str, ca=None) -> None:
+        self.lines: queue.Queue = queue.Queue()
+        env = dict(os.environ)
+        if ca is not None:
+            env["NODE_EXTRA_CA_CERTS"] = str(ca)
+        self.proc = subprocess.Popen(
+            ["node", str(ROOT / "tests/node/interop.js"), url, name, transport],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(json.loads(line))
+
+    def wait_for(self, event: str, timeout: float = 10.0) -> object:
+        while True:
+            try:
+                item = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"node client never received {event!r}") from None
+            if item["event"] == event:
+                return item["data"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+        self.proc.stdout.close()
 
 
 def presence(payload: dict) -> dict:

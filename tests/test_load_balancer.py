@@ -5,7 +5,7 @@ import json
 import pytest
 import requests
 
-from tests.support import free_port, presence, wait_until
+from tests.support import NodeClient, free_port, presence, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -93,6 +93,14 @@ def test_new_sessions_go_to_the_instance_with_the_fewest_users(
 def test_tls_at_the_balancer_redirects_http_and_carries_websockets(
     cluster, nginx, clients, certificate
 ):
+    """The stock JS client, as a page uses it, chats over wss through nginx
+    (trusting the certificate) with a user of the cluster.
+
+    (Not python-socketio's client: its threaded transport reads and writes
+    one TLS socket from two threads at once, which OpenSSL does not allow,
+    and now and then loses its connect packet. That race is the client's;
+    the stock JS client has one thread.)
+    """
     a, b = cluster(2)
     balancer = nginx([a, b], tls=certificate)
     plain = requests.get(f"{balancer.url}/?room=dev", allow_redirects=False, timeout=5)
@@ -100,13 +108,17 @@ def test_tls_at_the_balancer_redirects_http_and_carries_websockets(
     assert plain.headers["Location"] == f"{balancer.https_url}/?room=dev"
     page = requests.get(balancer.https_url, verify=str(certificate[0]), timeout=5)
     assert "socket.io" in page.text
-    alice = clients(balancer.https_url, ssl_verify=False)
-    bob = clients(balancer.https_url, ssl_verify=False)
-    alice.login("Alice")
-    assert bob.login("Bob")["numUsers"] == 2
-    assert alice.sio.transport() == "websocket"
-    bob.say("over TLS")
-    assert alice.wait_for("new message")["message"] == "over TLS"
+    python = clients(a.url)
+    python.login("Py")
+    node = NodeClient(balancer.https_url, "Node", "websocket", ca=certificate[0])
+    try:
+        assert node.wait_for("login")["numUsers"] == 2
+        python.say("hi Node")
+        assert node.wait_for("new message")["message"] == "hi Node"
+        reply = python.wait_for("new message", lambda d: d["username"] == "Node")
+        assert reply["message"] == "hello from node"
+    finally:
+        node.close()
 
 
 def test_without_sticky_sessions_polling_is_refused_with_400(cluster, nginx):

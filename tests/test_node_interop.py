@@ -1,48 +1,10 @@
 """The stock Node socket.io-client holds the same conversation with the server."""
 
-import json
-import queue
-import subprocess
-import threading
-
 import pytest
 
-from tests.support import ROOT
+from tests.support import NodeClient
 
 pytestmark = pytest.mark.e2e
-
-
-class NodeClient:
-    """``tests/node/interop.js`` in a subprocess; its JSON lines in a queue."""
-
-    def __init__(self, url: str, name: str, transport: str) -> None:
-        self.lines: queue.Queue = queue.Queue()
-        self.proc = subprocess.Popen(
-            ["node", str(ROOT / "tests/node/interop.js"), url, name, transport],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(json.loads(line))
-
-    def wait_for(self, event: str, timeout: float = 10.0) -> object:
-        while True:
-            try:
-                item = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"node client never received {event!r}") from None
-            if item["event"] == event:
-                return item["data"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
-        self.proc.stdout.close()
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
