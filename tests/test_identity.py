@@ -47,6 +47,18 @@ def test_the_blank_glyph_table_is_what_the_unicode_data_says():
     assert name_key("Alice\u2800") == name_key("alice")
 
 
+def test_a_name_key_drops_exactly_the_characters_that_show_nothing():
+    """The one-pass removal in ``name_key`` takes out every blank glyph and
+    default-ignorable character and nothing else (every code point)."""
+    from chat.validation import _BLANK_OR_INVISIBLE, _is_blank
+
+    every = [chr(code) for code in range(0x110000)]
+    dropped = {ch for ch in every if _BLANK_OR_INVISIBLE.fullmatch(ch)}
+    assert dropped == {ch for ch in every if _is_blank(ch)}
+    assert not any(ch.isascii() for ch in dropped)
+    assert name_key("Zo\u200bë\u2800 \u3164 Li") == name_key("zoë li")
+
+
 # -- messages -----------------------------------------------------------------
 def test_a_client_id_never_reaches_another_user(login, connect):
     alice = login("Alice")
