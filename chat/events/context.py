@@ -9,7 +9,6 @@ import logging
 import time
 
 from flask import current_app, request
-from flask_socketio import emit
 from gevent.lock import Semaphore
 
 from chat.observe import metrics
@@ -42,8 +41,17 @@ def refuse(event: str, refusal: Refused) -> None:
 
 
 def reply(event: str, data) -> None:
-    """An event to the sender only: it is local, so it never goes through Redis."""
-    emit(event, data, ignore_queue=True)
+    """An event to the sender only, straight to its session.
+
+    It is local, so it never goes through Redis, nor through the emit
+    layers of Flask-SocketIO, python-socketio and the Redis manager that a
+    room's broadcast needs (a login sends two of these). A session that
+    ended meanwhile gets nothing.
+    """
+    server = current_app.extensions["socketio"].server
+    eio_sid = server.manager.eio_sid_from_sid(request.sid, "/")
+    if eio_sid is not None:
+        server._reply(eio_sid, event, data)
 
 
 def logged_in_member() -> Member:
