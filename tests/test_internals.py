@@ -240,6 +240,89 @@ def test_rooms_are_bidicts_with_the_forward_map_the_broadcast_loop_copies():
     }
 
 
+def _busy_rooms(manager) -> list[str]:
+    """Sessions in one chat room or two, one still connecting and one with
+    a callback waiting, entered as python-socketio's connect enters them."""
+    manager.set_server(socketio.Server())
+    sids = [f"s{i}" for i in range(6)]
+    for i, sid in enumerate(sids):
+        manager.basic_enter_room(sid, "/", None, eio_sid=f"eio{i}")
+        manager.basic_enter_room(sid, "/", sid, eio_sid=f"eio{i}")
+        manager.basic_enter_room(sid, "/", "lobby" if i % 2 else "dev")
+    manager.basic_enter_room("s1", "/", "dev")
+    manager.basic_enter_room("p9", "/", None, eio_sid="eio9")
+    manager.basic_enter_room("p9", "/", "p9", eio_sid="eio9")
+    manager.pending_connect["/"] = ["p9"]
+    manager._generate_ack_id("s1", lambda *a: None)
+    return ["s1", "p9", "s0", "s2", "s3", "s4", "s5"]
+
+
+def _state(manager) -> dict:
+    rooms = {
+        ns: {room: dict(members._fwdm) for room, members in by_room.items()}
+        for ns, by_room in manager.rooms.items()
+    }
+    return {
+        "rooms": rooms,
+        "callbacks": sorted(manager.callbacks),
+        "pending_connect": manager.pending_connect,
+        "pending_disconnect": manager.pending_disconnect,
+    }
+
+
+def test_a_disconnect_leaves_the_rooms_python_socketios_own_would():
+    """``RoomIndex.basic_disconnect`` (which leaves the session's indexed
+    rooms) ends in the state python-socketio's (which tests every room)
+    does, for sessions in one room or two, connecting, or owed a callback."""
+    from chat.internals.emit import FastEmitManager
+
+    ours, theirs = FastEmitManager(), socketio.Manager()
+    order = _busy_rooms(ours)
+    assert _busy_rooms(theirs) == order
+    assert _state(ours) == _state(theirs)
+    both = [sorted(m.get_rooms("s1", "/")) for m in (ours, theirs)]
+    assert both == [["dev", "lobby", "s1"]] * 2
+    for sid in order:
+        ours.basic_disconnect(sid, "/")
+        theirs.basic_disconnect(sid, "/")
+        assert _state(ours) == _state(theirs)
+        assert ours.get_rooms(sid, "/") == theirs.get_rooms(sid, "/") == []
+    assert ours._joined == {}
+
+
+@pytest.mark.parametrize("connected", [100, 2000])
+def test_a_leave_looks_at_the_leavers_rooms_only_however_many_are_connected(
+    monkeypatch, connected
+):
+    """A disconnect tests the leaver's own rooms, not one room per connected
+    session as python-socketio's does: a leave costs the same on a full
+    instance, and a wave of leaves does not cost the square of the users."""
+    from bidict._base import BidictBase
+
+    from chat.internals.emit import FastEmitManager
+
+    tests = []
+    contains = BidictBase.__contains__
+    monkeypatch.setattr(
+        BidictBase, "__contains__", lambda m, k: tests.append(k) or contains(m, k)
+    )
+    # Ours: a few tests for each of its three rooms (None, its own, room0).
+    for manager, most in ((FastEmitManager(), 6), (socketio.Manager(), None)):
+        manager.set_server(socketio.Server())
+        for i in range(connected):
+            sid = f"s{i}"
+            manager.basic_enter_room(sid, "/", None, eio_sid=f"eio{i}")
+            manager.basic_enter_room(sid, "/", sid, eio_sid=f"eio{i}")
+            manager.basic_enter_room(sid, "/", f"room{i // 100}")
+        tests.clear()
+        manager.basic_disconnect("s7", "/")
+        assert "s7" not in manager.rooms["/"]["room0"]
+        if most is None:  # python-socketio's: one test per room
+            assert len(tests) > connected
+        else:
+            assert len(tests) <= most
+
+
 def test_buffered_reader_hands_over_what_it_holds_without_waiting():
     """LimitedWebSocket.read_socket_directly takes what the HTTP handler's
     buffered reader holds with the socket's timeout at zero: it must return

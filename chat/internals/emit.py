@@ -9,9 +9,10 @@ from engineio import packet
 from socketio import packet as sio_packet
 
 from chat.internals.engineio_socket import packet_frame
+from chat.internals.rooms import RoomIndex
 
 
-class FastEmitManager(socketio.Manager):
+class FastEmitManager(RoomIndex, socketio.Manager):
     """``Manager.emit`` with a broadcast loop that does the least per recipient.
 
     python-socketio's loop goes through a generator, ``_send_eio_packet``,
@@ -22,6 +23,9 @@ class FastEmitManager(socketio.Manager):
     payloads take python-socketio's own path. Subclass it behind a pub/sub
     manager (``class M(socketio.RedisManager, FastEmitManager)``) so that
     deliveries from other instances take this loop too.
+
+    Its rooms are indexed by session (``RoomIndex``): a disconnect leaves
+    the session's rooms without testing everyone's.
     """
 
     def ensure_room(self, room: str) -> None:
