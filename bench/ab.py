@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.ab REV                   # the churn, 5 runs each
     .venv/bin/python -m bench.ab REV fanout --runs 3   # CPU per delivery, 2 instances
     .venv/bin/python -m bench.ab REV recover           # a killed instance's users back
+    .venv/bin/python -m bench.ab REV held              # the churn, 10,000 users on each instance
 
 Most single changes are worth a few per cent, and one run of a workload
 moves by more than that: the same code read 1.63 and 1.81 ms per churn
@@ -20,6 +21,7 @@ churn's length, ``BENCH_QUICK=1`` makes everything small.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -33,7 +35,7 @@ from deploy.procs import ROOT
 # Run inside each side's tree: only what bench.run has had since the churn,
 # fan-out and recover workloads were written.
 RUNNER = """
-import json, pathlib, sys, tempfile
+import json, os, pathlib, sys, tempfile
 from bench import run
 from deploy.procs import RedisServer
 
@@ -52,6 +54,15 @@ try:
         with run.pair("ours", work, redis_server.url) as servers:
             steps = run.fanout_steps(servers, progress, "ours")
         figures = {"µs of CPU per delivery, 2 instances": run.unsaturated_cpu(steps)}
+    elif workload == "held":
+        if not hasattr(run, "storm_held"):
+            # A revision from before the workload: this checkout's, on its code.
+            exec(os.environ["BENCH_HELD_SOURCE"], vars(run))
+        result = run.storm_held("ours", work, redis_server.url, run.Progress(1))
+        figures = {
+            "logins/s": result["loginsPerS"],
+            "ms of CPU per cycle": run.per_cycle_ms(result),
+        }
     else:
         result = run.recover_once("ours", work, redis_server.url)
         figures = {
@@ -62,7 +73,7 @@ finally:
     redis_server.stop()
 print(json.dumps(figures))
 """
-WORKLOADS = ("churn", "fanout", "recover")
+WORKLOADS = ("churn", "fanout", "recover", "held")
 # What a worktree borrows from this checkout: built, not tracked.
 BORROWED = (".venv", "node_modules", "bench/peer/node_modules", "static/vendor")
 
@@ -81,12 +92,25 @@ def worktree(rev: str, where: Path) -> Path:
     return where
 
 
+def held_source() -> str:
+    """``bench.run.storm_held`` and its settings, as source: a revision that
+    predates the workload runs this checkout's on its own servers."""
+    from bench import run
+
+    return (
+        f"HELD_USERS = {run.HELD_USERS}\n"
+        f"HELD_STORM_SECONDS = {run.HELD_STORM_SECONDS}\n"
+        + inspect.getsource(run.storm_held)
+    )
+
+
 def run_once(tree: Path, workload: str) -> dict:
     """One run of ``workload`` with ``tree``'s code: its figures."""
     env = {
         **os.environ,
         "PYTHONPATH": str(tree),
         "STORM_SECONDS": os.environ.get("STORM_SECONDS", "20"),
+        "BENCH_HELD_SOURCE": held_source(),
     }
     done = subprocess.run(
         [sys.executable, "-c", RUNNER, workload],

@@ -380,6 +380,63 @@ def storm(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
     return result
 
 
+# Logged-in users each instance holds while ``storm_held``'s churn runs.
+HELD_USERS = 100 if QUICK else 10000
+HELD_STORM_SECONDS = 1 if QUICK else 20
+
+
+def storm_held(kind: str, workdir: Path, redis_url: str, progress: Progress) -> dict:
+    """The storm's churn on two instances that each hold HELD_USERS users.
+
+    A deployed instance is not empty while users come and go, and what a
+    login or a leave costs may grow with the users already there (a leave
+    in python-socketio's manager tested every room of the instance). The
+    held users sit in rooms of their own, so the churn's broadcasts are the
+    same as in ``storm``. Their own CPU (pings, presence upkeep) is measured
+    in a quiet window first and taken out of the figure.
+    """
+    settings = {"LOG_LEVEL": "INFO"} if kind == "ours" else {}
+    holders = []
+    with pair(kind, workdir, redis_url, **settings) as servers:
+        try:
+            held = []
+            for server in servers:
+                gen = loadgen(
+                    {"mode": "hold", "url": server.url}, stdin=subprocess.PIPE
+                )
+                holders.append(gen)
+                gen.stdin.write(f"target {HELD_USERS}\n")
+                gen.stdin.flush()
+                held.append(json.loads(gen.stdout.readline()))
+            cpu0, t0 = sum(cpu_seconds(s) for s in servers), time.monotonic()
+            time.sleep(IDLE_SECONDS)
+            idle = (sum(cpu_seconds(s) for s in servers) - cpu0) / (
+                time.monotonic() - t0
+            )
+            spec = {
+                "mode": "churn",
+                "urls": [s.url for s in servers],
+                "rooms": STORM_ROOMS,
+                "batch": STORM_BATCH,
+                "duration": HELD_STORM_SECONDS,
+            }
+            result = measured_run(spec, servers, HELD_STORM_SECONDS + 120)
+        finally:
+            for gen in holders:
+                with contextlib.suppress(OSError):
+                    gen.stdin.write("quit\n")
+                    gen.stdin.flush()
+                try:
+                    gen.wait(60)
+                except subprocess.TimeoutExpired:
+                    gen.kill()
+    result["held"] = held
+    result["idle_cpu"] = idle
+    result["server_cpu"] -= idle
+    progress.step(f"storm with users held {kind}")
+    return result
+
+
 RECOVER_USERS = 200 if QUICK else 5000
 RECOVER_ROOM_SIZE = 50
 RECOVER_RUNS = 1 if QUICK else 3
@@ -528,6 +585,10 @@ def summarize(results: dict) -> dict:
             "server CPU ms per churn cycle (connect, log in, a message, leave)": (
                 per_cycle_ms(mine["storm"])
             ),
+            f"the same with {HELD_USERS:,} users held on each instance": (
+                per_cycle_ms(mine["storm_held"])
+            ),
+            "logins/s in that churn": mine["storm_held"]["loginsPerS"],
             f"s to log in again all users of a killed instance ({RECOVER_USERS} "
             f"users on 2, nginx; median of {RECOVER_RUNS})": mine["recover"][
                 "recoverS"
@@ -684,7 +745,7 @@ def main() -> None:
     total = (
         2 * len(HOLD_STEPS)
         + 5 * len(FANOUT_RATES)
-        + 3 * 3
+        + 3 * 4
         + 2 * CLUSTER_ROUNDS * len(CLUSTER_RATES)
     )
     progress = Progress(total)
@@ -699,6 +760,8 @@ def main() -> None:
         results["ours"]["redis_cluster"] = on_redis_cluster(workdir, url, progress)
         for kind in SERVERS:
             results[kind]["storm"] = storm(kind, workdir, url, progress)
+        for kind in SERVERS:
+            results[kind]["storm_held"] = storm_held(kind, workdir, url, progress)
         for kind in SERVERS:
             results[kind]["recover"] = recover(kind, workdir, url, progress)
     finally:

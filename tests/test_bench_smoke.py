@@ -40,6 +40,10 @@ def test_quick_benchmark_reports_ours_and_both_peers(tmp_path):
         assert figures[kind]["logins/s in a churn, 2 instances"] > 0
         [cycle] = [n for n in figures[kind] if n.startswith("server CPU ms per churn")]
         assert figures[kind][cycle] > 0
+        # The same churn on instances that hold users of their own.
+        [held] = [n for n in figures[kind] if n.endswith("held on each instance")]
+        assert figures[kind][held] > 0
+        assert figures[kind]["logins/s in that churn"] > 0
         # Every user of the killed instance came back (None: some did not).
         [recover] = [n for n in figures[kind] if n.startswith("s to log in again")]
         assert 0 < figures[kind][recover] < 60
