@@ -170,3 +170,19 @@ def test_error_answers_are_not_sniffed_and_do_not_echo_input(client, caplog):
     assert b"<script>" not in answer.data
     assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
     assert client.get("/").headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_forged_address_is_never_remembered_and_a_real_one_is_parsed_once():
+    """Peers are parsed from a bounded memory of recent addresses; text that
+    is no address (a forwarded header can hold anything) stays out of it."""
+    from chat.transport.clientaddr import _remembered, client_key, parse_address
+
+    assert parse_address("192.0.2.7") is parse_address("192.0.2.7")
+    before = _remembered.cache_info().currsize
+    for junk in ("x" * 10_000, "1.2.3.4" + " " * 100):
+        with pytest.raises(ValueError):
+            parse_address(junk)
+        assert client_key(junk) == junk  # counted as it is, as before
+    assert _remembered.cache_info().currsize == before
+    assert _remembered.cache_info().maxsize == 4096
+    assert client_key("2001:db8::1:2") == "2001:db8::/64"

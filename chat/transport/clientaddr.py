@@ -12,6 +12,7 @@ one IPv6 host normally holds a whole /64.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -28,10 +29,29 @@ def parse_networks(items: list[str]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+# The longest address text worth remembering (an IPv6 address with an
+# IPv4 tail); anything longer is no address, and parsed (refused) each time.
+_ADDRESS_CHARS = 45
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(address)
+
+
+def parse_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``ipaddress.ip_address``, remembered for the last 4,096 addresses:
+    every connection's peer is parsed two or three times, mostly the same
+    few (a proxy's). ValueError for anything else."""
+    if len(address) > _ADDRESS_CHARS:
+        return ipaddress.ip_address(address)
+    return _remembered(address)
+
+
 def in_networks(address: str, networks: tuple[Network, ...]) -> bool:
     """True if ``address`` (text) is in one of ``networks``; False if unparsable."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = parse_address(address)
     except ValueError:
         return False
     if ip.version == 6 and ip.ipv4_mapped is not None:
@@ -54,7 +74,7 @@ def client_key(address: str, ipv6_prefix: int = 64) -> str:
     """The client an address counts as: IPv4 itself (also when mapped into
     IPv6), IPv6 by its prefix; anything unparsable as it is."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = parse_address(address)
     except ValueError:
         return address
     if ip.version == 6 and ip.ipv4_mapped is not None:
