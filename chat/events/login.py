@@ -41,12 +41,15 @@ def login(raw_name, raw_room, token, last_id, through_auth=False) -> None:
     brought a token) is ``proven``, and its name is held for it while it is
     away (a dropped connection, a deploy)."""
     state = chat_state()
+    sid = request.sid  # (each read of ``request`` goes through a context proxy)
     started = time.perf_counter()
     try:
         # One of LOGINS_IN_FLIGHT (chat.limits.admission): in a reconnect storm the
         # users already chatting are not queued behind every login at once.
-        with state.admission.login(), serialised(state, request.sid):
-            _login_serialised(state, raw_name, raw_room, token, last_id, through_auth)
+        with state.admission.login(), serialised(state, sid):
+            _login_serialised(
+                state, sid, raw_name, raw_room, token, last_id, through_auth
+            )
     finally:
         metrics.LOGIN_SECONDS.observe(time.perf_counter() - started)
 
@@ -55,11 +58,13 @@ def _connected(sid: str) -> bool:
     return sio().server.manager.is_connected(sid, "/")
 
 
-def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -> None:
+def _login_serialised(
+    state, sid, raw_name, raw_room, token, last_id, through_auth
+) -> None:
     config = current_app.config
-    if not _connected(request.sid):
+    if not _connected(sid):
         return
-    if request.sid in state.presence.local:
+    if sid in state.presence.local:
         raise Refused("already_logged_in", "This connection is already logged in.")
     name = clean_name(raw_name, config["MAX_NAME_CHARS"])
     room = clean_room(raw_room, config["MAX_ROOM_CHARS"])
@@ -78,7 +83,7 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
         _refuse_banned(ban)
     if not brought_token:
         token = secrets.token_urlsafe(24)
-    member = Member(request.sid, room, name, token, brought_token or through_auth)
+    member = Member(sid, room, name, token, brought_token or through_auth)
     result = state.presence.join(member, config["MAX_USERS_LISTED"], checks)
     if checks:
         # Redis not answering read nothing: nobody refused, nobody moderates.
@@ -86,10 +91,10 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
         _refuse_banned(ban)
     if not result.ok:
         raise Refused("name_taken", f"The name {name!r} is already in use.")
-    _admit_room(state, room, result)
-    if not _connected(request.sid):
+    _admit_room(state, sid, room, result)
+    if not _connected(sid):
         # The session closed while Redis answered: undo, or the name stays.
-        state.presence.leave(request.sid)
+        state.presence.leave(sid)
         return
     # Listing a big room at every login would cost O(users) each time: the
     # join lists only rooms up to MAX_USERS_LISTED (None past that).
@@ -98,7 +103,7 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
     manager = sio().server.manager
     manager.ensure_room(room)
     history, read_up_to, meanwhile = catch_up(
-        state, manager, config, room, last_id, request.sid
+        state, manager, config, room, last_id, sid
     )
     # No yield from here to the end: the socket joins the room right after
     # its history was read, so every later message reaches it live, after
@@ -111,7 +116,7 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
         # the login says the newest count instead of the one of its own join.
         count = state.counts.count_now(room, result.seq, result.count)
     state.tally.add("logins")
-    log.debug("login", extra={"sid": request.sid, "room": room, "event": "add user"})
+    log.debug("login", extra={"sid": sid, "room": room, "event": "add user"})
     reply(
         "login",
         {
@@ -121,7 +126,7 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
             "token": token,
             "users": users,
             # The page compares it with its own: a new release offers a reload.
-            "release": current_app.config["RELEASE"],
+            "release": config["RELEASE"],
             # Additions of moderation: the page shows its controls, and
             # the room's slow mode.
             "moderator": moderator and brought_token,
@@ -133,7 +138,7 @@ def _login_serialised(state, raw_name, raw_room, token, last_id, through_auth) -
         emit("user joined", joined, to=room, include_self=False)
     reply("history", history)
     if config["REDIS_URL"]:
-        state.delivered.note_catch_up(room, request.sid, read_up_to, meanwhile)
+        state.delivered.note_catch_up(room, sid, read_up_to, meanwhile)
     if result.replaced_sid:
         # The same person's older connection (a page that lost its network,
         # or the tab this one was duplicated from) is told and closed; the
@@ -152,7 +157,7 @@ def _refuse_banned(ban: dict | None) -> None:
         raise Refused("banned", f"You are banned{until(ban)}: {ban['reason']}")
 
 
-def _admit_room(state, room: str, result) -> None:
+def _admit_room(state, sid: str, room: str, result) -> None:
     """Count the room, now that the login is otherwise accepted; a refusal
     gives the name back (nobody was told of the join yet)."""
     occupied = result.count > 1 or (
@@ -162,7 +167,7 @@ def _admit_room(state, room: str, result) -> None:
     admitted = state.rooms.admit(room, client_of_request(), occupied, always)
     if admitted == rooms.ADMITTED:
         return
-    state.presence.leave(request.sid)
+    state.presence.leave(sid)
     if admitted == rooms.CLIENT_OPENED_TOO_MANY:
         raise Refused(
             "too_many_rooms", "Your network opened too many rooms; try later."
