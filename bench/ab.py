@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.ab REV                   # the churn, 5 runs each
     .venv/bin/python -m bench.ab REV fanout --runs 3   # CPU per delivery, 2 instances
     .venv/bin/python -m bench.ab REV recover           # a killed instance's users back
-    .venv/bin/python -m bench.ab REV held              # the churn, 10,000 users on each instance
+    .venv/bin/python -m bench.ab REV held              # the churn, 10,000 users held
 
 Most single changes are worth a few per cent, and one run of a workload
 moves by more than that: the same code read 1.63 and 1.81 ms per churn
