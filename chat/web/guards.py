@@ -96,7 +96,10 @@ class Guard:
         def start(status, headers, exc_info=None):
             return start_response(status, with_safety_headers(headers), exc_info)
 
-        refused = self.refusal(environ)
+        # An upgrade the websocket handler already asked about is not asked
+        # again (``refusal_before_upgrade``).
+        passed = environ.pop(_PASSED, False)
+        refused = None if passed else self.refusal(environ)
         if refused is not None:
             status, headers, body = refused
             start(status, headers)
@@ -120,7 +123,14 @@ def refusal_before_upgrade(application, environ) -> tuple | None:
     wsgi_app = getattr(application, "wsgi_app", application)
     if not isinstance(wsgi_app, Guard):
         return None
-    return wsgi_app.refusal(environ)
+    refused = wsgi_app.refusal(environ)
+    if refused is None:
+        environ[_PASSED] = True
+    return refused
+
+
+# Set in an upgrade's environ once the guard let it pass.
+_PASSED = "chat.guard_passed"
 
 
 def session_id(environ) -> str | None:
