@@ -82,12 +82,15 @@ def catch_up(
         [parse_id(since) if since else (0, 0)]
         + [parse_id(m["id"]) for m in messages[-1:]]
     )
-    known = {m["id"] for m in messages}
-    added = [m for m in meanwhile if m["id"] not in known]
+    added = []
+    if meanwhile:
+        known = {m["id"] for m in messages}
+        added = [m for m in meanwhile if m["id"] not in known]
     if added:
         messages = sorted(messages + added, key=lambda m: parse_id(m["id"]))
     history = {
-        "messages": [public(m) for m in messages],
+        # (``public`` copies only a message that carries a clientId.)
+        "messages": [m if "clientId" not in m else public(m) for m in messages],
         "dropped": dropped,
         "since": since,
     }
