@@ -88,11 +88,8 @@ class Fanout:
 
     def _disconnect(self, room: str, name: str) -> None:
         key = name_key(name)
-        sids = [
-            sid
-            for sid, member in list(self.state.presence.local.items())
-            if member.room == room and member.key == key
-        ]
+        members = self.state.presence.local.in_room(room)
+        sids = [sid for sid, member in list(members.items()) if member.key == key]
         for sid in sids:
             self.socketio.server.disconnect(sid, namespace="/")
 
@@ -192,7 +189,7 @@ class Fanout:
         self.gap()
         since = f"{gap_started_ms - REPLAY_SLACK_MS}-0"
         replayed = 0
-        for room in {m.room for m in list(state.presence.local.values())}:
+        for room in state.presence.local.rooms():
             for entry in state.history.after(room, since, state.replay_limit):
                 if state.outbox.holds(room, entry):
                     continue  # this instance's outbox announces it itself

@@ -6,6 +6,7 @@ is what an instance can always vouch for.
 
 from __future__ import annotations
 
+from chat.presence.local import LocalMembers
 from chat.presence.member import JoinResult, Member
 from chat.validation import name_key
 
@@ -18,7 +19,7 @@ class MemoryPresence:
     checks_in_join = False
 
     def __init__(self) -> None:
-        self.local: dict[str, Member] = {}
+        self.local = LocalMembers()
         self._rooms: dict[str, dict[str, Member]] = {}
 
     def join(self, member: Member, list_up_to: int = 0, checks=()) -> JoinResult:

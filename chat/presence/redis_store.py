@@ -21,6 +21,7 @@ import redis
 
 from chat.cluster.batching import ScriptBatcher
 from chat.cluster.keys import Keys
+from chat.presence.local import LocalMembers
 from chat.presence.member import JoinResult, Member
 from chat.presence.scripts import JOIN, LEAVE, REAP, SEQ_TTL_S
 from chat.presence.upkeep import Upkeep
@@ -40,7 +41,7 @@ class RedisPresence(Upkeep):
         heartbeat_s: float,
         ttl_s: int,
     ) -> None:
-        self.local: dict[str, Member] = {}
+        self.local = LocalMembers()
         self.degraded_reason: str | None = None
         self.instance_id = instance_id
         self._r = client
@@ -190,7 +191,7 @@ class RedisPresence(Upkeep):
         self, member: Member, exc: Exception, list_up_to: int
     ) -> JoinResult:
         self.mark_degraded(exc)
-        same_room = [m for m in self.local.values() if m.room == member.room]
+        same_room = list(self.local.in_room(member.room).values())
         holder = next((m for m in same_room if m.key == member.key), None)
         if holder is not None and holder.token != member.token:
             return JoinResult(False, len(same_room))
@@ -238,8 +239,8 @@ class RedisPresence(Upkeep):
 
     def _local_names(self, room: str) -> list[str]:
         return sorted(
-            (m.name for m in self.local.values() if m.room == room), key=str.casefold
+            (m.name for m in self.local.in_room(room).values()), key=str.casefold
         )
 
     def _local_count(self, room: str) -> int:
-        return sum(1 for m in self.local.values() if m.room == room)
+        return len(self.local.in_room(room))
