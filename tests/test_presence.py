@@ -47,6 +47,10 @@ def test_local_members_change_only_where_the_rooms_follow():
         with pytest.raises(TypeError):
             change()
     assert list(local.in_room("dev")) == ["a"]
+    for room in ("dev", "nowhere"):
+        with pytest.raises(TypeError):
+            local.in_room(room)["b"] = Member("b", room, "Bo", "t")
+    assert list(local.in_room("dev")) == ["a"] and local.in_room("nowhere") == {}
     with pytest.raises(KeyError):
         local.pop("nobody")
 

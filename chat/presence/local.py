@@ -10,9 +10,12 @@ room's members as well, so those answers cost the room's size.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from chat.presence.member import Member
 
-_NONE: dict = {}
+_NONE: Mapping[str, Member] = MappingProxyType({})
 
 
 class LocalMembers(dict):
@@ -28,9 +31,11 @@ class LocalMembers(dict):
         super().__init__()
         self._rooms: dict[str, dict[str, Member]] = {}
 
-    def in_room(self, room: str) -> dict[str, Member]:
-        """Session id -> member of ``room``'s local members (do not change it)."""
-        return self._rooms.get(room, _NONE)
+    def in_room(self, room: str) -> Mapping[str, Member]:
+        """Session id -> member of ``room``'s local members, read-only: a
+        change through it would leave the rooms disagreeing with the sessions."""
+        members = self._rooms.get(room)
+        return _NONE if members is None else MappingProxyType(members)
 
     def rooms(self) -> list[str]:
         """The rooms with a local member."""
