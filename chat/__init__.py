@@ -14,11 +14,11 @@ from pathlib import Path
 
 import click
 from flask import Flask
-from flask_socketio import SocketIO
 
 from chat import events
 from chat.cluster.manager import require_redis
 from chat.config import Config, SettingError
+from chat.internals.flask_context import ChatSocketIO
 from chat.internals.socketio_server import install
 from chat.lifecycle import log_start, socketio_options, start_services
 from chat.moderation.cli import moderation as moderation_cli
@@ -63,7 +63,7 @@ def create_app(config=None) -> Flask:
     if config["REDIS_URL"]:
         require_redis(config["REDIS_URL"])
     app.session_interface = NoSessions()
-    socketio = SocketIO()
+    socketio = ChatSocketIO()
     state = app.extensions["chat"] = build_state(config, socketio)
     if handler is not None:
         instance_filter = InstanceFilter(state.instance_id)

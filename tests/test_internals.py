@@ -447,3 +447,38 @@ def test_the_websocket_handler_answers_a_refused_upgrade_before_any_101():
     assert "self.result = self.upgrade_websocket()" in source
     assert "hasattr(self, 'websocket')" in source
     assert "self.process_result()" in source
+
+
+def test_an_event_context_is_built_as_flasks_own_is(app):
+    """flask_context.EventContext fills a RequestContext's fields itself,
+    without Flask's constructor: a field a Flask upgrade adds must be seen."""
+    from flask.ctx import RequestContext
+
+    from chat.internals.flask_context import EventContext
+
+    environ = {"PATH_INFO": "/socket.io/", "REQUEST_METHOD": "GET"}
+    ours = EventContext(app, dict(environ))
+    flasks = RequestContext(app, dict(environ))
+    assert vars(ours).keys() == vars(flasks).keys()
+    assert ours.url_adapter is None and flasks.url_adapter is None
+
+
+def test_socketio_events_take_the_short_flask_context(app, connect, monkeypatch):
+    """Flask-SocketIO must still hand every event to ``_handle_event``, and
+    the chat's override must take the short path: Flask's own request
+    context is never pushed for an event."""
+    from flask.ctx import RequestContext
+
+    pushed = []
+    push = RequestContext.push
+    monkeypatch.setattr(
+        RequestContext, "push", lambda self: pushed.append(self) or push(self)
+    )
+    sock = connect()
+    sock.emit("add user", "Alice")
+    sock.emit("new message", "hello", callback=True)
+    sock.disconnect()
+    assert pushed == []
+    app.teardown_request(lambda exc: None)
+    sock = connect()
+    assert pushed, "with a teardown function, Flask's context is used"

@@ -7,6 +7,8 @@
 - ``socketio_server``: socket.io's server refusing reserved and binary
   events, budgeting packets; ``install`` puts both servers in place.
 - ``emit``: the manager's broadcast loop, a frame built once per message.
+- ``flask_context``: Flask-SocketIO's event handling with a short Flask
+  context when no teardown function or signal receiver would miss it.
 - ``pins``: the versions all of these were written for.
 
 The websocket and handler overrides live with the transport

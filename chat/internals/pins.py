@@ -1,7 +1,8 @@
 """The library versions whose internals chat/ relies on, in one place.
 
 chat.internals subclasses python-engineio's socket and server and
-python-socketio's server and manager; chat.transport subclasses
+python-socketio's server and manager, and Flask-SocketIO's event handling
+with Flask's contexts; chat.transport subclasses
 gevent-websocket's websocket and handler and gunicorn's pywsgi server, and
 unmasks with wsaccel; chat.cluster.manager subclasses python-socketio's
 Redis manager; gunicorn.conf.py's worker replaces the main loop of
@@ -11,6 +12,8 @@ upgrade moves what the overrides rely on.
 """
 
 PINNED = {
+    "flask": "3.1.3",
+    "flask-socketio": "5.7.0",
     "gevent": "26.9.0",
     "gevent-websocket": "0.10.1",
     "wsaccel": "0.6.7",
