@@ -482,3 +482,32 @@ def test_socketio_events_take_the_short_flask_context(app, connect, monkeypatch)
     app.teardown_request(lambda exc: None)
     sock = connect()
     assert pushed, "with a teardown function, Flask's context is used"
+
+
+def test_an_instance_drops_its_own_publishes_before_decoding_them():
+    """python-socketio's emit puts ``host_id`` last, and the codec writes
+    compact JSON: the manager's listener drops the instance's own publishes
+    by how they end, and passes everything else (another instance's, and a
+    callback, which names the instance it is for) to be decoded."""
+    from chat.cluster.manager import ChatRedisManager
+    from chat.transport import codec
+
+    def manager():
+        made = ChatRedisManager(
+            "redis://127.0.0.1:1", channel="c", timeout_s=0.1, fanout=None
+        )
+        made.json = codec
+        made._handle_emit = lambda message: None
+        published = []
+        made._publish = published.append
+        made.emit("new message", {"username": "A", "message": "hi"}, room="r")
+        return made, codec.dumps(published[0]).encode()
+
+    ours, mine = manager()
+    _, theirs = manager()
+    callback = codec.dumps(
+        {"method": "callback", "host_id": ours.host_id, "sid": "s", "id": 1}
+    ).encode()
+    heard = [{"type": "message", "data": data} for data in (mine, theirs, callback)]
+    ours._redis_listen_with_retries = lambda: iter(heard)
+    assert list(ours._listen()) == [theirs, callback]

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 MAX_RETRY_S = 1.0
 FIRST_RETRY_S = 0.05
 PUBLISH_BATCH = 100
+# A callback names the instance it is for in host_id: never dropped as ours.
+_CALLBACK = b'{"method":"callback"'
 
 
 def require_redis(url: str) -> None:
@@ -210,13 +212,34 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
             self._publisher = None
 
     def _listen(self):
-        """Messages of the main channel and of every subscribed room's."""
+        """Messages of the main channel and of every subscribed room's,
+        but this instance's own (``_own_tail``)."""
+        own = self._own_tail()
         for message in self._redis_listen_with_retries():
             kind = message["type"]
             if kind == "message":
-                yield message["data"]
+                data = message["data"]
+                if (
+                    isinstance(data, bytes)
+                    and data.endswith(own)
+                    and not data.startswith(_CALLBACK)
+                ):
+                    continue
+                yield data
             elif kind == "subscribe":
                 self._note_subscribed(message["channel"])
+
+    def _own_tail(self) -> bytes:
+        """How this instance's own publishes end.
+
+        Every instance hears its own publishes back on the channels it is
+        subscribed to, and python-socketio decodes each one only to drop it
+        for its ``host_id`` (all but a callback, which names the instance it
+        is for). ``emit`` puts ``host_id`` last and the codec writes compact
+        JSON, so the raw message ends with this: it is dropped undecoded.
+        A message that ends otherwise is decoded and judged as before.
+        """
+        return ("," + self.json.dumps({"host_id": self.host_id})[1:]).encode()
 
     def _redis_listen_with_retries(self):
         """Listen; after a failure resubscribe at once, then back off to 1 s.

@@ -7,11 +7,17 @@ from __future__ import annotations
 import logging
 
 import gevent
-from flask import current_app, request
 from flask_socketio import SocketIO
 
-from chat.events.context import chat_state, refuse, serialised
+from chat.events.context import (
+    app_config,
+    chat_state,
+    current_sid,
+    refuse,
+    serialised,
+)
 from chat.events.login import login
+from chat.internals.flask_context import event_app, event_request
 from chat.validation import Refused
 
 log = logging.getLogger("chat.events")
@@ -20,10 +26,10 @@ log = logging.getLogger("chat.events")
 def on_connect(auth=None):
     """Log the connection; log in at once if the client sent a name in ``auth``."""
     chat_state().tally.add("connects")
-    log.debug(
-        "connect",
-        extra={"sid": request.sid, "transport": request.args.get("transport", "?")},
-    )
+    if log.isEnabledFor(logging.DEBUG):  # (the query is parsed for it)
+        request = event_request()
+        transport = request.args.get("transport", "?")
+        log.debug("connect", extra={"sid": request.sid, "transport": transport})
     if isinstance(auth, dict) and auth.get("username") is not None:
         try:
             login(
@@ -59,16 +65,15 @@ def on_disconnect(reason=None, *_):
     claiming is released too instead of staying behind as a ghost.
     """
     state = chat_state()
-    sid = request.sid
+    sid = current_sid()
     state.limiter.forget(sid)
     state.typing_limiter.forget(sid)
     state.tally.add("disconnects")
     log.debug("disconnect", extra={"sid": sid, "reason": reason})
-    grace = current_app.config["LEAVE_GRACE_S"]
+    grace = app_config()["LEAVE_GRACE_S"]
     member = state.presence.local.get(sid)
     if grace > 0 and reason in DROPPED and member is not None and member.proven:
-        app = current_app._get_current_object()
-        gevent.spawn_later(grace, _leave_later, app, sid)
+        gevent.spawn_later(grace, _leave_later, event_app(), sid)
     else:
         _leave(state, sid)
 
@@ -81,7 +86,7 @@ def _leave(state, sid: str) -> None:
         # An empty room without history no longer counts toward MAX_ROOMS
         # (with Redis the leave script uncounts it, and presence tells the
         # room count: chat.state).
-        cluster = current_app.config["REDIS_URL"]
+        cluster = app_config()["REDIS_URL"]
         if count == 0 and not cluster and not state.history.has_messages(member.room):
             state.rooms.release(member.room)
 

@@ -7,12 +7,11 @@ import logging
 import secrets
 import time
 
-from flask import current_app, request
-from flask_socketio import emit, join_room
-
 from chat.events.context import (
+    app_config,
     chat_state,
     client_of_request,
+    current_sid,
     guarded,
     reply,
     serialised,
@@ -41,7 +40,7 @@ def login(raw_name, raw_room, token, last_id, through_auth=False) -> None:
     brought a token) is ``proven``, and its name is held for it while it is
     away (a dropped connection, a deploy)."""
     state = chat_state()
-    sid = request.sid  # (each read of ``request`` goes through a context proxy)
+    sid = current_sid()
     started = time.perf_counter()
     try:
         # One of LOGINS_IN_FLIGHT (chat.limits.admission): in a reconnect storm the
@@ -61,7 +60,7 @@ def _connected(sid: str) -> bool:
 def _login_serialised(
     state, sid, raw_name, raw_room, token, last_id, through_auth
 ) -> None:
-    config = current_app.config
+    config = app_config()
     if not _connected(sid):
         return
     if sid in state.presence.local:
@@ -100,7 +99,8 @@ def _login_serialised(
     # join lists only rooms up to MAX_USERS_LISTED (None past that).
     users = result.names
     # Hear the room before reading its history (chat.cluster.channels).
-    manager = sio().server.manager
+    server = sio().server
+    manager = server.manager
     manager.ensure_room(room)
     history, read_up_to, meanwhile = catch_up(
         state, manager, config, room, last_id, sid
@@ -108,7 +108,7 @@ def _login_serialised(
     # No yield from here to the end: the socket joins the room right after
     # its history was read, so every later message reaches it live, after
     # the history and never also in it.
-    join_room(room)
+    server.enter_room(sid, room, namespace="/")
     count = result.count
     if result.seq is not None:
         # Joins and leaves that reached this instance while the history was
@@ -135,7 +135,7 @@ def _login_serialised(
     )
     if not result.replaced_sid:
         joined = presence_event(name, result.count, result.seq)
-        emit("user joined", joined, to=room, include_self=False)
+        server.emit("user joined", joined, to=room, skip_sid=sid, namespace="/")
     reply("history", history)
     if config["REDIS_URL"]:
         state.delivered.note_catch_up(room, sid, read_up_to, meanwhile)
@@ -161,7 +161,7 @@ def _admit_room(state, sid: str, room: str, result) -> None:
     """Count the room, now that the login is otherwise accepted; a refusal
     gives the name back (nobody was told of the join yet)."""
     occupied = result.count > 1 or (
-        not current_app.config["REDIS_URL"] and state.history.has_messages(room)
+        not app_config()["REDIS_URL"] and state.history.has_messages(room)
     )
     always = room == DEFAULT_ROOM
     admitted = state.rooms.admit(room, client_of_request(), occupied, always)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, request
+from flask import request
 from flask_socketio import emit
 
 from chat.events.context import (
+    app_config,
     chat_state,
     client_of_request,
+    current_sid,
     guarded,
     logged_in_member,
     reply,
@@ -33,13 +35,14 @@ def on_new_message(text=None, options=None, *_):
     here as ``pending`` (no id yet); ``message stored`` follows.
     """
     member = logged_in_member()
-    message = clean_message(text, current_app.config["MAX_MESSAGE_CHARS"])
+    message = clean_message(text, app_config()["MAX_MESSAGE_CHARS"])
     client_id = clean_client_id(options)
     state = chat_state()
+    sid = current_sid()
     _spend_client_budget(state, message)
     try:
         accepted = state.outbox.accept(
-            member.room, member.name, message, client_id, request.sid
+            member.room, member.name, message, client_id, sid
         )
     except SlowMode as slow:
         raise Refused(
@@ -62,10 +65,10 @@ def on_new_message(text=None, options=None, *_):
         # (chat.messages.delivered). One still waiting in the outbox (no id
         # yet) is the outbox's to announce.
         if state.redis and "id" in entry:
-            state.fanout.send(member.room, entry, request.sid, False)
+            state.fanout.send(member.room, entry, sid, False)
         return _ack(entry)
     metrics.MESSAGES_OUT.inc()
-    state.fanout.send(member.room, entry, request.sid, accepted.status == "pending")
+    state.fanout.send(member.room, entry, sid, accepted.status == "pending")
     return _ack(entry)
 
 

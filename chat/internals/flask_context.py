@@ -118,3 +118,23 @@ class ChatSocketIO(SocketIO):
             # Werkzeug's request put itself in the session's environ, which
             # lives as long as the session: Flask's pop lets it go.
             environ["werkzeug.request"] = None
+
+
+def event_app():
+    """The app of the context being handled: ``current_app``'s object,
+    read without its proxy (a fifth of the cost; a churn cycle reads it a
+    dozen times). Outside any app context, the same error as the proxy."""
+    context = _cv_app.get(None)
+    if context is None:
+        raise RuntimeError("Working outside of application context.")
+    return context.app
+
+
+def event_request():
+    """The request of the context being handled: ``request``'s object,
+    read without its proxy. Outside any request context, the same error as
+    the proxy."""
+    context = _cv_request.get(None)
+    if context is None:
+        raise RuntimeError("Working outside of request context.")
+    return context.request
