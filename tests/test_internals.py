@@ -18,6 +18,7 @@ import engineio.socket
 import gevent.socket
 import pytest
 import socketio
+from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 from gunicorn.workers.base import Worker
@@ -86,6 +87,17 @@ def test_installed_versions_are_the_ones_the_guards_were_written_for(package, pi
             ],
         ),
         (PyWSGIServer, ["handle", "handler_class"]),
+        (
+            WSGIHandler,
+            [
+                "_write_with_headers",
+                "finalize_headers",
+                "headers_sent",
+                "status",
+                "response_headers",
+                "code",
+            ],
+        ),
         (
             engineio.socket.Socket,
             [

@@ -223,6 +223,8 @@ class ChatSocket(Socket):
             if data is None:
                 break  # closed by the client, a limit or a server close
             self.handling = True
+            # What the event answers goes out in one write (``hold``).
+            websocket.hold()
             try:
                 receive(packet.Packet(encoded_packet=data))
             except exceptions.UnknownPacketError:
@@ -235,6 +237,7 @@ class ChatSocket(Socket):
                 break
             finally:
                 self.handling = False
+                websocket.release()
         try:
             self._reading_ended(websocket)
         finally:

@@ -240,6 +240,29 @@ class ChatWebSocketHandler(WebSocketHandler):
         )
         return None
 
+    def _write_with_headers(self, data):
+        """A handshake's 101 waits for the first frame and goes with it.
+
+        pywsgi sends the response head on its own; a websocket's head is
+        followed at once by engine.io's open packet, so it is held
+        (``OrderedWriter.hold``) and both leave in one system call: before
+        the websocket reads anything, the client may be waiting for it.
+        The head is built as pywsgi builds it.
+        """
+        websocket = getattr(self, "websocket", None)
+        if data or self.code != 101 or not isinstance(websocket, LimitedWebSocket):
+            return super()._write_with_headers(data)
+        self.headers_sent = True
+        self.finalize_headers()
+        head = bytearray(b"HTTP/1.1 ")
+        head += self.status
+        head += b"\r\n"
+        for header, value in self.response_headers:
+            head += header + b": " + value + b"\r\n"
+        head += b"\r\n"
+        websocket.hold(bytes(head))
+        return None
+
 
 _PLAIN_TEXT = [("Content-Type", "text/plain; charset=utf-8")]
 

@@ -78,6 +78,8 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         "overflowed",
         "on_overflow",
         "shut_down",
+        "holder",
+        "held",
         "reader",
         "on_end",
         "watcher",
@@ -98,6 +100,7 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         self.overflowed = False
         self.on_overflow = None
         self.shut_down = False
+        self.holder = self.held = None  # while frames are held (``hold``)
         self.close_code: int | None = None  # of the close frame this side sent
         # Set by the session that reads this websocket from the top of the
         # connection's greenlet (``ChatWebSocketHandler.run_websocket``):
@@ -124,7 +127,7 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
             message = message.encode("utf-8")
         elif not isinstance(message, (bytes, bytearray)):
             message = str(message).encode("utf-8")
-        self._write(encode_frame(message, opcode))
+        self.write(encode_frame(message, opcode))
 
     # -- reading ------------------------------------------------------------
     def read_socket_directly(self, rfile) -> None:
@@ -189,6 +192,7 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         the reading greenlet returns. (Only while reading a frame does a
         reader wait in a greenlet.)
         """
+        self.release()
         watcher = self.watcher
         if watcher is None:
             loop = gevent.get_hub().loop
@@ -290,6 +294,7 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         """
         if self.closed:
             return None
+        self.release()
         now = time.perf_counter()
         if now - self.yielded_at > YIELD_AFTER_S:
             gevent.sleep(0)
@@ -319,6 +324,7 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         """
         if self.closed:
             return
+        self.release()
         payload = struct.pack("!H", code) + (message or b"")
         self._write(encode_frame(payload, self.OPCODE_CLOSE))
         self.close_code = code

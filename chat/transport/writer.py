@@ -23,6 +23,8 @@ from geventwebsocket.websocket import WebSocket
 # How long a websocket whose session ended may still send before its TCP
 # connection is cut off (a client that does not read would hold it).
 ENDING_GRACE_S = 2.0
+# Frames one greenlet may hold back (``OrderedWriter.hold``) before they go.
+MAX_HELD = 16
 
 
 class Counts:
@@ -48,7 +50,39 @@ class OrderedWriter:
         """Send one encoded frame in order, without blocking; False if dropped."""
         if self.closed:
             return False
+        holder = self.holder
+        if holder is not None:
+            if holder is gevent.getcurrent() and len(self.held) < MAX_HELD:
+                self.held.append(frame)
+                return True
+            self.release()
         return self._write(frame)
+
+    # -- holding: one system call for what one event answers ----------------
+    def hold(self, first: bytes = b"") -> None:
+        """Keep what this greenlet writes until ``release``, then send it at once.
+
+        Every ``send`` to a client costs a system call and a wake-up of its
+        reader, whatever its size. The frames one event answers with (a
+        login's ``login`` and ``history``, a connect's acknowledgement and
+        the login through ``auth``) go out together instead, and so do the
+        101 of a handshake (``first``) and engine.io's open packet. A frame
+        another greenlet writes meanwhile (a broadcast, a ping) sends what is
+        held first, then itself: order is kept and nobody else waits.
+        """
+        if self.holder is None:
+            self.holder = gevent.getcurrent()
+            self.held = [first] if first else []
+
+    def release(self) -> None:
+        """Send what ``hold`` kept, as one write; before any read (a client
+        may be waiting for it) and before the close frame."""
+        held = self.held
+        if self.holder is None:
+            return
+        self.holder = self.held = None
+        if held:
+            self._write(held[0] if len(held) == 1 else b"".join(held))
 
     def _write(self, frame) -> bool:
         if self.shut_down:

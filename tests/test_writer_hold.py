@@ -1,0 +1,108 @@
+"""What one event answers leaves in one system call (``OrderedWriter.hold``),
+and holding never reorders frames or keeps them from a waiting client."""
+
+from __future__ import annotations
+
+import gevent
+import gevent.socket
+import pytest
+from geventwebsocket.websocket import Stream
+
+from chat import config as settings
+from chat.transport.handler import TransportLimits
+from chat.transport.websocket import LimitedWebSocket
+from chat.transport.writer import MAX_HELD, encode_frame
+
+
+class CountingSocket:
+    """The server's socket, noting each ``send`` (one system call each)."""
+
+    def __init__(self, sock) -> None:
+        self.sock = sock
+        self.sends: list[bytes] = []
+
+    def send(self, data, flags=0, timeout=None):
+        self.sends.append(bytes(data))
+        return self.sock.send(data, flags, timeout)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+@pytest.fixture
+def pair():
+    """A server websocket on one end of a socket pair, the client's end."""
+    server, client = gevent.socket.socketpair()
+
+    class Handler:
+        socket = server
+        rfile = server.makefile("rb")
+
+    limits = TransportLimits.from_config(_settings())
+    websocket = LimitedWebSocket({}, Stream(Handler), Handler, limits)
+    counting = websocket.raw_socket = CountingSocket(server)
+    yield websocket, counting, client
+    Handler.rfile.close()
+    client.close()
+    server.close()
+
+
+def _settings() -> dict:
+    config = settings.TestConfig()
+    return {name: getattr(config, name) for name in dir(config) if name.isupper()}
+
+
+def frame(text: str) -> bytes:
+    return encode_frame(text.encode())
+
+
+def test_held_frames_leave_together_on_release(pair):
+    websocket, counting, _ = pair
+    websocket.hold(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+    websocket.write(frame("0{open}"))
+    websocket.write(frame("40"))
+    assert counting.sends == []
+    websocket.release()
+    assert counting.sends == [
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n" + frame("0{open}") + frame("40")
+    ]
+
+
+def test_another_greenlets_frame_goes_after_what_is_held_and_at_once(pair):
+    """A broadcast or a ping never waits for a handler to finish."""
+    websocket, counting, _ = pair
+    websocket.hold()
+    websocket.write(frame("login"))
+    gevent.spawn(websocket.write, frame("broadcast")).join()
+    assert counting.sends == [frame("login"), frame("broadcast")]
+    websocket.write(frame("history"))
+    websocket.release()
+    assert counting.sends == [frame("login"), frame("broadcast"), frame("history")]
+
+
+def test_a_read_or_a_close_sends_what_is_held_first(pair):
+    """The client may be waiting for the held frames before it sends."""
+    websocket, counting, client = pair
+    websocket.hold(b"HEAD")
+    # A masked client frame "hi" (mask "abcd").
+    masked = bytes(a ^ b for a, b in zip(b"hi", b"ab", strict=True))
+    client.sendall(b"\x81\x82abcd" + masked)
+    assert websocket.receive() == "hi"
+    assert counting.sends == [b"HEAD"]
+    websocket.hold()
+    websocket.write(frame("last"))
+    websocket.close()
+    assert counting.sends[1] == frame("last")
+    assert counting.sends[2][:1] == b"\x88", "then the close frame"
+
+
+def test_a_greenlet_holds_a_bounded_number_of_frames(pair):
+    websocket, counting, _ = pair
+    websocket.hold()
+    for number in range(MAX_HELD + 1):
+        websocket.write(frame(str(number)))
+    # Past the bound, what was held goes, and so does the frame after it.
+    assert counting.sends == [
+        b"".join(frame(str(n)) for n in range(MAX_HELD)),
+        frame(str(MAX_HELD)),
+    ]
