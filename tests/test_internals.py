@@ -523,3 +523,52 @@ def test_an_instance_drops_its_own_publishes_before_decoding_them():
     heard = [{"type": "message", "data": data} for data in (mine, theirs, callback)]
     ours._redis_listen_with_retries = lambda: iter(heard)
     assert list(ours._listen()) == [theirs, callback]
+
+
+def test_the_service_task_passes_over_every_session_in_one_wake(app):
+    """engine.io's service task waits once per session; ours looks at a
+    thousand sessions in one pass: it closes the one whose pong is overdue,
+    forgets the closed one, and stops when engine.io's ``shutdown`` sets
+    its event."""
+    import time
+
+    import gevent.event
+
+    eio = app.extensions["socketio"].server.eio
+    waits = []
+
+    class CountingEvent(gevent.event.Event):
+        def wait(self, timeout=None):
+            waits.append(timeout)
+            return super().wait(timeout)
+
+    class Session:
+        closing = False
+
+        def __init__(self, sid, closed=False, last_ping=None):
+            self.sid, self.closed, self.last_ping = sid, closed, last_ping
+            self.checked = 0
+
+        def check_ping_timeout(self):
+            self.checked += 1
+            if self.last_ping and time.time() - self.last_ping > eio.ping_timeout:
+                self.closed = True
+
+    eio.create_event = CountingEvent
+    eio.ping_timeout = 0.05
+    answering = {f"s{n}": Session(f"s{n}") for n in range(1000)}
+    gone = Session("gone", last_ping=time.time() - 60)
+    closed = Session("closed", closed=True)
+    eio.sockets.update(answering, gone=gone, closed=closed)
+    task = gevent.spawn(eio._service_task)
+    deadline = time.monotonic() + 10
+    while "closed" in eio.sockets and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    eio.service_task_event.set()
+    task.join(5)
+    assert task.dead
+    assert "closed" not in eio.sockets and gone.closed
+    assert all(session.checked >= 1 for session in answering.values())
+    passes = min(session.checked for session in answering.values())
+    # One wait per pass, not per session (engine.io's own: 1,002 per pass).
+    assert len(waits) <= passes + 2

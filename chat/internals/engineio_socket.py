@@ -13,7 +13,8 @@ every recipient; each held websocket costs two greenlets' stacks.
   packet, so every recipient gets the same bytes), through
   ``LimitedWebSocket.write``: ordered, non-blocking, with a bounded backlog
   drained by one short-lived flusher. No writer greenlet, no queue.
-- Pings come from a libev timer in the hub, not a sleeping greenlet.
+- Pings come from a libev timer in the hub, not a sleeping greenlet, and
+  so does the end of a session whose client stopped answering them.
 - Reading needs no greenlet while the client is quiet: the websocket is
   parked in a read watcher of the loop, and its next bytes start a reader.
   An idle session holds no greenlet at all.
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # Shared by every socket: its encoding and frame are computed once.
 _PING = packet.Packet(packet.PING)
+# How long past the ping timeout a pong may still come (the timer's and the
+# clock's granularity).
+PONG_GRACE_S = 0.1
 
 
 class _NoQueue:
@@ -180,6 +184,34 @@ class ChatSocket(Socket):
             self.send(_PING)
         except Exception:
             log.exception("sending a ping failed")
+        # No answer within the ping timeout: the client is gone. The timer
+        # that fired goes; the next fires then, unless a pong comes first
+        # (``schedule_ping`` closes it).
+        self.ping_timer.close()
+        timer = gevent.get_hub().loop.timer(self.server.ping_timeout + PONG_GRACE_S)
+        self.ping_timer = timer
+        timer.start(self._pong_overdue)
+
+    def _pong_overdue(self) -> None:
+        """Runs in the hub; the close runs the disconnect handlers, which may
+        talk to Redis, so it runs in a greenlet of its own.
+
+        engine.io's service task finds such a session by looking at every
+        session in turn, waking once per session (``ChatEngineIOServer``
+        keeps it as a slow safety net): here each session's own timer does.
+        """
+        self.ping_timer.close()
+        self.ping_timer = None
+        if self.last_ping and not (self.closing or self.closed):
+            gevent.spawn(self._ping_timed_out)
+
+    def _ping_timed_out(self) -> None:
+        if self.closing or self.closed:
+            return
+        log.info("%s: client is gone (no pong), closing the session", self.sid)
+        # As engine.io's ``check_ping_timeout``: a CLOSE packet, in case the
+        # connection is only half-open.
+        self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT)
 
     # -- the websocket ----------------------------------------------------------
     def _websocket_handler(self, ws):
