@@ -201,8 +201,10 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
 
     def _readable(self, then) -> None:
         """Runs in the hub: start the reader in a new greenlet at once, as
-        gevent's own read wake-ups switch to the waiting greenlet."""
+        gevent's own read wake-ups switch to the waiting greenlet. It comes
+        from the hub, so it owes the hub no yield (``receive``) yet."""
         self.watcher.stop()
+        self.yielded_at = time.perf_counter()
         greenlet(then, gevent.get_hub()).switch(self)
 
     def finish(self) -> None:
