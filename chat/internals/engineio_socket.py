@@ -184,10 +184,13 @@ class ChatSocket(Socket):
             self.send(_PING)
         except Exception:
             log.exception("sending a ping failed")
+        if self.closing or self.closed:
+            return  # the send closed it (a backlog past its bound)
         # No answer within the ping timeout: the client is gone. The timer
         # that fired goes; the next fires then, unless a pong comes first
         # (``schedule_ping`` closes it).
-        self.ping_timer.close()
+        if self.ping_timer is not None:
+            self.ping_timer.close()
         timer = gevent.get_hub().loop.timer(self.server.ping_timeout + PONG_GRACE_S)
         self.ping_timer = timer
         timer.start(self._pong_overdue)
@@ -200,8 +203,9 @@ class ChatSocket(Socket):
         session in turn, waking once per session (``ChatEngineIOServer``
         keeps it as a slow safety net): here each session's own timer does.
         """
-        self.ping_timer.close()
-        self.ping_timer = None
+        if self.ping_timer is not None:
+            self.ping_timer.close()
+            self.ping_timer = None
         if self.last_ping and not (self.closing or self.closed):
             gevent.spawn(self._ping_timed_out)
 
