@@ -572,3 +572,28 @@ def test_the_service_task_passes_over_every_session_in_one_wake(app):
     passes = min(session.checked for session in answering.values())
     # One wait per pass, not per session (engine.io's own: 1,002 per pass).
     assert len(waits) <= passes + 2
+
+
+def test_redis_pys_connections_still_offer_what_send_all_uses():
+    """chat.cluster.wire sends commands on a pooled connection as a pipeline
+    does: the same connection methods, and no reply callback that a
+    pipeline would apply to the commands it sends."""
+    import redis
+
+    for name in ("get_connection", "release"):
+        assert callable(getattr(redis.ConnectionPool, name))
+        assert callable(getattr(redis.BlockingConnectionPool, name))
+    for name in ("pack_commands", "send_packed_command", "read_response", "disconnect"):
+        assert callable(getattr(redis.connection.AbstractConnection, name))
+    assert (
+        "with_failure_count"
+        in inspect.signature(redis.retry.Retry.call_with_retry).parameters
+    )
+    client = redis.Redis()
+    for command in ("PUBLISH", "EVALSHA"):
+        assert client.response_callbacks.get(command) is None
+    # What a pipeline does with each reply: read it, keep an error reply
+    # in its place.
+    source = inspect.getsource(redis.client.Pipeline._execute_pipeline)
+    assert "connection.send_packed_command(all_cmds)" in source
+    assert "except ResponseError as e:" in source

@@ -9,11 +9,12 @@ instance's CPU per call; the same 25 on one pipeline, 12-17 µs.
 
 ``ScriptBatcher`` is the pipeline shared by concurrent callers: a call
 queues its ``EVALSHA`` and waits; one flusher greenlet sends everything
-queued as one pipeline, hands every caller its own reply (or its own
-error), and sends what queued meanwhile as the next. Nothing waits for a
-batch to fill: with one caller the script goes out on the next loop turn,
-as before; under load the batches grow by themselves, while the previous
-one is in flight. Commands reach Redis in the order they were called.
+queued in one write (``chat.cluster.wire.send_all``), hands every caller
+its own reply (or its own error), and sends what queued meanwhile as the
+next. Nothing waits for a batch to fill: with one caller the script goes
+out on the next loop turn, as before; under load the batches grow by
+themselves, while the previous one is in flight. Commands reach Redis in
+the order they were called.
 
 Each call keeps the guarantees of a single command: the same client with
 its timeouts and retries, an error in one script is that caller's alone, a
@@ -30,6 +31,7 @@ import redis
 from gevent.event import AsyncResult
 from redis.commands.core import Script
 
+from chat.cluster.wire import send_all
 from chat.observe import metrics
 
 # More than the logins an instance lets in at once (LOGINS_IN_FLIGHT) plus
@@ -89,14 +91,15 @@ class ScriptBatcher:
             self._flusher = None
 
     def _send(self, batch: list) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for script, keys, args, _ in batch:
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        commands = [
+            ("EVALSHA", script.sha, len(keys), *keys, *args)
+            for script, keys, args, _ in batch
+        ]
         self.batches += 1
         metrics.SCRIPT_BATCHES.inc()
         metrics.SCRIPTS_BATCHED.inc(len(batch))
         try:
-            answers = pipe.execute(raise_on_error=False)
+            answers = send_all(self._client, commands)
         except redis.RedisError as exc:
             for *_, reply in batch:
                 reply.set_exception(exc)

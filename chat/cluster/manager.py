@@ -20,6 +20,7 @@ from chat.cluster.channels import RoomChannels
 from chat.cluster.clients import check_redis, is_cluster, node_client, redis_client
 from chat.cluster.keys import Keys
 from chat.cluster.shards import NodePipelines, ShardedPubSub, refresh
+from chat.cluster.wire import send_all
 from chat.internals.emit import FastEmitManager
 
 log = logging.getLogger(__name__)
@@ -193,11 +194,21 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
                         for data in batch:
                             channel = self.channel_for(data)
                             pipe.command(channel, "spublish", self.json.dumps(data))
+                        pipe.execute()
                     else:
-                        pipe = self.redis.pipeline(transaction=False)
-                        for data in batch:
-                            pipe.publish(self.channel_for(data), self.json.dumps(data))
-                    pipe.execute()
+                        dumps = self.json.dumps
+                        replies = send_all(
+                            self.redis,
+                            [
+                                ("PUBLISH", self.channel_for(data), dumps(data))
+                                for data in batch
+                            ],
+                        )
+                        # An error reply (a replica after a failover, a lost
+                        # auth) fails the batch, as a pipeline's ``execute``.
+                        for reply in replies:
+                            if isinstance(reply, Exception):
+                                raise reply
                 except Exception as exc:
                     if attempt == 0:
                         log.error("Cannot publish to Redis, retrying: %s", exc)

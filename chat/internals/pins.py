@@ -5,7 +5,8 @@ python-socketio's server and manager, and Flask-SocketIO's event handling
 with Flask's contexts; chat.transport subclasses
 gevent-websocket's websocket and handler and gunicorn's pywsgi server, and
 unmasks with wsaccel; chat.cluster.manager subclasses python-socketio's
-Redis manager; gunicorn.conf.py's worker replaces the main loop of
+Redis manager; chat.cluster.wire sends commands on redis-py's connections
+without its pipeline; gunicorn.conf.py's worker replaces the main loop of
 gunicorn's gevent worker. requirements.txt pins the same versions, and
 tests/test_internals.py fails when an installed one differs or when an
 upgrade moves what the overrides rely on.
@@ -21,4 +22,5 @@ PINNED = {
     "python-socketio": "5.18.1",
     "bidict": "0.24.1",
     "gunicorn": "27.0.1",
+    "redis": "8.1.0",
 }
