@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 import gevent
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.websocket import Header, WebSocket
-from greenlet import greenlet
 from wsaccel.xormask import XorMaskerSimple
 
 from chat.limits.buckets import Budget
+from chat.transport.workers import run_now
 from chat.transport.writer import OrderedWriter, cut_off_after_grace, encode_frame
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         A greenlet blocked in a read keeps its saved C stack and its slice
         of the interpreter's data stack: about half of what an idle
         websocket costs (docs/benchmarks.md). Instead a read watcher in the
-        loop starts ``then(self)`` in a new greenlet once the client sends,
+        loop starts ``then(self)`` in a greenlet once the client sends,
         closes, or the server shuts the connection down (``close``), and
         the reading greenlet returns. (Only while reading a frame does a
         reader wait in a greenlet.)
@@ -200,12 +200,13 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         watcher.start(self._readable, then)
 
     def _readable(self, then) -> None:
-        """Runs in the hub: start the reader in a new greenlet at once, as
-        gevent's own read wake-ups switch to the waiting greenlet. It comes
-        from the hub, so it owes the hub no yield (``receive``) yet."""
+        """Runs in the hub: start the reader in a greenlet at once (one of
+        ``chat.transport.workers``), as gevent's own read wake-ups switch to
+        the waiting greenlet. It comes from the hub, so it owes the hub no
+        yield (``receive``) yet."""
         self.watcher.stop()
         self.yielded_at = time.perf_counter()
-        greenlet(then, gevent.get_hub()).switch(self)
+        run_now(then, self)
 
     def finish(self) -> None:
         """Reading is over: the watcher goes, then ``on_end`` runs, once."""
