@@ -100,3 +100,14 @@ def test_an_exception_a_job_lets_out_reaches_the_hub_and_ends_its_worker(
     gevent.sleep(0.01)
     assert [str(e) for e in errors] == ["boom"]
     assert workers.idle_workers() <= idle
+
+
+def test_start_soon_runs_on_the_loops_next_turn_in_a_reused_worker():
+    ran = []
+    in_hub(ran.append, "warm")
+    started = workers.started
+    workers.start_soon(lambda: ran.append("soon"))
+    assert ran == ["warm"]  # not before this greenlet yields
+    gevent.sleep(0)
+    assert ran == ["warm", "soon"]
+    assert workers.started == started

@@ -26,13 +26,13 @@ caller in it, as one command would. What waits is bounded: past
 
 from __future__ import annotations
 
-import gevent
 import redis
 from gevent.event import AsyncResult
 from redis.commands.core import Script
 
 from chat.cluster.wire import send_all
 from chat.observe import metrics
+from chat.transport.workers import start_soon
 
 # More than the logins an instance lets in at once (LOGINS_IN_FLIGHT) plus
 # their leaves and messages; a call past it means Redis is not keeping up.
@@ -54,7 +54,8 @@ class ScriptBatcher:
         self._max_waiting = max_waiting
         self._max_batch = max_batch
         self._waiting: list[tuple[Script, list, list, AsyncResult]] = []
-        self._flusher: gevent.Greenlet | None = None
+        # Whether a flusher runs (in a chat.transport.workers greenlet).
+        self._flusher = False
         self.batches = 0  # pipelines sent by this one
 
     def __call__(self, script: Script, keys: list, args: list):
@@ -65,8 +66,9 @@ class ScriptBatcher:
             )
         reply = AsyncResult()
         self._waiting.append((script, keys, args, reply))
-        if self._flusher is None:
-            self._flusher = gevent.spawn(self._flush)
+        if not self._flusher:
+            self._flusher = True
+            start_soon(self._flush)
         answer = reply.get()
         if isinstance(answer, redis.exceptions.NoScriptError):
             # It did not run: load it and run it again, for this caller.
@@ -82,13 +84,13 @@ class ScriptBatcher:
                 del self._waiting[: self._max_batch]
                 self._send(batch)
                 batch = []
-        except BaseException as exc:  # killed: nobody may wait forever
+        except BaseException as exc:  # nobody may wait forever
             for *_, reply in batch + self._waiting:
                 reply.set_exception(exc)
             self._waiting.clear()
             raise
         finally:
-            self._flusher = None
+            self._flusher = False
 
     def _send(self, batch: list) -> None:
         commands = [

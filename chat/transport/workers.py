@@ -58,6 +58,17 @@ def run_now(function, argument) -> None:
         greenlet(_work, gevent.get_hub()).switch(job)
 
 
+def start_soon(function) -> None:
+    """Run ``function()`` in a worker greenlet on the loop's next turn, as
+    ``gevent.spawn`` would start a new one (with no greenlet to join or
+    kill: the function reports its own outcome)."""
+    gevent.get_hub().loop.run_callback(run_now, _call, function)
+
+
+def _call(function) -> None:
+    function()
+
+
 def idle_workers() -> int:
     """How many workers wait for a job."""
     return len(_idle)
