@@ -3,4 +3,5 @@ and their ordered writer), ``handler`` (the HTTP request, the handshake, the
 session a websocket belongs to), ``server`` (the WSGI server and its
 per-client connection cap), ``headers`` (request header parsing),
 ``clientaddr`` (who a client is: an address, IPv6 by prefix), ``codec`` (the
-JSON codec)."""
+JSON codec), ``workers`` (reused greenlets for short jobs started from the
+loop: a parked websocket's reader)."""
