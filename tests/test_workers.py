@@ -111,3 +111,18 @@ def test_start_soon_runs_on_the_loops_next_turn_in_a_reused_worker():
     gevent.sleep(0)
     assert ran == ["warm", "soon"]
     assert workers.started == started
+
+
+def test_a_worker_of_another_loop_is_never_handed_a_job():
+    """A forked child inherits the module's list: only workers of this
+    process's own hub are used."""
+    import greenlet as greenlet_module
+
+    woken = []
+    stranger = greenlet_module.greenlet(woken.append)  # parent: not the hub
+    workers._idle.append(stranger)
+    ran = []
+    in_hub(ran.append, "mine")
+    assert ran == ["mine"]
+    assert woken == []
+    assert stranger not in workers._idle

@@ -51,11 +51,15 @@ def run_now(function, argument) -> None:
     """
     global started
     job = _Job((function, argument))
-    if _idle:
-        _idle.pop().switch(job)
-    else:
-        started += 1
-        greenlet(_work, gevent.get_hub()).switch(job)
+    hub = gevent.get_hub()
+    while _idle:
+        worker = _idle.pop()
+        # One of this loop's (not one a forked parent or another thread left).
+        if worker.parent is hub and not worker.dead:
+            worker.switch(job)
+            return
+    started += 1
+    greenlet(_work, hub).switch(job)
 
 
 def start_soon(function) -> None:
