@@ -20,7 +20,7 @@ from chat.internals.emit import FastEmitManager
 from chat.internals.engineio_server import close_session
 from chat.internals.engineio_socket import ChatSocket
 from chat.observe import gcpause, metrics
-from chat.transport import codec
+from chat.transport import codec, workers
 from chat.transport.writer import counts
 from chat.web.views import degraded_reason
 
@@ -101,6 +101,8 @@ def _watch(app: Flask, socketio) -> None:
     metrics.LOGINS_WAITING.set_function(lambda: state.admission.waiting)
     metrics.CONNECTIONS.set_function(lambda: counts.connections)
     metrics.FLUSHERS.set_function(lambda: counts.flushers)
+    metrics.WORKERS.labels("idle").set_function(workers.idle_workers)
+    metrics.WORKERS.labels("started").set_function(lambda: workers.started)
     metrics.SESSIONS.set_function(lambda: len(server.eio.sockets))
     metrics.DEGRADED.set_function(
         lambda: 1 if degraded_reason(state, server.manager) else 0

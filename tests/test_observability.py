@@ -49,6 +49,18 @@ def test_every_garbage_collection_pause_is_timed_by_generation(client):
     assert metric(client, "chat_gc_pause_seconds_count", labels) == before + 1
 
 
+def test_metrics_show_the_reused_greenlets_waiting_and_started(client):
+    import gevent
+
+    from chat.transport import workers
+
+    gevent.get_hub().loop.run_callback(workers.run_now, len, "job")
+    gevent.sleep(0)
+    idle = metric(client, "chat_worker_greenlets", '{state="idle"}')
+    assert 1 <= idle <= workers.MAX_IDLE
+    assert metric(client, "chat_worker_greenlets", '{state="started"}') >= 1
+
+
 def test_metrics_never_contain_user_content(client, login):
     login("SecretName").emit("new message", "secret text")
     page = client.get("/metrics").get_data(as_text=True)

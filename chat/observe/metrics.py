@@ -14,6 +14,12 @@ FLUSHERS = Gauge(
     "chat_websocket_flushers",
     "websockets whose client is behind: a backlog and one flusher greenlet each",
 )
+WORKERS = Gauge(
+    "chat_worker_greenlets",
+    "reused greenlets for readers and flushers (chat.transport.workers): "
+    "idle (waiting for a job, at most 64) and started (since the process began)",
+    ["state"],
+)
 MESSAGES_IN = Counter("chat_messages_in_total", "chat messages accepted from clients")
 MESSAGES_OUT = Counter(
     "chat_messages_out_total", "new message broadcasts sent by this instance"
