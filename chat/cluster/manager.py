@@ -14,7 +14,6 @@ import logging
 import time
 
 import gevent
-import gevent.event
 import socketio
 
 from chat.cluster.channels import RoomChannels
@@ -23,7 +22,6 @@ from chat.cluster.keys import Keys
 from chat.cluster.shards import NodePipelines, ShardedPubSub, refresh
 from chat.cluster.wire import send_all
 from chat.internals.emit import FastEmitManager
-from chat.transport.workers import start_soon
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +94,7 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         self.fanout = fanout
         self._outgoing: collections.deque = collections.deque()
         self._publish_queue_max = publish_queue_max
-        # Whether the publisher runs (a chat.transport.workers greenlet);
-        # set while nothing waits to be published.
-        self._publishing = False
-        self._all_published = gevent.event.Event()
-        self._all_published.set()
+        self._publisher = None
         # On a Redis Cluster every channel is sharded (SPUBLISH/SSUBSCRIBE):
         # a room's events cross only the shard that owns the room's slot.
         # The main channel (events for one session, whose instance nobody
@@ -167,10 +161,8 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
             self._outgoing.popleft()
             self._on_publish_error()
         self._outgoing.append(data)
-        if not self._publishing:
-            self._publishing = True
-            self._all_published.clear()
-            start_soon(self._publish_queued)
+        if self._publisher is None:
+            self._publisher = gevent.spawn(self._publish_queued)
 
     def wait_published(self, timeout_s: float) -> bool:
         """Wait until what was queued is published (a shell command, about
@@ -178,7 +170,9 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         command never listens, so its publishing client is made here."""
         if getattr(self, "redis", None) is None:
             self.redis = redis_client(self.redis_url, self._timeout_s)
-        self._all_published.wait(timeout_s)
+        publisher = self._publisher
+        if publisher is not None:
+            publisher.join(timeout_s)
         return not self._outgoing
 
     def _publish_queued(self) -> None:
@@ -226,8 +220,7 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
                 for _ in batch:
                     self._outgoing.popleft()
         finally:
-            self._publishing = False
-            self._all_published.set()
+            self._publisher = None
 
     def _listen(self):
         """Messages of the main channel and of every subscribed room's,

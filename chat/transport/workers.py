@@ -10,9 +10,7 @@ Python calls and ended: 9.0 µs; the same job handed to a waiting greenlet:
 0.9 µs. A churn cycle (connect, log in, one message, leave) starts four.
 
 ``run_now`` hands a job to a worker that finished its last one and waits
-in the hub, or to a new one; ``start_soon`` does it on the loop's next
-turn, for work ``gevent.spawn`` started (the script batches' flusher, the
-publisher). A worker whose job is done waits for the next
+in the hub, or to a new one. A worker whose job is done waits for the next
 unless ``MAX_IDLE`` already do (a fixed cost, not one per connection:
 a burst's extra workers end as they finish). As with a new greenlet:
 
