@@ -180,8 +180,13 @@ class RedisServer(Process):
         tls: tuple[Path, Path, Path] | None = None,
         maxmemory: str = "512mb",
         cluster_enabled: bool = False,
+        key_load_delay_us: int = 0,
     ) -> None:
         super().__init__(workdir / "redis.log")
+        # Redis's own test knob: each key read from disk at start-up waits
+        # this long, so a test can catch Redis while it loads (it takes
+        # SUBSCRIBE and PUBLISH then, and answers reads with LOADING).
+        self.key_load_delay_us = key_load_delay_us
         # A Redis Cluster node (chat.cluster.clients, redis+cluster://).
         self.cluster_enabled = cluster_enabled
         # Redis is a budget the app keeps (history in bytes per room, keys
@@ -250,6 +255,8 @@ class RedisServer(Process):
                 argv += ["--masterauth", self.password]
         if self.socket_path:
             argv += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        if self.key_load_delay_us:
+            argv += ["--key-load-delay", str(self.key_load_delay_us)]
         if self.cluster_enabled:
             # A node gives up on a silent peer after a second, so a killed
             # master's replica takes over within a few seconds.
@@ -264,19 +271,31 @@ class RedisServer(Process):
                 argv += ["--masterauth", self.password]
         return argv
 
-    def start(self) -> RedisServer:
+    def start(self, loaded: bool = True) -> RedisServer:
+        """Start, and wait until it answers; with ``loaded`` False, only
+        until it takes connections (it may still be loading its data)."""
         argv = self.argv()
         self._spawn(argv)
-        wait_until(self._answers, 10, f"redis-server on {self.port}")
+        wait_until(
+            lambda: self._answers(loading_is_up=not loaded),
+            10,
+            f"redis-server on {self.port}",
+        )
         return self
 
-    def _answers(self) -> bool:
+    def _answers(self, loading_is_up: bool = False) -> bool:
         if not self.running():
             raise AssertionError(f"redis-server exited:\n{self.log()}")
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
+        # No retries: redis-py's default retries LOADING for seconds.
+        once = Retry(NoBackoff(), 0)
         try:
-            return redis.Redis.from_url(self.url, socket_timeout=1).ping()
+            return redis.Redis.from_url(self.url, socket_timeout=1, retry=once).ping()
+        except redis.BusyLoadingError:
+            return loading_is_up
         except redis.RedisError:
             return False
 

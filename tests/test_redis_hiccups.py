@@ -10,6 +10,8 @@ import time
 import pytest
 import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from chat.messages.stream import RedisHistory
 from chat.validation import DEFAULT_ROOM
@@ -324,3 +326,45 @@ def test_a_reply_left_on_a_pooled_connection_is_never_read_as_the_next_ones(
     pool.release(stale)
     assert client.echo("fresh") == b"fresh"
     assert client.echo("again") == b"again"
+
+
+def test_a_message_stored_before_a_redis_restart_reaches_users_while_redis_reloads(
+    gunicorn, clients, tmp_path
+):
+    """Alice's message was stored, and its publish was lost (her instance
+    died, or the publish met the restart). Redis restarts from its AOF
+    and loads slowly: meanwhile it takes SUBSCRIBE but answers XRANGE with
+    LOADING. Bob's instance resubscribes then; its replay from the stream
+    must wait for the data, not give up with nothing replayed."""
+    from deploy.procs import RedisServer
+
+    server = RedisServer(tmp_path, persistent=True, key_load_delay_us=50).start()
+    try:
+        env = {**FAST, "REDIS_URL": server.url}
+        a, b = gunicorn(env), gunicorn(env)
+        alice = clients(a.url)
+        bob = clients(b.url)
+        alice.login("Alice")
+        bob.login("Bob")
+        store = redis.Redis.from_url(server.url)
+        # Some seconds of loading at start-up (50 µs per key, answering
+        # clients every 1,024 commands).
+        fill = "for i=1,500 do redis.call('set','filler:'..ARGV[1]..i,'x') end"
+        for batch in range(60):
+            store.eval(fill, 0, batch)
+        history = RedisHistory(store, "chat:", 100)
+        lost, _ = history.store(DEFAULT_ROOM, "Alice", "lost in the restart", "k1")
+        store.shutdown(nosave=False)
+        server.proc.wait(10)
+        server.start(loaded=False)
+        once = redis.Redis.from_url(server.url, retry=Retry(NoBackoff(), 0))
+        with pytest.raises(redis.BusyLoadingError):
+            once.xrange(f"chat:history:{DEFAULT_ROOM}")  # still loading
+        got = bob.wait_for("new message", lambda m: m["id"] == lost["id"], 20)
+        assert got["message"] == "lost in the restart"
+        alice.say("after")
+        bob.wait_for("new message", lambda m: m["message"] == "after", 15)
+        texts = [m["message"] for m in bob.named("new message")]
+        assert texts == ["lost in the restart", "after"]
+    finally:
+        server.stop()

@@ -9,6 +9,7 @@ manager here retries within ``MAX_RETRY_S`` and every client has timeouts.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import time
@@ -129,8 +130,11 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
             # TCP keepalive notices a Redis host that vanished without a FIN.
             options["socket_keepalive"] = True
         old = getattr(self, "pubsub", None)
-        if isinstance(old, ShardedPubSub):
-            old.close()
+        if old is not None:
+            # A replay that failed leaves its subscription open: closed
+            # here, not at garbage collection.
+            with contextlib.suppress(Exception):
+                old.close()
         if self.sharded:
             # The layout as it is now: a failover or a resharding is why
             # the listener is here again.
@@ -256,7 +260,10 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         """Listen; after a failure resubscribe at once, then back off to 1 s.
 
         Anything published while this instance was not subscribed is in the
-        streams; ``on_back`` replays it before live delivery goes on.
+        streams; ``on_back`` replays it before live delivery goes on. A
+        replay that fails (a Redis loading its AOF takes SUBSCRIBE, not
+        XRANGE) keeps the gap open: subscribe and replay again, from the
+        same moment.
         """
         failing = False
         retry_s = FIRST_RETRY_S
@@ -282,6 +289,8 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
                         MAX_RETRY_S,
                         exc,
                     )
+                elif self.listening:
+                    log.warning("Cannot replay from the streams yet: %s", exc)
                 failing = True
                 self.listening = False
                 self.fanout.gap()

@@ -183,7 +183,9 @@ class Fanout:
 
         After a lost subscription, or when another instance went away. Ids
         already delivered here, and those a login's history had, are
-        skipped.
+        skipped. A stream that cannot be read raises (redis-py's error):
+        the caller keeps the gap open and calls again, and what this call
+        delivered is skipped then.
         """
         state = self.state
         self.gap()

@@ -294,9 +294,14 @@ class RedisHistory:
         rows = self._r.xrevrange(self._key(room), count=count)
         return [self._decode(i, f) for i, f in reversed(rows)]
 
-    @_survive_outage(lambda room, after_id, limit: [])
     def after(self, room: str, after_id: str, limit: int) -> list[dict]:
-        """Up to ``limit`` messages after ``after_id``, oldest first (for replay)."""
+        """Up to ``limit`` messages after ``after_id``, oldest first (for replay).
+
+        Raises when Redis cannot be read: an empty answer would close a
+        replay's gap with nothing replayed. A Redis that restarts from its
+        AOF takes SUBSCRIBE and PUBLISH while it loads but answers reads
+        with ``LOADING``: the listener is back, and the replay must wait.
+        """
         rows = self._r.xrange(self._key(room), min=f"({after_id}", count=limit)
         return [self._decode(i, f) for i, f in rows]
 
