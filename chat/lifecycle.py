@@ -140,9 +140,7 @@ def start_services(app: Flask, socketio) -> None:
 
         # An instance that went away may have taken publishes with it; the
         # streams have its messages.
-        state.presence.on_instance_gone = lambda seconds_ago: fanout.replay(
-            int((time.time() - seconds_ago) * 1000)
-        )
+        state.presence.on_instance_gone = fanout.instance_gone
         # Presence stays "degraded" from a lost subscription until a heartbeat
         # has written this instance's users back; that beat runs at once.
         server.manager.on_lost = state.presence.mark_degraded

@@ -20,6 +20,7 @@ decided here:
 from __future__ import annotations
 
 import logging
+import time
 
 import gevent
 
@@ -54,6 +55,9 @@ class Fanout:
     def __init__(self, socketio, state) -> None:
         self.socketio = socketio
         self.state = state
+        # Since when (ms) a replay for a departed instance is owed, while
+        # one that failed waits to be tried again.
+        self._owed_since_ms: int | None = None
 
     # -- a local sender ----------------------------------------------------
     def send(self, room: str, entry: dict, sender_sid: str, pending: bool) -> None:
@@ -177,6 +181,21 @@ class Fanout:
         late -= {sender_sid, *delivered.already_sent(room, entry["id"])}
         for sid in late:
             emit("new message", shown, to=sid, ignore_queue=True)
+
+    def instance_gone(self, seconds_ago: float) -> None:
+        """Another instance went away, at most ``seconds_ago``: what it
+        published in its last moments may never have arrived.
+
+        A replay that fails raises (the heartbeat tries again on its next
+        beat), and the next one starts no later than this one would have:
+        a retry a beat later must not move the window past the messages
+        it was for."""
+        since_ms = int((time.time() - seconds_ago) * 1000)
+        if self._owed_since_ms is not None:
+            since_ms = min(since_ms, self._owed_since_ms)
+        self._owed_since_ms = since_ms
+        self.replay(since_ms)
+        self._owed_since_ms = None
 
     def replay(self, gap_started_ms: int) -> None:
         """Deliver, from the streams, what this instance may have missed.
