@@ -216,6 +216,23 @@ if os.environ.get("LOG_FORMAT") == "json":
 
 
 # -- server hooks -------------------------------------------------------------
+def on_starting(server):
+    """Refuse gunicorn's own TLS (``--certfile``) with one line, at start.
+
+    TLS ends at the load balancer or the platform's router. The websocket
+    transport reads and writes the connection's native socket (no greenlet
+    per idle connection, no wrapper per frame), which under TLS would be
+    the encrypted bytes: pages would load over HTTPS and every websocket
+    would close at its first frame. Exit code 3, as for a bad REDIS_URL.
+    """
+    if server.cfg.is_ssl:
+        server.log.error(
+            "cannot start: gunicorn's TLS (certfile) is not supported; "
+            "end TLS at the load balancer or the platform's router"
+        )
+        raise SystemExit(3)
+
+
 def post_worker_init(worker):
     """On SIGTERM, close our sockets and release our users before gunicorn waits.
 

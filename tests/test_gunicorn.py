@@ -3,6 +3,7 @@
 import os
 import resource
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -170,3 +171,27 @@ def test_ctrl_c_stops_the_server_quietly(gunicorn, clients):
     assert server.proc.wait(10) == 0
     log = server.log()
     assert "Traceback" not in log and "SystemExit" not in log
+
+
+def test_gunicorns_own_tls_is_refused_at_start_with_one_line(tmp_path):
+    """The websocket transport uses the native socket, which under
+    gunicorn's TLS carries the encrypted bytes: every websocket would close
+    at its first frame. The instance says so and stops instead."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes"]
+        + ["-keyout", str(key), "-out", str(cert), "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    args = f"--certfile {cert} --keyfile {key}"
+    server = Instance(free_port(), tmp_path, {"GUNICORN_CMD_ARGS": args})
+    server.start(wait=False)
+    try:
+        assert server.proc.wait(30) == 3
+        assert "cannot start: gunicorn's TLS (certfile) is not supported" in (
+            server.log()
+        )
+    finally:
+        server.stop()
