@@ -597,3 +597,15 @@ def test_redis_pys_connections_still_offer_what_send_all_uses():
     source = inspect.getsource(redis.client.Pipeline._execute_pipeline)
     assert "connection.send_packed_command(all_cmds)" in source
     assert "except ResponseError as e:" in source
+
+
+def test_gevents_native_socket_raises_rather_than_waits_on_a_full_send():
+    """The ordered writer (chat.transport.writer) sends on the native
+    socket under gevent's: gevent must keep it non-blocking, so that a
+    frame the kernel cannot take raises instead of stalling the loop."""
+    a, b = gevent.socket.socketpair()
+    with a, b:
+        assert a._sock.gettimeout() == 0.0
+        with pytest.raises(BlockingIOError):
+            while True:
+                a._sock.send(b"x" * 65536)

@@ -14,12 +14,29 @@ from chat.transport.websocket import LimitedWebSocket
 from chat.transport.writer import MAX_HELD, encode_frame
 
 
+class CountingNative:
+    """The native socket under gevent's, noting each ``send``."""
+
+    def __init__(self, sock, sends: list[bytes]) -> None:
+        self.sock = sock
+        self.sends = sends
+
+    def send(self, data, flags=0):
+        self.sends.append(bytes(data))
+        return self.sock.send(data, flags)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
 class CountingSocket:
-    """The server's socket, noting each ``send`` (one system call each)."""
+    """The server's socket, noting each ``send`` (one system call each),
+    through gevent's socket or the native one under it."""
 
     def __init__(self, sock) -> None:
         self.sock = sock
         self.sends: list[bytes] = []
+        self._sock = CountingNative(sock._sock, self.sends)
 
     def send(self, data, flags=0, timeout=None):
         self.sends.append(bytes(data))
