@@ -30,17 +30,13 @@ class CountingNative:
 
 
 class CountingSocket:
-    """The server's socket, noting each ``send`` (one system call each),
-    through gevent's socket or the native one under it."""
+    """The server's socket, noting each ``send`` (one system call each) on
+    the native socket under it, where the ordered writer sends."""
 
     def __init__(self, sock) -> None:
         self.sock = sock
         self.sends: list[bytes] = []
         self._sock = CountingNative(sock._sock, self.sends)
-
-    def send(self, data, flags=0, timeout=None):
-        self.sends.append(bytes(data))
-        return self.sock.send(data, flags, timeout)
 
     def __getattr__(self, name):
         return getattr(self.sock, name)
