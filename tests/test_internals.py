@@ -609,3 +609,30 @@ def test_gevents_native_socket_raises_rather_than_waits_on_a_full_send():
         with pytest.raises(BlockingIOError):
             while True:
                 a._sock.send(b"x" * 65536)
+
+
+def test_redis_pys_pubsub_reads_and_makes_messages_as_the_lean_listener_does():
+    """chat.internals.pubsub reads each reply as ``PubSub.parse_response``
+    does, and makes a published message as ``handle_message`` does."""
+    import redis
+
+    from chat.internals.pubsub import lean_pubsub
+
+    source = inspect.getsource(redis.client.PubSub.parse_response)
+    assert "conn.read_response(" in source
+    assert "disconnect_on_error=False, push_request=True" in source
+    client = redis.Redis()
+    assert client._event_dispatcher is not None
+    ours = lean_pubsub(client)
+    assert ours._event_dispatcher is client._event_dispatcher
+    replies = [[b"message", b"room#a", b"x"], [b"smessage", b"room#b", b"y"]]
+
+    class Replies:
+        def read_response(self, **options):
+            return replies.pop(0)
+
+    ours.connection = Replies()
+    ours.subscribed_event.set()
+    lean = ours.listen()
+    for reply in list(replies):
+        assert next(lean) == ours.handle_message(reply)

@@ -23,6 +23,7 @@ from chat.cluster.keys import Keys
 from chat.cluster.shards import NodePipelines, ShardedPubSub, refresh
 from chat.cluster.wire import send_all
 from chat.internals.emit import FastEmitManager
+from chat.internals.pubsub import lean_pubsub
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         else:
             listener = redis_client(self.redis_url, None, **options)
             # Subscribe confirmations are kept: a login waits for its room's.
-            self.pubsub = listener.pubsub()
+            self.pubsub = lean_pubsub(listener)
         self.connected = True
 
     def _publish(self, data):

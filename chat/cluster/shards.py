@@ -17,6 +17,8 @@ import gevent
 import gevent.queue
 import redis
 
+from chat.internals.pubsub import LeanPubSub, lean_pubsub
+
 log = logging.getLogger(__name__)
 
 # What tells us the cluster's layout changed under a command.
@@ -127,18 +129,18 @@ class ShardedPubSub:
         """``connect(host, port)``: a plain client of one master."""
         self._cluster = cluster
         self._connect = connect
-        self._pubsubs: dict[str, redis.client.PubSub] = {}
+        self._pubsubs: dict[str, LeanPubSub] = {}
         self._readers: dict[str, gevent.Greenlet] = {}
         self._node_of: dict[str, str] = {}  # channel -> master's name
         # Unsubscribed by the chat, the confirmation not in yet.
         self._leaving: set[str] = set()
         self._inbox: gevent.queue.Queue = gevent.queue.Queue()
 
-    def _pubsub(self, node) -> redis.client.PubSub:
+    def _pubsub(self, node) -> LeanPubSub:
         found = self._pubsubs.get(node.name)
         if found is None:
             client = self._connect(node.host, node.port)
-            found = self._pubsubs[node.name] = client.pubsub()
+            found = self._pubsubs[node.name] = lean_pubsub(client)
         return found
 
     def subscribe(self, *channels: str) -> None:

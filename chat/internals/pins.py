@@ -6,7 +6,8 @@ with Flask's contexts; chat.transport subclasses
 gevent-websocket's websocket and handler and gunicorn's pywsgi server, and
 unmasks with wsaccel; chat.cluster.manager subclasses python-socketio's
 Redis manager; chat.cluster.wire sends commands on redis-py's connections
-without its pipeline; gunicorn.conf.py's worker replaces the main loop of
+without its pipeline; chat.internals.pubsub reads pub/sub replies below
+redis-py's ``listen``; gunicorn.conf.py's worker replaces the main loop of
 gunicorn's gevent worker. requirements.txt pins the same versions, and
 tests/test_internals.py fails when an installed one differs or when an
 upgrade moves what the overrides rely on.
