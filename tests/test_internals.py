@@ -592,6 +592,9 @@ def test_redis_pys_connections_still_offer_what_send_all_uses():
     client = redis.Redis()
     for command in ("PUBLISH", "EVALSHA"):
         assert client.response_callbacks.get(command) is None
+    # send_all packs with hiredis where redis-py's connection would.
+    connection = client.connection_pool.make_connection()
+    assert type(connection._command_packer) is redis.connection.HiredisRespSerializer
     # What a pipeline does with each reply: read it, keep an error reply
     # in its place.
     source = inspect.getsource(redis.client.Pipeline._execute_pipeline)

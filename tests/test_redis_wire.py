@@ -109,3 +109,19 @@ def test_a_publish_redis_refuses_stays_queued_until_redis_takes_it(redis_server)
     heard = listener.get_message(timeout=5)
     assert heard["type"] == "message" and b"new message" in heard["data"]
     assert failures == [1]
+
+
+def test_commands_are_packed_as_redis_py_packs_them():
+    from chat.cluster.wire import _packed
+
+    connection = redis.Connection()
+    commands = [
+        ("PUBLISH", "chat#room1", '{"message":"héllo"}'.encode()),
+        ("EVALSHA", "a" * 40, 2, "chat:room:1", "k", "ünï", 1733600000000, 1.5),
+        ("PUBLISH", "chat#room1", memoryview(b"view")),
+        ("PUBLISH", "chat#room1", bytearray(b"bytes")),
+    ]
+    ours = b"".join(_packed(connection, commands))
+    assert ours == b"".join(connection.pack_commands(commands))
+    with pytest.raises(redis.DataError):
+        _packed(connection, [("PUBLISH", "chat#room1", None)])

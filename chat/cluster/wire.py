@@ -20,9 +20,16 @@ waits) has dropped itself: redis-py's connection disconnects when a read
 or a write is interrupted, so a late reply is never read as another
 command's (tests/test_redis_wire.py).
 
+The commands are packed by hiredis in C, as redis-py's own packer does
+once it has copied every argument through a Python generator: 10.6 µs
+for three script calls there, 3.3 µs here. An argument hiredis does not
+take (none that the chat sends) goes through redis-py's packer and its
+``DataError``.
+
 It relies on redis-py's connection API (``ConnectionPool.get_connection``
 and ``release``, ``Connection.pack_commands``, ``send_packed_command``,
-``read_response``, ``retry.call_with_retry``), and on no reply callback
+``read_response``, ``retry.call_with_retry``, the connection's packer being
+``HiredisRespSerializer``), and on no reply callback
 for the commands sent through it (``PUBLISH``, ``EVALSHA``):
 tests/test_internals.py checks both against the pinned redis-py. A client
 without a single pool (a ``RedisCluster``) gets a pipeline, as before.
@@ -32,7 +39,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import hiredis
 import redis
+from redis.connection import HiredisRespSerializer
 
 
 def send_all(client, commands: Sequence[tuple]) -> list:
@@ -58,7 +67,7 @@ def send_all(client, commands: Sequence[tuple]) -> list:
 
 
 def _exchange(conn, commands: Sequence[tuple]) -> list:
-    conn.send_packed_command(conn.pack_commands(commands))
+    conn.send_packed_command(_packed(conn, commands))
     replies = []
     for _ in commands:
         try:
@@ -66,3 +75,14 @@ def _exchange(conn, commands: Sequence[tuple]) -> list:
         except redis.ResponseError as exc:
             replies.append(exc)
     return replies
+
+
+def _packed(conn, commands: Sequence[tuple]) -> list[bytes]:
+    """``conn.pack_commands(commands)`` (chunks to write in order), packed
+    by hiredis when that is what redis-py itself would pack them with."""
+    if type(conn._command_packer) is HiredisRespSerializer:
+        try:
+            return [b"".join([hiredis.pack_command(c) for c in commands])]
+        except TypeError:
+            pass  # redis-py's packer says what is wrong
+    return conn.pack_commands(commands)
