@@ -7,6 +7,7 @@ import contextvars
 
 import gevent
 import gevent.event
+import gevent.socket
 
 from chat.transport import workers
 
@@ -126,3 +127,45 @@ def test_a_worker_of_another_loop_is_never_handed_a_job():
     assert ran == ["mine"]
     assert woken == []
     assert stranger not in workers._idle
+
+
+def test_each_connection_is_handled_in_a_waiting_worker_not_a_new_greenlet(app):
+    """The server hands every accepted connection to a worker greenlet
+    (``ChatWSGIServer.do_handle``): connections one after another share
+    one, where gevent's pool would start a greenlet for each."""
+    from gevent.pool import Pool
+
+    from chat.transport.handler import handler_class
+    from chat.transport.server import ChatWSGIServer
+    from chat.transport.writer import counts
+
+    handled_in = []
+    request = b"GET / HTTP/1.1\r\nHost: chat\r\nConnection: close\r\n\r\n"
+
+    def wsgi(environ, start_response):
+        handled_in.append(gevent.getcurrent())  # kept: no id is reused
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = ChatWSGIServer(
+        ("127.0.0.1", 0),
+        application=wsgi,
+        spawn=Pool(100),
+        handler_class=handler_class(app.config),
+        log=None,
+    )
+    open_before = counts.connections
+    server.start()
+    try:
+        for _ in range(20):
+            with gevent.socket.create_connection(server.address) as sock:
+                sock.sendall(request)
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok")
+    finally:
+        server.stop()
+    assert len(handled_in) == 20
+    assert len({id(greenlet) for greenlet in handled_in}) <= 2
+    assert counts.connections == open_before
