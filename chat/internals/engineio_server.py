@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import urllib.parse
 from dataclasses import dataclass
 
 import engineio
@@ -23,6 +22,7 @@ from chat.observe import metrics
 from chat.tasks import every
 from chat.transport.clientaddr import client_address, client_key, parse_networks
 from chat.transport.handler import adopt, close_when_session_ends
+from chat.transport.query import query_with
 from chat.transport.writer import cut_off_ended
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class ChatEngineIOServer(engineio.Server):
         ``handle_request``: a wrapper frame there would sit under every
         websocket's waiting greenlet for its whole life (RSS per connection).
         """
-        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        query = query_with(environ, "j", "sid")
         if "j" in query:
             return _plain("400 Bad Request", "JSONP polling is not supported")
         sid = query.get("sid", [None])[0]

@@ -14,7 +14,6 @@ import base64
 import hashlib
 import io
 import logging
-import urllib.parse
 import weakref
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from gunicorn.workers.ggevent import PyWSGIHandler
 
 from chat.transport.clientaddr import Network, parse_networks
 from chat.transport.headers import parse_headers
+from chat.transport.query import query_with
 from chat.transport.websocket import LimitedWebSocket
 from chat.transport.writer import end_within_grace
 from chat.web.guards import refusal_before_upgrade, with_safety_headers
@@ -220,7 +220,7 @@ class ChatWebSocketHandler(WebSocketHandler):
         # No socket timeout: gevent's sendall takes a much slower path for
         # every frame on a socket that has one. A session that ends closes
         # its socket instead (``close_when_session_ends``).
-        sid = urllib.parse.parse_qs(self.environ.get("QUERY_STRING", "")).get("sid")
+        sid = query_with(self.environ, "sid").get("sid")
         self.websocket = LimitedWebSocket(self.environ, Stream(self), self, self.limits)
         if sid:  # an upgrade of a polling session
             by_session[sid[0]] = self.websocket

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import re
-import urllib.parse
 
 from chat.observe import metrics
+from chat.transport.query import query_with
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,8 @@ _PASSED = "chat.guard_passed"
 
 def session_id(environ) -> str | None:
     """The engine.io session a request belongs to, read as engine.io reads
-    it (``parse_qs``, first value, blank ones dropped): None opens a new one."""
-    query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+    it (first value): None opens a new one."""
+    query = query_with(environ, "sid")
     return query["sid"][0] if "sid" in query else None
 
 
