@@ -24,6 +24,7 @@ def test_metrics_count_logins_messages_and_refusals(client, login, connect):
         "in": metric(client, "chat_messages_in_total"),
         "refused": metric(client, "chat_refused_total", '{reason="message_too_long"}'),
         "sockets": metric(client, "chat_connected_sockets"),
+        "timed": metric(client, "chat_event_seconds_count", '{event="new message"}'),
     }
     alice = login("Alice")
     login("Bob")
@@ -34,8 +35,9 @@ def test_metrics_count_logins_messages_and_refusals(client, login, connect):
     assert metric(client, "chat_messages_in_total") == before["in"] + 1
     refused = metric(client, "chat_refused_total", '{reason="message_too_long"}')
     assert refused == before["refused"] + 1
+    # Both messages timed, the refused one too.
     timed = metric(client, "chat_event_seconds_count", '{event="new message"}')
-    assert timed >= 2
+    assert timed == before["timed"] + 2
     alice.disconnect()
     assert metric(client, "chat_logged_in_users") == before["users"] + 1
 
