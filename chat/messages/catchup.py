@@ -11,6 +11,10 @@ from chat.messages.entries import is_entry_id, parse_id, public
 from chat.observe import metrics
 
 log = logging.getLogger(__name__)
+# Where a login's history came from, looked up once (``labels`` locks and
+# checks its arguments on every call).
+_KEPT = metrics.HISTORY_READS.labels("kept")
+_STREAM = metrics.HISTORY_READS.labels("stream")
 
 
 def _from_tail(state, config, room: str, last_id: str | None) -> list[dict] | None:
@@ -62,11 +66,11 @@ def catch_up(
     heard = config["REDIS_URL"] and manager.hears(room)
     messages = _from_tail(state, config, room, last_id) if heard else None
     if messages is not None:
-        metrics.HISTORY_READS.labels("kept").inc()
+        _KEPT.inc()
         meanwhile = []
     else:
         if config["REDIS_URL"]:
-            metrics.HISTORY_READS.labels("stream").inc()
+            _STREAM.inc()
         start = state.delivered.open_window(room)
         try:
             messages, dropped, newest = _read(state, config, room, last_id)
