@@ -9,6 +9,8 @@
 - ``emit``: the manager's broadcast loop, a frame built once per message.
 - ``flask_context``: Flask-SocketIO's event handling with a short Flask
   context when no teardown function or signal receiver would miss it.
+- ``pubsub``: redis-py's pub/sub with a lean ``listen`` that makes
+  published messages itself.
 - ``pins``: the versions all of these were written for.
 
 The websocket and handler overrides live with the transport
