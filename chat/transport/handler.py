@@ -24,10 +24,9 @@ from gunicorn.workers.ggevent import PyWSGIHandler
 
 from chat.transport.clientaddr import Network, parse_networks
 from chat.transport.headers import parse_headers
-from chat.transport.query import query_with
 from chat.transport.websocket import LimitedWebSocket
 from chat.transport.writer import end_within_grace
-from chat.web.guards import refusal_before_upgrade, with_safety_headers
+from chat.web.guards import refusal_before_upgrade, session_id, with_safety_headers
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +219,10 @@ class ChatWebSocketHandler(WebSocketHandler):
         # No socket timeout: gevent's sendall takes a much slower path for
         # every frame on a socket that has one. A session that ends closes
         # its socket instead (``close_when_session_ends``).
-        sid = query_with(self.environ, "sid").get("sid")
+        sid = session_id(self.environ)
         self.websocket = LimitedWebSocket(self.environ, Stream(self), self, self.limits)
         if sid:  # an upgrade of a polling session
-            by_session[sid[0]] = self.websocket
+            by_session[sid] = self.websocket
         self.environ.update(
             {"wsgi.websocket_version": version, "wsgi.websocket": self.websocket}
         )
