@@ -34,6 +34,8 @@ from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 from socketio.redis_manager import parse_redis_sentinel_url
 
+from chat.internals.redis_pool import BlockingPool, SentinelBlockingPool
+
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # -> TLS
 
@@ -154,13 +156,6 @@ POOL_WAIT_S = 10.0
 NO_MAINT_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
 
 
-class SentinelBlockingConnectionPool(
-    redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool
-):
-    """Sentinel's pool (each new connection asks for the master) with
-    BlockingConnectionPool's bound: a command waits for a free connection."""
-
-
 def redis_client(url: str, timeout_s: float | None, **options) -> redis.Redis:
     """A client for ``url``: bounded waits, unless ``timeout_s`` is None (a
     pub/sub listener waits for messages indefinitely); ``options`` go to
@@ -181,11 +176,11 @@ def redis_client(url: str, timeout_s: float | None, **options) -> redis.Redis:
         return cluster_client(cluster, settings)
     sentinel = parse_sentinel_url(url)
     if sentinel is None:
-        pool = redis.BlockingConnectionPool.from_url(url, **settings)
+        pool = BlockingPool.from_url(url, **settings)
         return redis.Redis(connection_pool=pool)
     return sentinels_of(sentinel, timeout_s).master_for(
         sentinel.service,
-        connection_pool_class=SentinelBlockingConnectionPool,
+        connection_pool_class=SentinelBlockingPool,
         **sentinel.node_options,
         **settings,
     )
@@ -209,7 +204,7 @@ def cluster_client(cluster: ClusterURL, settings: dict) -> ClusterClient:
             startup_nodes=[
                 redis.cluster.ClusterNode(h, p) for h, p in cluster.seeds[1:]
             ],
-            connection_pool_class=redis.BlockingConnectionPool,
+            connection_pool_class=BlockingPool,
             **settings,
         )
 
