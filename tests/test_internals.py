@@ -10,13 +10,17 @@ import http.client
 import inspect
 import json
 import socket
+import subprocess
+import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import engineio
 import engineio.packet
 import engineio.socket
 import gevent.socket
 import pytest
+import redis
 import socketio
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
@@ -28,6 +32,8 @@ from chat.internals import engineio_server, engineio_socket, socketio_server
 from chat.internals.pins import PINNED
 from chat.transport import handler as transport_handler
 from chat.transport import server as transport_server
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(("package", "pinned"), sorted(PINNED.items()))
@@ -399,14 +405,14 @@ def test_a_socketio_session_keeps_no_copy_of_flasks_session(app, connect):
 
 
 def test_the_sentinel_pool_blocks_like_redis_pys_blocking_pool():
-    """chat.cluster.clients mixes Sentinel's pool with BlockingConnectionPool: the
-    connection checkout must come from the blocking one, the master lookup
-    from Sentinel's connection class."""
+    """chat.internals.redis_pool mixes Sentinel's pool with
+    BlockingConnectionPool: the connection checkout must come from the
+    blocking one, the master lookup from Sentinel's connection class."""
     import redis.sentinel
 
-    from chat.cluster.clients import SentinelBlockingConnectionPool
+    from chat.internals.redis_pool import ReadinessParser, SentinelBlockingPool
 
-    cls = SentinelBlockingConnectionPool
+    cls = SentinelBlockingPool
     assert cls.get_connection is redis.BlockingConnectionPool.get_connection
     assert cls.release is redis.BlockingConnectionPool.release
     sentinels = redis.sentinel.Sentinel([("127.0.0.1", 1)])
@@ -414,6 +420,35 @@ def test_the_sentinel_pool_blocks_like_redis_pys_blocking_pool():
     assert pool.max_connections == 3 and pool.timeout == 0.1
     assert pool.connection_class is redis.sentinel.SentinelManagedConnection
     assert pool.pool.maxsize == 3
+    assert pool.connection_kwargs["parser_class"] is ReadinessParser
+
+
+def test_redis_pys_pool_checks_connections_as_the_quick_checks_expect():
+    """chat.internals.redis_pool: the pool asks ``can_read()`` of a
+    connection before handing it out, the hiredis parser polls with the
+    ``select`` module gevent patches, and ``_checkpid`` compares ``pid``."""
+    import redis._parsers.hiredis as hiredis_parser
+
+    from chat.internals.redis_pool import ReadinessParser
+
+    checkout = inspect.getsource(redis.BlockingConnectionPool.get_connection)
+    assert "connection.can_read()" in checkout
+    assert "self._checkpid()" in checkout
+    assert "self.pid != os.getpid()" in inspect.getsource(
+        redis.ConnectionPool._checkpid
+    )
+    assert "select.poll()" in inspect.getsource(hiredis_parser._socket_can_read)
+    assert ReadinessParser.__mro__[1] is redis.connection.DefaultParser
+    for name in ("_reader", "_sock"):
+        assert name in inspect.getsource(hiredis_parser._HiredisParser.on_connect)
+    # Under the worker's patching, the parser's poll is still the OS's.
+    code = (
+        "from gevent import monkey; monkey.patch_all(); import select;"
+        "from chat.internals import redis_pool as p;"
+        "assert select.poll is not p._os_poll;"
+        "assert type(p._os_poll).__name__ == 'builtin_function_or_method'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_text_packets_skip_the_binary_scan(app):
@@ -523,6 +558,37 @@ def test_an_instance_drops_its_own_publishes_before_decoding_them():
     heard = [{"type": "message", "data": data} for data in (mine, theirs, callback)]
     ours._redis_listen_with_retries = lambda: iter(heard)
     assert list(ours._listen()) == [theirs, callback]
+
+
+def test_an_emit_publishes_the_message_python_socketios_emit_makes():
+    """ChatRedisManager.emit skips python-socketio's scan for bytes; for a
+    text payload the message is the one ``PubSubManager.emit`` makes, key
+    order included (the listener drops its own by how they end). A payload
+    with bytes raises in the emitter and nothing is queued."""
+    from chat.cluster.manager import ChatRedisManager
+    from chat.transport import codec
+
+    made = ChatRedisManager(
+        "redis://127.0.0.1:1", channel="c", timeout_s=0.1, fanout=None
+    )
+    made.json = codec
+    handled = []
+    made._handle_emit = handled.append
+    made._publisher = "busy"  # queue only: no publisher greenlet
+    for args, kwargs in [
+        (("new message", {"username": "A", "message": "hi"}), {"room": "r"}),
+        (("typing", ({"username": "A"}, 2)), {"to": "r", "skip_sid": "s1"}),
+        (("login", None), {"room": "sid", "namespace": "/"}),
+    ]:
+        socketio.PubSubManager.emit(made, *args, **kwargs)
+        made.emit(*args, **kwargs)
+        assert list(handled[-1].items()) == list(handled[-2].items())
+        assert made._outgoing[-1] == made._outgoing[-2]
+        assert made._outgoing[-1][1] == codec.dumps(handled[-2])
+    before = len(made._outgoing)
+    with pytest.raises(TypeError):
+        made.emit("new message", {"message": b"bytes"}, room="r")
+    assert len(made._outgoing) == before
 
 
 def test_the_service_task_passes_over_every_session_in_one_wake(app):

@@ -152,6 +152,53 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
             self.pubsub = lean_pubsub(listener)
         self.connected = True
 
+    def emit(
+        self,
+        event,
+        data,
+        namespace=None,
+        room=None,
+        skip_sid=None,
+        callback=None,
+        to=None,
+        **kwargs,
+    ):
+        """python-socketio's ``PubSubManager.emit`` for an emit without a
+        callback, without its walk through the payload looking for bytes.
+
+        The chat's events are text: the local packets are ``TextPacket``s
+        (chat.internals.socketio_server), and the message is encoded to JSON
+        here, by ``_publish``, so a payload that cannot be (bytes among
+        them) raises in the emitting handler and nothing is sent. The
+        message is the dict python-socketio makes, ``host_id`` last
+        (``_own_tail``); tests/test_internals.py compares them.
+        """
+        if callback is not None or kwargs.get("ignore_queue"):
+            return super().emit(
+                event,
+                data,
+                namespace=namespace,
+                room=room,
+                skip_sid=skip_sid,
+                callback=callback,
+                to=to,
+                **kwargs,
+            )
+        message = {
+            "method": "emit",
+            "event": event,
+            "data": list(data) if isinstance(data, tuple) else [data],
+            "binary": False,
+            "namespace": namespace or "/",
+            "room": to or room,
+            "skip_sid": skip_sid,
+            "callback": None,
+            "host_id": self.host_id,
+        }
+        self._handle_emit(message)  # this instance's members
+        self._publish(message)  # the other instances'
+        return None
+
     def _publish(self, data):
         """Queue ``data`` for the other instances; never wait on Redis here.
 
@@ -161,11 +208,16 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
         order and retries while Redis is away; past PUBLISH_QUEUE_MAX the
         oldest event is dropped and counted (messages are in the streams,
         where a resubscribing instance finds them).
+
+        The message is encoded here, in the emitting greenlet: one that
+        cannot be raises to its emitter rather than failing the publisher's
+        batch again and again.
         """
+        entry = (self.channel_for(data), self.json.dumps(data))
         if len(self._outgoing) >= self._publish_queue_max:
             self._outgoing.popleft()
             self._on_publish_error()
-        self._outgoing.append(data)
+        self._outgoing.append(entry)
         if self._publisher is None:
             self._publisher = gevent.spawn(self._publish_queued)
 
@@ -196,17 +248,15 @@ class ChatRedisManager(RoomChannels, socketio.RedisManager, FastEmitManager):
                         # One plain pipeline per master, rather than
                         # redis-py's cluster pipeline: cheaper per message.
                         pipe = NodePipelines(self.redis.cluster)
-                        for data in batch:
-                            channel = self.channel_for(data)
-                            pipe.command(channel, "spublish", self.json.dumps(data))
+                        for channel, payload in batch:
+                            pipe.command(channel, "spublish", payload)
                         pipe.execute()
                     else:
-                        dumps = self.json.dumps
                         replies = send_all(
                             self.redis,
                             [
-                                ("PUBLISH", self.channel_for(data), dumps(data))
-                                for data in batch
+                                ("PUBLISH", channel, payload)
+                                for channel, payload in batch
                             ],
                         )
                         # An error reply (a replica after a failover, a lost
