@@ -27,15 +27,6 @@ from flask.ctx import AppContext, RequestContext
 from flask.globals import _cv_app, _cv_request
 from flask_socketio import SocketIO
 
-# What pushing and popping a context would send; a receiver on any of them
-# means the full context.
-_CONTEXT_SIGNALS = (
-    signals.appcontext_pushed,
-    signals.appcontext_tearing_down,
-    signals.appcontext_popped,
-    signals.request_tearing_down,
-)
-
 
 class EventContext(RequestContext):
     """A request context for one event on a session's first request.
@@ -62,11 +53,17 @@ class EventContext(RequestContext):
 
 
 def needs_full_context(app) -> bool:
-    """Whether anything is registered that a full context would run."""
+    """Whether anything is registered that a full context would run: a
+    teardown function, or a receiver of a signal that pushing or popping a
+    context sends."""
+    # Each signal named, not ``any`` over a generator: this runs per event.
     return bool(
         app.teardown_request_funcs
         or app.teardown_appcontext_funcs
-        or any(signal.receivers for signal in _CONTEXT_SIGNALS)
+        or signals.appcontext_pushed.receivers
+        or signals.appcontext_tearing_down.receivers
+        or signals.appcontext_popped.receivers
+        or signals.request_tearing_down.receivers
     )
 
 
