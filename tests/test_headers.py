@@ -37,6 +37,12 @@ def test_headers_match_the_email_parsers(block):
     assert ours._headers == theirs._headers
     assert list(ours.headers) == list(theirs.headers)
     assert ours.get("host") == theirs.get("host")
+    for name in ("host", "HOST", "x-latin", "cookie", "x-folded", "x-empty", "nope"):
+        assert ours.get(name, "-") == theirs.get(name, "-")
+        assert ours[name] == theirs[name]
+        assert ours.getheader(name) == theirs.getheader(name)
+    assert ours.items() == theirs.items()
+    assert ours.typeheader == theirs.typeheader
     assert ours.status == ""
 
 

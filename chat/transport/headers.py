@@ -12,6 +12,11 @@ is no header ends the headers (the email parser makes it the body, which
 pywsgi never reads). tests/test_headers.py compares the two on the odd
 cases; tests/test_internals.py fails if pywsgi stops calling
 ``MessageClass`` or ``OldMessage`` goes.
+
+Reading a header back (pywsgi asks for half a dozen per request) runs the
+value through the ``compat32`` policy's ``header_fetch_parse``, which
+returns it unchanged unless it holds surrogates, and a value decoded from
+ISO-8859-1 never does: ``RequestHeaders`` returns the value as it is.
 """
 
 from __future__ import annotations
@@ -28,9 +33,24 @@ MAX_HEADERS = 100  # http.client._MAXHEADERS
 _NAME = re.compile(r"[\041-\071\073-\176]*:")
 
 
-def parse_headers(fp, *_) -> OldMessage:
+class RequestHeaders(OldMessage):
+    """gevent's ``OldMessage`` whose values, decoded from ISO-8859-1, are
+    returned as they are (what ``compat32`` returns for such a value)."""
+
+    def get(self, name, failobj=None):
+        name = name.lower()
+        for key, value in self._headers:
+            if key.lower() == name:
+                return value
+        return failobj
+
+    def items(self):
+        return list(self._headers)
+
+
+def parse_headers(fp, *_) -> RequestHeaders:
     """Read header lines up to the blank one; ``status`` says what was wrong."""
-    message = OldMessage()
+    message = RequestHeaders()
     lines = []
     while True:
         line = fp.readline(MAX_LINE + 1)
