@@ -464,6 +464,71 @@ def test_text_packets_skip_the_binary_scan(app):
         socketio_server.TextPacket(socketio.packet.EVENT, data=["x", b"bytes"]).encode()
 
 
+# Frames a client may send: events with odd payloads, acknowledgement ids,
+# namespaces, broken JSON, pings and closes.
+FRAMES = [
+    '42["new message","hi"]',
+    '42["add user","Alice",{"room":"r"}]',
+    "42[]",
+    '42["x",{"a":[1,2,{"b":null}]},3.5,true]',
+    '421["new message","with an ack"]',
+    '42/admin,["x"]',
+    '42["broken"',
+    "40",
+    '40{"token":"t"}',
+    "41",
+    "43[]",
+    "4",
+    "4x",
+    "2",
+    "3",
+    "1",
+    "6",
+]
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+def test_a_message_frame_reaches_socketio_as_engineios_decode_gives_it(frame):
+    """engineio_socket's reader passes a frame of a message carrying a
+    socket.io packet straight on: engine.io's own decode gives the same."""
+    if not (frame[:1] == "4" and frame[1:2].isnumeric()):
+        return  # engine.io's own path
+    pkt = engineio.packet.Packet(encoded_packet=frame)
+    assert pkt.packet_type == engineio.packet.MESSAGE
+    assert pkt.data == frame[1:]
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+def test_an_event_packet_is_handled_as_python_socketios_decode_gives_it(frame):
+    """socketio_server's fast path for ``42[`` hands ``_handle_event`` what
+    python-socketio's decoded packet would, and broken JSON is a malformed
+    packet there as python-socketio's ValueError is."""
+    import types
+
+    data = frame[1:]
+    if not data[:1].isdigit():
+        return
+    cls = socketio_server.ChatSocketIOServer
+    server = cls.__new__(cls)
+    server.packet_class = socketio_server.TextPacket
+    server._binary_packet = {}
+    sock = types.SimpleNamespace(closed=False, upgraded=True)
+    server.eio = types.SimpleNamespace(sockets={"e": sock})
+    calls = []
+    handlers = ("_handle_event", "_handle_connect", "_handle_disconnect", "_handle_ack")
+    for name in handlers:
+        setattr(server, name, lambda *args, name=name: calls.append((name, *args)))
+    server._malformed = lambda eio_sid, data, exc: calls.append(("malformed",))
+    try:
+        socketio.Server._handle_eio_message(server, "e", data)
+    except ValueError:
+        calls.append(("malformed",))
+    theirs = calls[:]
+    calls.clear()
+    cls._handle_eio_message(server, "e", data)
+    assert calls == theirs
+
+
 def test_the_server_accepts_connections_in_small_bites():
     """ChatWSGIServer.max_accept paces handshakes in a storm; gevent's accept
     loop must still read it (gunicorn sets it only for its StreamServer)."""

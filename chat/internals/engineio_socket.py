@@ -249,6 +249,8 @@ class ChatSocket(Socket):
         new one.
         """
         receive = self.receive
+        trigger = self.server._trigger_event
+        run_async = self.server.async_handlers
         while not self.closed:
             if not websocket.ready_to_read():
                 if self.ending:
@@ -262,7 +264,13 @@ class ChatSocket(Socket):
             # What the event answers goes out in one write (``hold``).
             websocket.hold()
             try:
-                receive(packet.Packet(encoded_packet=data))
+                if data[:1] == "4" and data[1:2].isnumeric():
+                    # A message carrying a socket.io packet, the usual
+                    # frame: what ``receive`` does with its decoded packet
+                    # (engine.io's decode keeps such a payload as sent).
+                    trigger("message", self.sid, data[1:], run_async=run_async)
+                else:
+                    receive(packet.Packet(encoded_packet=data))
             except exceptions.UnknownPacketError:
                 pass
             except (ValueError, IndexError, TypeError):

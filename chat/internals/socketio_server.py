@@ -80,6 +80,13 @@ class ChatSocketIOServer(socketio.Server):
             # before every message, in chat.transport.websocket.)
             gevent.sleep(0)
         try:
+            if data[:3] == "42[" and eio_sid not in self._binary_packet:
+                # An event on the main namespace without an acknowledgement
+                # id, the usual packet: what python-socketio does with its
+                # decoded packet, without making one.
+                return self._handle_event(
+                    eio_sid, None, None, self.packet_class.json.loads(data[2:])
+                )
             return super()._handle_eio_message(eio_sid, data)
         except ValueError as exc:
             return self._malformed(eio_sid, data, exc)
