@@ -119,3 +119,38 @@ def test_a_greenlet_holds_a_bounded_number_of_frames(pair):
         b"".join(frame(str(n)) for n in range(MAX_HELD)),
         frame(str(MAX_HELD)),
     ]
+
+
+def _broadcaster(websocket):
+    """The manager's broadcast loop with one recipient, ``websocket``."""
+    import types
+
+    from bidict import bidict
+
+    from chat.internals.emit import FastEmitManager
+    from chat.internals.socketio_server import TextPacket
+
+    manager = FastEmitManager.__new__(FastEmitManager)
+    manager.rooms = {"/": {"room": bidict({"sid": "eio"})}}
+    sock = types.SimpleNamespace(
+        closed=False, direct=websocket, last_ping=None, send=None
+    )
+    manager.server = types.SimpleNamespace(
+        packet_class=TextPacket,
+        eio=types.SimpleNamespace(sockets={"eio": sock}, ping_timeout=20),
+    )
+    return lambda text: manager.emit("new message", text, "/", room="room")
+
+
+def test_a_broadcast_goes_after_what_another_event_holds(pair):
+    websocket, counting, _ = pair
+    broadcast = _broadcaster(websocket)
+    broadcast("first")
+    assert counting.sends == [frame('42["new message","first"]')]
+    holding = gevent.spawn(lambda: (websocket.hold(), websocket.write(frame("43"))))
+    holding.join()
+    broadcast("second")
+    assert counting.sends[1:] == [
+        frame("43") + b"",
+        frame('42["new message","second"]'),
+    ]

@@ -18,7 +18,8 @@ class FastEmitManager(RoomIndex, socketio.Manager):
     python-socketio's loop goes through a generator, ``_send_eio_packet``,
     engine.io's ``send_packet`` and ``_get_socket`` for each recipient. Here
     the packet is encoded and framed once, and each websocket recipient
-    costs a dictionary lookup and one ``write``; polling recipients get
+    costs a dictionary lookup and one ``send_now`` (``write`` while the
+    recipient's own event holds frames); polling recipients get
     ``ChatSocket.send``. Callbacks, several rooms at once and binary
     payloads take python-socketio's own path. Subclass it behind a pub/sub
     manager (``class M(socketio.RedisManager, FastEmitManager)``) so that
@@ -84,5 +85,8 @@ class FastEmitManager(RoomIndex, socketio.Manager):
             if direct is None:
                 sock.send(eio_pkt)
             elif not sock.last_ping or sock.last_ping > gone_before:
-                direct.write(frame)
+                if direct.holder is None and not direct.closed:
+                    direct.send_now(frame)  # nothing held to keep order with
+                else:
+                    direct.write(frame)
         return None

@@ -338,7 +338,7 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
             return
         self.release()
         payload = struct.pack("!H", code) + (message or b"")
-        self._write(encode_frame(payload, self.OPCODE_CLOSE))
+        self.send_now(encode_frame(payload, self.OPCODE_CLOSE))
         self.close_code = code
         self.closed = True
         self.stream = self.raw_write = self.raw_read = self.environ = None

@@ -56,7 +56,7 @@ class OrderedWriter:
                 self.held.append(frame)
                 return True
             self.release()
-        return self._write(frame)
+        return self.send_now(frame)
 
     # -- holding: one system call for what one event answers ----------------
     def hold(self, first: bytes = b"") -> None:
@@ -82,9 +82,14 @@ class OrderedWriter:
             return
         self.holder = self.held = None
         if held:
-            self._write(held[0] if len(held) == 1 else b"".join(held))
+            self.send_now(held[0] if len(held) == 1 else b"".join(held))
 
-    def _write(self, frame) -> bool:
+    def send_now(self, frame) -> bool:
+        """Send ``frame`` after what is in the backlog, without blocking;
+        False if dropped. Only when nothing is held (``holder`` is None) or
+        when ``release`` sends what was: else ``write``, which keeps order.
+        A broadcast's loop (chat.internals.emit) calls it for each recipient
+        that holds nothing, a Python call less than through ``write``."""
         if self.shut_down:
             return False
         if self.flusher is None:
