@@ -238,8 +238,31 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
             sock.settimeout(None)
 
     def read_frame(self):
-        """One frame; its size and the connection's budget checked before reading."""
+        """One frame; its size and the connection's budget checked before reading.
+
+        A whole masked frame of under 126 bytes already in the buffer (what
+        a client sends, read ahead by ``ready_to_read``) is decoded in place,
+        as ``Header.decode_header`` would decode it, without its reads.
+        """
+        inbuf = self.inbuf
+        if inbuf is not None and len(inbuf) >= 6:
+            second = inbuf[1]
+            length = second & 0x7F
+            if second & 0x80 and length < 126 and len(inbuf) >= 6 + length:
+                first = inbuf[0]
+                fin = first & 0x80 == 0x80
+                header = Header(fin, first & 0x0F, first & 0x70, length)
+                header.mask = inbuf[2:6]
+                self.inbuf = inbuf[6 + length :]
+                if header.opcode > 0x07 and not header.fin:
+                    raise ProtocolError("Received fragmented control frame")
+                return self._checked(header, inbuf[6 : 6 + length])
         header = Header.decode_header(self)
+        return self._checked(header, None)
+
+    def _checked(self, header, payload: bytes | None):
+        """The frame of ``header`` once its limits are checked; its payload
+        read now when not given, and unmasked."""
         if header.flags:
             raise ProtocolError("reserved bits set")
         if header.length > self.limits.max_message_bytes:
@@ -248,9 +271,10 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
             raise OverLimit(CLOSE_POLICY, "transport_rate")
         if not header.length:
             return header, b""
-        payload = self.read(header.length)
-        if len(payload) != header.length:
-            raise WebSocketError("Unexpected EOF reading frame payload")
+        if payload is None:
+            payload = self.read(header.length)
+            if len(payload) != header.length:
+                raise WebSocketError("Unexpected EOF reading frame payload")
         if header.mask:
             payload = XorMaskerSimple(header.mask).process(payload)
         return header, payload
