@@ -11,6 +11,8 @@
   context when no teardown function or signal receiver would miss it.
 - ``pubsub``: redis-py's pub/sub with a lean ``listen`` that makes
   published messages itself.
+- ``redis_pool``: redis-py's connection pools, checking a connection for
+  unread data with the OS's poll rather than a trip through gevent's hub.
 - ``pins``: the versions all of these were written for.
 
 The websocket and handler overrides live with the transport

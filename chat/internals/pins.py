@@ -7,7 +7,8 @@ gevent-websocket's websocket and handler and gunicorn's pywsgi server, and
 unmasks with wsaccel; chat.cluster.manager subclasses python-socketio's
 Redis manager; chat.cluster.wire sends commands on redis-py's connections
 without its pipeline; chat.internals.pubsub reads pub/sub replies below
-redis-py's ``listen``; gunicorn.conf.py's worker replaces the main loop of
+redis-py's ``listen``; chat.internals.redis_pool checks pooled connections
+with its own parser; gunicorn.conf.py's worker replaces the main loop of
 gunicorn's gevent worker. requirements.txt pins the same versions, and
 tests/test_internals.py fails when an installed one differs or when an
 upgrade moves what the overrides rely on.
