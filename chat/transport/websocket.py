@@ -24,7 +24,6 @@ import time
 from typing import TYPE_CHECKING
 
 import gevent
-from gevent import get_hub
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.websocket import Header, WebSocket
 from wsaccel.xormask import XorMaskerSimple
@@ -73,7 +72,6 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         "budget",
         "raw_socket",
         "yielded_at",
-        "turn",
         "backlog",
         "backlog_bytes",
         "flusher",
@@ -96,7 +94,6 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
         self.budget = Budget(limits.packets_per_s, limits.bytes_per_s)
         self.raw_socket = handler.socket
         self.yielded_at = time.perf_counter()
-        self.turn = -1  # the loop's iteration when the reader last looked
         self.backlog: collections.deque | None = None  # while a flusher runs
         self.backlog_bytes = 0
         self.flusher = None
@@ -205,9 +202,10 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
     def _readable(self, then) -> None:
         """Runs in the hub: start the reader in a greenlet at once (one of
         ``chat.transport.workers``), as gevent's own read wake-ups switch to
-        the waiting greenlet. It comes from the hub, in a new turn of the
-        loop, so it owes the hub no yield (``receive``) yet."""
+        the waiting greenlet. It comes from the hub, so it owes the hub no
+        yield (``receive``) yet."""
         self.watcher.stop()
+        self.yielded_at = time.perf_counter()
         run_now(then, self)
 
     def finish(self) -> None:
@@ -315,24 +313,17 @@ class LimitedWebSocket(OrderedWriter, WebSocket):
     def receive(self):
         """A message, or None once the connection is closed (for any reason).
 
-        Yields to the hub once this reader has run ``YIELD_AFTER_S`` without
-        letting others run: a client whose frames keep arriving would
-        otherwise never let another greenlet run, because a gevent read
-        returns at once while the kernel holds data. Yielding before every
-        message instead would cut the intake of busy senders under load.
-        A reader that waited since it last looked (for Redis, in the
-        handler of the last message: the loop has polled, ``iteration``
-        moved) starts counting again rather than yield once more.
+        Yields to the hub once this reader has run ``YIELD_AFTER_S`` since it
+        last did: a client whose frames keep arriving would otherwise never
+        let another greenlet run, because a gevent read returns at once
+        while the kernel holds data. Yielding before every message instead
+        would cut the intake of busy senders under load.
         """
         if self.closed:
             return None
         self.release()
         now = time.perf_counter()
-        turn = get_hub().loop.iteration
-        if turn != self.turn:
-            self.turn = turn
-            self.yielded_at = now
-        elif now - self.yielded_at > YIELD_AFTER_S:
+        if now - self.yielded_at > YIELD_AFTER_S:
             gevent.sleep(0)
             self.yielded_at = time.perf_counter()
         try:
