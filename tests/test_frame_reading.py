@@ -4,15 +4,12 @@ refusals included (chat.transport.websocket)."""
 
 from __future__ import annotations
 
-import gevent.socket
 import pytest
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
-from geventwebsocket.websocket import Stream
 
-from chat.transport.handler import TransportLimits
-from chat.transport.websocket import LimitedWebSocket, OverLimit
+from chat.transport.websocket import OverLimit
 from tests.rawws import RawWebSocket
-from tests.test_writer_hold import _settings
+from tests.serverws import server_websocket
 
 frame = RawWebSocket.frame
 FRAMES = [
@@ -32,20 +29,6 @@ FRAMES = [
 ]
 
 
-def _websocket(limits_overrides=None):
-    server, client = gevent.socket.socketpair()
-
-    class Handler:
-        socket = server
-        rfile = server.makefile("rb")
-
-    config = _settings()
-    config.update(limits_overrides or {})
-    limits = TransportLimits.from_config(config)
-    websocket = LimitedWebSocket({}, Stream(Handler), Handler, limits)
-    return websocket, client, [Handler.rfile, client, server]
-
-
 def _outcome(websocket, count):
     frames = []
     try:
@@ -63,8 +46,8 @@ def _outcome(websocket, count):
 @pytest.mark.parametrize("limits", [None, {"MAX_HTTP_BUFFER_BYTES": 50}])
 def test_a_buffered_frame_reads_as_the_stream_reads_it(data, limits):
     count = 2 if data.count(b"after") else 1
-    buffered, _, opened_a = _websocket(limits)
-    streamed, client, opened_b = _websocket(limits)
+    buffered, _, opened_a = server_websocket(limits)
+    streamed, client, opened_b = server_websocket(limits)
     try:
         buffered.inbuf = data  # what ready_to_read took from the kernel
         client.sendall(data)

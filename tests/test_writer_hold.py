@@ -4,65 +4,20 @@ and holding never reorders frames or keeps them from a waiting client."""
 from __future__ import annotations
 
 import gevent
-import gevent.socket
 import pytest
-from geventwebsocket.websocket import Stream
 
-from chat import config as settings
-from chat.transport.handler import TransportLimits
-from chat.transport.websocket import LimitedWebSocket
 from chat.transport.writer import MAX_HELD, encode_frame
-
-
-class CountingNative:
-    """The native socket under gevent's, noting each ``send``."""
-
-    def __init__(self, sock, sends: list[bytes]) -> None:
-        self.sock = sock
-        self.sends = sends
-
-    def send(self, data, flags=0):
-        self.sends.append(bytes(data))
-        return self.sock.send(data, flags)
-
-    def __getattr__(self, name):
-        return getattr(self.sock, name)
-
-
-class CountingSocket:
-    """The server's socket, noting each ``send`` (one system call each) on
-    the native socket under it, where the ordered writer sends."""
-
-    def __init__(self, sock) -> None:
-        self.sock = sock
-        self.sends: list[bytes] = []
-        self._sock = CountingNative(sock._sock, self.sends)
-
-    def __getattr__(self, name):
-        return getattr(self.sock, name)
+from tests.serverws import CountingSocket, server_websocket
 
 
 @pytest.fixture
 def pair():
     """A server websocket on one end of a socket pair, the client's end."""
-    server, client = gevent.socket.socketpair()
-
-    class Handler:
-        socket = server
-        rfile = server.makefile("rb")
-
-    limits = TransportLimits.from_config(_settings())
-    websocket = LimitedWebSocket({}, Stream(Handler), Handler, limits)
-    counting = websocket.raw_socket = CountingSocket(server)
+    websocket, client, opened = server_websocket()
+    counting = websocket.raw_socket = CountingSocket(websocket.raw_socket)
     yield websocket, counting, client
-    Handler.rfile.close()
-    client.close()
-    server.close()
-
-
-def _settings() -> dict:
-    config = settings.TestConfig()
-    return {name: getattr(config, name) for name in dir(config) if name.isupper()}
+    for each in opened:
+        each.close()
 
 
 def frame(text: str) -> bytes:
