@@ -36,7 +36,7 @@ def test_a_connection_with_a_reply_left_unread_is_not_handed_out(redis_server):
     connection.send_command("ECHO", "left behind")
     first = connection._sock
     # Wait until the reply is there to be seen (a deadline, not a sleep).
-    assert ReadinessParser.can_read(connection._parser, 2.0)
+    assert connection._parser.can_read(2.0)
     pool.release(connection)
     again = pool.get_connection()
     try:
